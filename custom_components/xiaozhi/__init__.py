@@ -1,0 +1,28 @@
+"""Xiaozhi: xiaozhi-esp32 voice devices served by Home Assistant."""
+
+from __future__ import annotations
+
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP
+from homeassistant.core import Event, HomeAssistant
+
+from .http import async_register_views
+from .hub import XiaozhiConfigEntry, XiaozhiHub
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> bool:
+    """Start serving devices."""
+    hub = XiaozhiHub(hass, entry)
+    entry.runtime_data = hub
+    async_register_views(hass)
+
+    async def _async_stop(event: Event) -> None:
+        await hub.async_shutdown()
+
+    entry.async_on_unload(hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _async_stop))
+    return True
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> bool:
+    """Close every device channel; the endpoints answer 404 until set up again."""
+    await entry.runtime_data.async_shutdown()
+    return True

@@ -1,0 +1,28 @@
+"""The xiaozhi server core: protocol, codecs, sessions, OTA and endpoints.
+
+Imports nothing from Home Assistant, and only relative imports inside, so the same code runs in the
+integration, in the add-on, and standalone (`python -m core.emulator` from this directory).
+"""
+
+from .const import OTA_PATH, WEBSOCKET_PATH, CloseCode
+from .errors import ProtocolError, XiaozhiError
+from .host import SessionHost, XiaozhiHost
+from .ota import OtaRequest, WebsocketConfig
+from .server import XiaozhiServer
+from .session import DeviceIdentity, DeviceSession, SessionState
+
+__all__ = [
+    "OTA_PATH",
+    "WEBSOCKET_PATH",
+    "CloseCode",
+    "DeviceIdentity",
+    "DeviceSession",
+    "OtaRequest",
+    "ProtocolError",
+    "SessionHost",
+    "SessionState",
+    "WebsocketConfig",
+    "XiaozhiError",
+    "XiaozhiHost",
+    "XiaozhiServer",
+]

@@ -1,0 +1,53 @@
+"""Protocol constants and every limit the server enforces, in one place."""
+
+from enum import IntEnum
+from typing import Final
+
+# Endpoints (the paths the reference server uses, so only host and port change on a device).
+OTA_PATH: Final = "/xiaozhi/ota/"
+WEBSOCKET_PATH: Final = "/xiaozhi/v1/"
+
+# Binary protocol versions a device may announce (protocol.md §3.4).
+PROTOCOL_VERSIONS: Final = frozenset({1, 2, 3})
+DEFAULT_PROTOCOL_VERSION: Final = 1
+
+# Audio from the device: Opus, 16 kHz mono, 60 ms frames (protocol.md §3.5).
+DEVICE_SAMPLE_RATE: Final = 16000
+DEVICE_CHANNELS: Final = 1
+DEVICE_FRAME_DURATION_MS: Final = 60
+# Audio to the device: the rate announced in our hello (24 kHz: most boards need no resampling).
+REPLY_SAMPLE_RATE: Final = 24000
+REPLY_FRAME_DURATION_MS: Final = 60
+OPUS_SAMPLE_RATES: Final = frozenset({8000, 12000, 16000, 24000, 48000})
+OPUS_FRAME_DURATIONS_MS: Final = frozenset({10, 20, 40, 60, 80, 100, 120})
+MAX_OPUS_FRAME_DURATION_MS: Final = 120
+SAMPLE_WIDTH: Final = 2  # 16-bit PCM
+
+# Limits on what a device may send.
+MAX_WEBSOCKET_FRAME_BYTES: Final = 65535  # the firmware never sends more in one frame
+MAX_TEXT_MESSAGE_BYTES: Final = 32 * 1024  # an MCP tools/list page is < 8000 bytes
+MAX_JSON_DEPTH: Final = 32
+MAX_OPUS_PACKET_BYTES: Final = 4000  # 60 ms at Opus's top bitrate (510 kbit/s) is 3825 bytes
+MAX_OTA_BODY_BYTES: Final = 64 * 1024  # the system-info JSON is a few KiB
+
+# Timing.
+HELLO_TIMEOUT_S: Final = 10.0  # the firmware waits 10 s for our hello; we wait as long for its own
+IDLE_TIMEOUT_S: Final = 60.0  # close a quiet connection well before the firmware's 120 s timeout
+WEBSOCKET_HEARTBEAT_S: Final = 30.0  # the firmware answers pings; this finds dead sockets
+PLAYBACK_LEAD_FRAMES: Final = 5  # frames queued on the device ahead of real time (it holds 40)
+TTS_START_SETTLE_S: Final = 0.08  # the device flushes audio that races its `tts start`
+CLOSE_TIMEOUT_S: Final = 5.0
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the server uses."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # the hub is unloading or HA is stopping
+    PROTOCOL_ERROR = 1002  # malformed JSON, binary before hello, bad framing
+    UNSUPPORTED_DATA = 1003  # audio parameters we cannot decode
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    HELLO_TIMEOUT = 4000
+    IDLE_TIMEOUT = 4001

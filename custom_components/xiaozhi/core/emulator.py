@@ -1,0 +1,519 @@
+"""A device emulator that behaves like the xiaozhi-esp32 firmware on the wire.
+
+It makes the boot-time OTA check with the firmware's headers and body, opens the WebSocket with
+the firmware's headers, says hello, listens, streams 60 ms Opus frames from PCM or a WAV file in
+any binary protocol version, answers MCP like a device, and records everything the server sends
+(and the reply audio, decodable to a WAV). Tests, the demo and the benchmarks all use it, and a
+user can run it against their own Home Assistant:
+
+    python -m core.emulator --ota-url http://HA:8123/xiaozhi/ota/ --wav command.wav --out reply.wav
+
+(run from `custom_components/xiaozhi`, or with `scripts/emulator` from a checkout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+import json
+import logging
+from pathlib import Path
+import random
+import sys
+import time
+from typing import Final
+import uuid
+import wave
+
+import aiohttp
+
+from . import framing
+from .codec import OpusDecoder, OpusEncoder, PcmFramer, samples_per_frame
+from .const import (
+    DEVICE_FRAME_DURATION_MS,
+    DEVICE_SAMPLE_RATE,
+    HELLO_TIMEOUT_S,
+    SAMPLE_WIDTH,
+)
+from .messages import (
+    ClientHello,
+    JsonObject,
+    ListenMode,
+    ListenState,
+    ServerHello,
+    parse_server_message,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+FIRMWARE_VERSION: Final = "2.0.3"
+BOARD: Final = "xiaozhi-emulator"
+DEVICE_FRAME_BYTES: Final = (
+    samples_per_frame(DEVICE_SAMPLE_RATE, DEVICE_FRAME_DURATION_MS) * SAMPLE_WIDTH
+)
+DEVICE_OPUS_COMPLEXITY: Final = 0  # the firmware's encoder settings (protocol.md §3.5)
+REPLY_TIMEOUT_S: Final = 30.0
+EMULATED_VOLUME: Final = 70
+
+
+def random_device_id() -> str:
+    """Return a locally administered MAC, as the firmware formats its Device-Id."""
+    octets = [0x02] + [random.randrange(256) for _ in range(5)]
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+def read_pcm(path: Path) -> bytes:
+    """Read 16 kHz 16-bit mono PCM from a WAV file or a raw .pcm file."""
+    if path.suffix.lower() != ".wav":
+        return path.read_bytes()
+    with wave.open(str(path), "rb") as wav:
+        params = (wav.getframerate(), wav.getsampwidth(), wav.getnchannels())
+        if params != (DEVICE_SAMPLE_RATE, SAMPLE_WIDTH, 1):
+            raise ValueError(
+                f"{path} is {params[0]} Hz, {8 * params[1]}-bit, {params[2]} channel(s); the "
+                f"device sends 16 kHz 16-bit mono (convert with: ffmpeg -i {path} -ar 16000 "
+                "-ac 1 -sample_fmt s16 out.wav)"
+            )
+        return wav.readframes(wav.getnframes())
+
+
+def write_wav(path: Path, pcm: bytes, sample_rate: int) -> None:
+    """Write 16-bit mono PCM as a WAV file."""
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(SAMPLE_WIDTH)
+        wav.setframerate(sample_rate)
+        wav.writeframes(pcm)
+
+
+def pcm_frames(pcm: bytes) -> Iterator[bytes]:
+    """Cut PCM into 60 ms device frames, the last one padded with silence."""
+    framer = PcmFramer(DEVICE_FRAME_BYTES)
+    yield from framer.push(pcm)
+    if (last := framer.flush()) is not None:
+        yield last
+
+
+@dataclass(slots=True)
+class Received:
+    """Everything the server sent, with arrival times on the loop clock."""
+
+    messages: list[tuple[float, JsonObject]] = field(default_factory=list)
+    audio: list[tuple[float, bytes]] = field(default_factory=list)
+
+    def of_type(self, kind: str, state: str | None = None) -> list[JsonObject]:
+        """Return the messages of one type (and state)."""
+        return [
+            m
+            for _, m in self.messages
+            if m.get("type") == kind and (state is None or m.get("state") == state)
+        ]
+
+
+class DeviceEmulator:
+    """One emulated device."""
+
+    def __init__(
+        self,
+        ota_url: str,
+        *,
+        device_id: str | None = None,
+        client_id: str | None = None,
+        board: str = BOARD,
+        firmware_version: str = FIRMWARE_VERSION,
+        language: str = "en-US",
+        protocol_version: int | None = None,
+        http: aiohttp.ClientSession | None = None,
+    ) -> None:
+        """Describe the device; `protocol_version` overrides what the OTA answer says."""
+        self.ota_url = ota_url
+        self.device_id = device_id or random_device_id()
+        self.client_id = client_id or str(uuid.uuid4())
+        self.board = board
+        self.firmware_version = firmware_version
+        self.language = language
+        self.protocol_version = protocol_version
+        self.ota_answer: JsonObject | None = None
+        self.server_hello: ServerHello | None = None
+        self.received = Received()
+        self.close_code: int | None = None
+        self._http = http
+        self._own_http = http is None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._changed = asyncio.Condition()
+        self._encoder = OpusEncoder(
+            DEVICE_SAMPLE_RATE,
+            DEVICE_FRAME_DURATION_MS,
+            bitrate=None,
+            complexity=DEVICE_OPUS_COMPLEXITY,
+        )
+        self.session_id = ""
+
+    # --- boot: OTA check -------------------------------------------------------------------------
+
+    def ota_headers(self) -> dict[str, str]:
+        """Return the headers the firmware sends with its OTA check (protocol.md §2.2)."""
+        return {
+            "Activation-Version": "1",
+            "Device-Id": self.device_id,
+            "Client-Id": self.client_id,
+            "User-Agent": f"{self.board}/{self.firmware_version}",
+            "Accept-Language": self.language.lower(),
+            "Content-Type": "application/json",
+        }
+
+    def system_info(self) -> JsonObject:
+        """Return the system-info body the firmware posts."""
+        return {
+            "version": 2,
+            "language": self.language,
+            "flash_size": 16777216,
+            "minimum_free_heap_size": "123456",
+            "mac_address": self.device_id,
+            "uuid": self.client_id,
+            "chip_model_name": "esp32s3",
+            "chip_info": {"model": 9, "cores": 2, "revision": 2, "features": 18},
+            "application": {
+                "name": "xiaozhi",
+                "version": self.firmware_version,
+                "compile_time": "Jul 18 2026T12:00:00Z",
+                "idf_version": "v5.5.2",
+                "elf_sha256": "0" * 64,
+            },
+            "partition_table": [
+                {"label": "nvs", "type": 1, "subtype": 2, "address": 36864, "size": 16384}
+            ],
+            "ota": {"label": "ota_0"},
+            "display": {"monochrome": False, "width": 240, "height": 240},
+            "board": {
+                "type": self.board,
+                "name": self.board,
+                "ssid": "emulated",
+                "rssi": -50,
+                "channel": 6,
+                "ip": "127.0.0.1",
+                "mac": self.device_id,
+            },
+        }
+
+    async def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    async def check_ota(self) -> JsonObject:
+        """POST the OTA endpoint like a booting device; keep the answer."""
+        http = await self._session()
+        async with http.post(
+            self.ota_url, data=json.dumps(self.system_info()), headers=self.ota_headers()
+        ) as response:
+            response.raise_for_status()
+            answer: JsonObject = await response.json()
+        self.ota_answer = answer
+        return answer
+
+    # --- the audio channel -----------------------------------------------------------------------
+
+    @property
+    def binary_version(self) -> int:
+        """The binary protocol version in use (OTA answer, unless overridden)."""
+        if self.protocol_version is not None:
+            return self.protocol_version
+        version = ((self.ota_answer or {}).get("websocket") or {}).get("version")
+        return version if isinstance(version, int) and version in (1, 2, 3) else 1
+
+    def channel_headers(self, token: str) -> dict[str, str]:
+        """Return the headers the firmware sends when it opens the WebSocket."""
+        headers = {
+            "Protocol-Version": str(self.binary_version),
+            "Device-Id": self.device_id,
+            "Client-Id": self.client_id,
+        }
+        if token:
+            headers["Authorization"] = token if " " in token else f"Bearer {token}"
+        return headers
+
+    async def connect(
+        self, url: str | None = None, token: str | None = None, *, hello: bool = True
+    ) -> ServerHello | None:
+        """Open the channel (URL and token from the OTA answer by default) and say hello."""
+        websocket = (self.ota_answer or {}).get("websocket") or {}
+        url = url or websocket.get("url")
+        if not url:
+            raise RuntimeError("no WebSocket URL: run check_ota() first or pass url")
+        token = websocket.get("token", "") if token is None else token
+        http = await self._session()
+        self._ws = await http.ws_connect(
+            url, headers=self.channel_headers(token), autoping=True, compress=0
+        )
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name="emulator read")
+        if not hello:
+            return None
+        await self.send_json(self.client_hello().to_dict())
+        message = await self.wait_for("hello", timeout=HELLO_TIMEOUT_S)
+        self.server_hello = ServerHello.from_dict(message)
+        self.session_id = self.server_hello.session_id
+        return self.server_hello
+
+    def client_hello(self) -> ClientHello:
+        """Return the hello the firmware sends."""
+        return ClientHello(
+            version=self.binary_version,
+            transport="websocket",
+            features={"mcp": True, "glyph_push": False},
+        )
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        loop = asyncio.get_running_loop()
+        async for msg in self._ws:
+            now = loop.time()
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                data = json.loads(msg.data)
+                parse_server_message(msg.data)  # raises if the server broke the protocol
+                self.received.messages.append((now, data))
+                if data.get("type") == "mcp":
+                    await self._answer_mcp(data["payload"])
+            elif msg.type is aiohttp.WSMsgType.BINARY:
+                frame = framing.unpack(self.binary_version, msg.data)
+                self.received.audio.append((now, frame.payload))
+            async with self._changed:
+                self._changed.notify_all()
+        self.close_code = self._ws.close_code
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def send_json(self, message: JsonObject) -> None:
+        """Send one JSON message, with the session id as the firmware adds it."""
+        assert self._ws is not None
+        if self.session_id and message.get("type") != "hello":
+            message = {"session_id": self.session_id} | message
+        await self._ws.send_str(json.dumps(message, ensure_ascii=False))
+
+    async def send_text(self, text: str) -> None:
+        """Send raw text (for malformed-input tests)."""
+        assert self._ws is not None
+        await self._ws.send_str(text)
+
+    async def send_binary(self, data: bytes) -> None:
+        """Send a raw binary frame (for malformed-input tests)."""
+        assert self._ws is not None
+        await self._ws.send_bytes(data)
+
+    async def listen_start(self, mode: ListenMode = ListenMode.AUTO) -> None:
+        """Start listening in `mode`."""
+        await self.send_json({"type": "listen", "state": ListenState.START, "mode": mode})
+
+    async def listen_stop(self) -> None:
+        """Stop listening (push-to-talk released)."""
+        await self.send_json({"type": "listen", "state": ListenState.STOP})
+
+    async def detect(self, wake_word: str) -> None:
+        """Report the wake word."""
+        await self.send_json({"type": "listen", "state": ListenState.DETECT, "text": wake_word})
+
+    async def abort(self, reason: str | None = None) -> None:
+        """Interrupt the reply."""
+        await self.send_json({"type": "abort"} | ({"reason": reason} if reason else {}))
+
+    async def send_packet(self, packet: bytes, timestamp: int = 0) -> None:
+        """Send one Opus packet framed for the protocol version in use."""
+        await self.send_binary(framing.pack(self.binary_version, packet, timestamp))
+
+    async def stream_pcm(self, pcm: bytes, *, realtime: bool = True) -> int:
+        """Encode 16 kHz PCM into 60 ms Opus frames and send them, paced like a microphone."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        count = 0
+        for count, frame in enumerate(pcm_frames(pcm), start=1):
+            await self.send_packet(self._encoder.encode(frame))
+            if realtime:
+                delay = start + count * DEVICE_FRAME_DURATION_MS / 1000 - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        return count
+
+    async def wait_for(
+        self,
+        kind: str,
+        state: str | None = None,
+        *,
+        timeout: float = REPLY_TIMEOUT_S,
+        after: int = 0,
+    ) -> JsonObject:
+        """Wait for a message of a type (and state), among those from index `after` on."""
+        async with asyncio.timeout(timeout), self._changed:
+            while True:
+                for _, message in self.received.messages[after:]:
+                    if message.get("type") == kind and (
+                        state is None or message.get("state") == state
+                    ):
+                        return message
+                if self.closed:
+                    raise ConnectionError(f"channel closed ({self.close_code}) before '{kind}'")
+                await self._changed.wait()
+
+    async def wait_closed(self, timeout: float = REPLY_TIMEOUT_S) -> int | None:
+        """Wait until the server closes the channel; return the close code."""
+        async with asyncio.timeout(timeout), self._changed:
+            while not self.closed:
+                await self._changed.wait()
+        return self.close_code
+
+    @property
+    def closed(self) -> bool:
+        """Whether the channel is closed."""
+        return self._ws is None or self._ws.closed
+
+    # --- MCP: answer like a device with a speaker ------------------------------------------------
+
+    async def _answer_mcp(self, payload: JsonObject) -> None:
+        method, request_id = payload.get("method"), payload.get("id")
+        if not isinstance(method, str) or not isinstance(request_id, int):
+            return
+        result: JsonObject
+        if method == "initialize":
+            result = {
+                "protocolVersion": "2024-11-05",
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": self.board, "version": self.firmware_version},
+            }
+        elif method == "tools/list":
+            result = {
+                "tools": [
+                    {
+                        "name": "self.audio_speaker.set_volume",
+                        "description": "Set the speaker volume.",
+                        "inputSchema": {
+                            "type": "object",
+                            "properties": {
+                                "volume": {"type": "integer", "minimum": 0, "maximum": 100}
+                            },
+                            "required": ["volume"],
+                        },
+                    }
+                ]
+            }
+        elif method == "tools/call":
+            result = {"content": [{"type": "text", "text": "true"}], "isError": False}
+        else:
+            await self.send_json(
+                {
+                    "type": "mcp",
+                    "payload": {
+                        "jsonrpc": "2.0",
+                        "id": request_id,
+                        "error": {"message": f"Method not implemented: {method}"},
+                    },
+                }
+            )
+            return
+        await self.send_json(
+            {"type": "mcp", "payload": {"jsonrpc": "2.0", "id": request_id, "result": result}}
+        )
+
+    # --- reply audio -----------------------------------------------------------------------------
+
+    @property
+    def reply_sample_rate(self) -> int:
+        """The rate the server announced for its audio."""
+        return self.server_hello.audio_params.sample_rate if self.server_hello else 24000
+
+    def reply_pcm(self, start: int = 0) -> bytes:
+        """Decode the reply audio received (from packet index `start`) at the announced rate."""
+        decoder = OpusDecoder(self.reply_sample_rate)
+        return b"".join(decoder.decode(packet) for _, packet in self.received.audio[start:])
+
+    def save_reply(self, path: Path, start: int = 0) -> float:
+        """Save the reply audio as a WAV file; return its length in seconds."""
+        pcm = self.reply_pcm(start)
+        write_wav(path, pcm, self.reply_sample_rate)
+        return len(pcm) / SAMPLE_WIDTH / self.reply_sample_rate
+
+    async def close(self) -> None:
+        """Drop the channel like the firmware (no close handshake wait) and free the client."""
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._own_http and self._http is not None:
+            await self._http.close()
+            self._http = None
+
+
+async def run_turn(args: argparse.Namespace) -> int:
+    """Do one voice turn against a server and report what happened."""
+    t0 = time.monotonic()
+
+    def step(text: str) -> None:
+        print(f"[{time.monotonic() - t0:6.2f} s] {text}")
+
+    device = DeviceEmulator(
+        args.ota_url,
+        device_id=args.device_id,
+        protocol_version=args.protocol_version,
+        language=args.language,
+    )
+    try:
+        answer = await device.check_ota()
+        step(f"OTA answer: websocket {answer.get('websocket', {}).get('url')}")
+        hello = await device.connect()
+        assert hello is not None
+        step(f"hello: session {hello.session_id}, reply audio {hello.audio_params.sample_rate} Hz")
+        if args.wake_word:
+            await device.detect(args.wake_word)
+        mode = ListenMode(args.mode)
+        await device.listen_start(mode)
+        pcm = read_pcm(args.wav) if args.wav else b""
+        sent = await device.stream_pcm(pcm)
+        step(f"sent {sent} frames ({sent * DEVICE_FRAME_DURATION_MS / 1000:.2f} s of audio)")
+        if mode is ListenMode.MANUAL:
+            await device.listen_stop()
+        else:  # a real microphone keeps streaming (silence) until the server answers
+            silence = asyncio.get_running_loop().create_task(
+                device.stream_pcm(b"\0" * DEVICE_FRAME_BYTES * int(REPLY_TIMEOUT_S / 0.06))
+            )
+        try:
+            stt = await device.wait_for("stt", timeout=args.timeout)
+            step(f"stt: {stt.get('text')}")
+            await device.wait_for("tts", "stop", timeout=args.timeout)
+        finally:
+            if mode is not ListenMode.MANUAL:
+                silence.cancel()
+        for kind, state in (("llm", None), ("tts", "sentence_start")):
+            for message in device.received.of_type(kind, state):
+                step(f"{kind}: {message.get('emotion') or message.get('text')}")
+        seconds = device.save_reply(args.out)
+        step(f"reply: {len(device.received.audio)} frames, {seconds:.2f} s saved to {args.out}")
+        return 0
+    except (TimeoutError, ConnectionError, aiohttp.ClientError, ValueError) as err:
+        step(f"failed: {err!r}")
+        return 1
+    finally:
+        await device.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the emulator from the command line."""
+    parser = argparse.ArgumentParser(description="Emulate a xiaozhi-esp32 device for one turn.")
+    parser.add_argument(
+        "--ota-url", required=True, help="e.g. http://192.168.1.10:8123/xiaozhi/ota/"
+    )
+    parser.add_argument("--wav", type=Path, help="speech to send: 16 kHz 16-bit mono WAV or .pcm")
+    parser.add_argument("--out", type=Path, default=Path("reply.wav"), help="reply audio WAV")
+    parser.add_argument("--mode", choices=[m.value for m in ListenMode], default="auto")
+    parser.add_argument("--protocol-version", type=int, choices=(1, 2, 3))
+    parser.add_argument("--wake-word", help="send `listen detect` with this text first")
+    parser.add_argument("--device-id", help="MAC address (default: random)")
+    parser.add_argument("--language", default="en-US")
+    parser.add_argument("--timeout", type=float, default=REPLY_TIMEOUT_S)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    return asyncio.run(run_turn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

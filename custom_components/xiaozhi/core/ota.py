@@ -1,0 +1,122 @@
+"""The OTA check a device makes at every boot: request model and answer (protocol.md §2)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+import json
+import re
+from typing import Any, Final
+
+from .const import DEFAULT_PROTOCOL_VERSION, MAX_OTA_BODY_BYTES
+from .errors import OtaRequestError
+
+type JsonObject = dict[str, Any]
+
+MAC_PATTERN: Final = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+MAX_HEADER_VALUE_CHARS: Final = 128  # Client-Id is a UUID, User-Agent "<board>/<version>"
+
+
+def normalize_device_id(value: str | None) -> str:
+    """Return a device id (the MAC) in the firmware's form, lowercase and colon separated."""
+    device_id = (value or "").strip().lower().replace("-", ":")
+    if not MAC_PATTERN.match(device_id):
+        raise OtaRequestError(f"Device-Id {device_id[:40]!r} is not a MAC address")
+    return device_id
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    return value.strip()[:MAX_HEADER_VALUE_CHARS] or None
+
+
+def _dig(data: JsonObject, *path: str) -> Any:
+    """Return a nested member, or None if any step is missing or not an object."""
+    value: Any = data
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _text(value: Any) -> str | None:
+    return value[:MAX_HEADER_VALUE_CHARS] if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True, slots=True)
+class OtaRequest:
+    """What a device tells about itself when it checks for updates."""
+
+    device_id: str
+    client_id: str | None = None
+    firmware_version: str | None = None
+    board_type: str | None = None
+    board_name: str | None = None
+    chip_model: str | None = None
+    language: str | None = None
+    user_agent: str | None = None
+    activation_version: str | None = None
+    serial_number: str | None = None
+    system_info: JsonObject = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_http(cls, headers: Mapping[str, str], body: bytes) -> OtaRequest:
+        """Read the request the firmware sends (headers of §2.2 and the system-info body)."""
+        if len(body) > MAX_OTA_BODY_BYTES:
+            raise OtaRequestError(f"body of {len(body)} bytes exceeds {MAX_OTA_BODY_BYTES}")
+        info: Any = {}
+        if body.strip():
+            try:
+                info = json.loads(body)
+            except (ValueError, RecursionError):
+                raise OtaRequestError("body is not valid JSON") from None
+        if not isinstance(info, dict):
+            raise OtaRequestError("body is not a JSON object")
+        device_id = _header(headers, "Device-Id") or _text(info.get("mac_address"))
+        return cls(
+            device_id=normalize_device_id(device_id),
+            client_id=_header(headers, "Client-Id") or _text(info.get("uuid")),
+            firmware_version=_text(_dig(info, "application", "version")),
+            board_type=_text(_dig(info, "board", "type")),
+            board_name=_text(_dig(info, "board", "name")),
+            chip_model=_text(info.get("chip_model_name")),
+            language=_header(headers, "Accept-Language") or _text(info.get("language")),
+            user_agent=_header(headers, "User-Agent"),
+            activation_version=_header(headers, "Activation-Version"),
+            serial_number=_header(headers, "Serial-Number"),
+            system_info=info,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WebsocketConfig:
+    """Where and how a device should open its audio channel."""
+
+    url: str
+    token: str = ""
+    version: int = DEFAULT_PROTOCOL_VERSION
+
+
+def build_ota_response(
+    request: OtaRequest,
+    websocket: WebsocketConfig,
+    *,
+    now_ms: int,
+    timezone_offset_minutes: int,
+) -> JsonObject:
+    """Return the answer to an OTA check.
+
+    It echoes the running firmware version with an empty URL (never an upgrade), always sends
+    `url`, `token` and `version` (values persist in the device's NVS), and has no `mqtt` block,
+    which would win over WebSocket.
+    """
+    answer: JsonObject = {
+        "server_time": {"timestamp": now_ms, "timezone_offset": timezone_offset_minutes},
+        "websocket": {"url": websocket.url, "token": websocket.token, "version": websocket.version},
+    }
+    if request.firmware_version is not None:
+        answer["firmware"] = {"version": request.firmware_version, "url": ""}
+    return answer

@@ -1,0 +1,206 @@
+"""aiohttp handlers for the OTA and WebSocket endpoints; a host mounts them on its own server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from aiohttp import WSMsgType, web
+
+from . import framing
+from .const import (
+    CLOSE_TIMEOUT_S,
+    DEFAULT_PROTOCOL_VERSION,
+    MAX_OTA_BODY_BYTES,
+    MAX_WEBSOCKET_FRAME_BYTES,
+    WEBSOCKET_HEARTBEAT_S,
+    CloseCode,
+)
+from .errors import FramingError, OtaRequestError, ProtocolError
+from .host import XiaozhiHost
+from .ota import OtaRequest, build_ota_response, normalize_device_id
+from .session import DeviceIdentity, DeviceSession
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
+
+
+class WebSocketLink:
+    """A `DeviceLink` over an aiohttp WebSocket, framing audio with the negotiated version."""
+
+    def __init__(self, ws: web.WebSocketResponse, protocol_version: int) -> None:
+        """Wrap a prepared WebSocket."""
+        self._ws = ws
+        self._version = protocol_version
+
+    @property
+    def closed(self) -> bool:
+        """Whether the socket is closed or closing."""
+        return self._ws.closed
+
+    async def send_text(self, text: str) -> None:
+        """Send one JSON message as a text frame."""
+        await self._ws.send_str(text)
+
+    async def send_audio(self, packet: bytes, timestamp: int) -> None:
+        """Send one Opus packet as a binary frame."""
+        await self._ws.send_bytes(framing.pack(self._version, packet, timestamp))
+
+    async def close(self, code: CloseCode, reason: str) -> None:
+        """Send a close frame with a short reason."""
+        message = reason.encode()[:MAX_CLOSE_REASON_BYTES]
+        await self._ws.close(code=code, message=message)
+
+
+class XiaozhiServer:
+    """Serves devices: answers OTA checks and runs a `DeviceSession` per WebSocket."""
+
+    def __init__(self, host: XiaozhiHost) -> None:
+        """Serve devices on behalf of `host`."""
+        self.host = host
+        self.sessions: set[DeviceSession] = set()
+        self._closing = False
+
+    # --- OTA -------------------------------------------------------------------------------------
+
+    async def handle_ota(self, request: web.Request) -> web.Response:
+        """Answer a device's boot-time OTA check with the clock and its channel."""
+        if self._closing:
+            return _error(503, "server is shutting down")
+        try:
+            body = await _read_body(request, MAX_OTA_BODY_BYTES)
+            ota_request = OtaRequest.from_http(request.headers, body)
+        except OtaRequestError as err:
+            _LOGGER.warning("Rejected OTA request from %s: %s", request.remote, err)
+            return _error(400, str(err))
+        except _BodyTooLargeError:
+            _LOGGER.warning("Rejected OTA request from %s: body too large", request.remote)
+            return _error(413, f"body exceeds {MAX_OTA_BODY_BYTES} bytes")
+        config = await self.host.websocket_config(
+            ota_request, default_websocket_url(request, self.host.websocket_path)
+        )
+        answer = build_ota_response(
+            ota_request,
+            config,
+            now_ms=time.time_ns() // 1_000_000,
+            timezone_offset_minutes=self.host.timezone_offset_minutes(),
+        )
+        _LOGGER.debug("OTA check from %s (%s)", ota_request.device_id, ota_request.user_agent)
+        return web.json_response(answer)
+
+    # --- WebSocket -------------------------------------------------------------------------------
+
+    async def handle_websocket(self, request: web.Request) -> web.StreamResponse:
+        """Run one device channel until either side closes it."""
+        if self._closing:
+            return _error(503, "server is shutting down")
+        try:
+            device = device_identity(request)
+        except (OtaRequestError, FramingError) as err:
+            _LOGGER.warning("Rejected connection from %s: %s", request.remote, err)
+            return _error(400, str(err))
+        if not await self.host.authorize(device, bearer_token(request)):
+            _LOGGER.warning(
+                "Refused device %s from %s: not authorized", device.device_id, request.remote
+            )
+            return _error(403, "device not authorized")
+
+        ws = web.WebSocketResponse(
+            heartbeat=WEBSOCKET_HEARTBEAT_S,
+            max_msg_size=MAX_WEBSOCKET_FRAME_BYTES,
+            timeout=CLOSE_TIMEOUT_S,
+        )
+        await ws.prepare(request)
+        session = DeviceSession(WebSocketLink(ws, device.protocol_version), device, self.host)
+        self.sessions.add(session)
+        session.start()
+        try:
+            await self._receive(ws, session)
+        except ProtocolError as err:
+            _LOGGER.warning("Closing %s: %s", session, err)
+            await session.close(err.close_code, str(err))
+        except Exception:
+            _LOGGER.exception("Unexpected error serving %s", session)
+            await session.close(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            session.finish()
+            self.sessions.discard(session)
+        return ws
+
+    async def _receive(self, ws: web.WebSocketResponse, session: DeviceSession) -> None:
+        version = session.device.protocol_version
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                await session.handle_text(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                if not session.ready:
+                    raise ProtocolError("audio before hello")
+                session.handle_audio(framing.unpack(version, msg.data).payload)
+            elif msg.type is WSMsgType.ERROR:
+                _LOGGER.warning("Closing %s: %s", session, ws.exception())
+                return
+
+    async def close_all(self, code: CloseCode = CloseCode.GOING_AWAY) -> None:
+        """Close every device channel (hub unloading) and wait for their handlers to end."""
+        self._closing = True
+        sessions = list(self.sessions)
+        await asyncio.gather(
+            *(s.close(code, "server unloading") for s in sessions), return_exceptions=True
+        )
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await asyncio.gather(*(s.wait_closed() for s in sessions))
+
+
+class _BodyTooLargeError(Exception):
+    """The request body exceeds its limit."""
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise _BodyTooLargeError
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise _BodyTooLargeError
+    return bytes(body)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps({"error": message}, ensure_ascii=False),
+        content_type="application/json",
+    )
+
+
+def device_identity(request: web.Request) -> DeviceIdentity:
+    """Read who is connecting from the headers the firmware sends (protocol.md §3.1)."""
+    raw_version = request.headers.get("Protocol-Version", str(DEFAULT_PROTOCOL_VERSION))
+    try:
+        version = int(raw_version)
+    except ValueError:
+        raise FramingError(f"Protocol-Version {raw_version[:16]!r} is not a number") from None
+    return DeviceIdentity(
+        device_id=normalize_device_id(request.headers.get("Device-Id")),
+        client_id=(request.headers.get("Client-Id") or "")[:64] or None,
+        protocol_version=framing.check_version(version),
+        remote=request.remote,
+    )
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """Return the token from `Authorization` (the firmware adds `Bearer ` to tokens)."""
+    value = request.headers.get("Authorization", "").strip()
+    if value[:7].lower() == "bearer ":
+        value = value[7:].strip()
+    return value or None
+
+
+def default_websocket_url(request: web.Request, path: str) -> str:
+    """Return the channel URL on the host and port the device just reached."""
+    scheme = "wss" if request.secure else "ws"
+    return f"{scheme}://{request.host}{path}"

@@ -1,0 +1,70 @@
+"""Shared fixtures: a real Home Assistant with the integration, and speech-like test audio."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+import math
+from typing import Any
+
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.xiaozhi.const import CONF_TOKEN, DOMAIN
+from custom_components.xiaozhi.core import OTA_PATH
+from custom_components.xiaozhi.core.emulator import DeviceEmulator
+from homeassistant.core import HomeAssistant
+
+TEST_TOKEN = "test-hub-token"
+
+
+@pytest.fixture(autouse=True)
+def _custom_integrations(request: pytest.FixtureRequest) -> None:
+    """Let HA load custom_components/ in every test that has a `hass`."""
+    if "hass" in request.fixturenames:
+        request.getfixturevalue("enable_custom_integrations")
+
+
+def tone(seconds: float, rate: int, freq: float = 440.0, amplitude: float = 0.3) -> bytes:
+    """Return 16-bit mono PCM of a sine tone."""
+    count = int(seconds * rate)
+    scale = amplitude * 32767
+    return b"".join(
+        int(scale * math.sin(2 * math.pi * freq * i / rate)).to_bytes(2, "little", signed=True)
+        for i in range(count)
+    )
+
+
+@pytest.fixture
+def hub_entry() -> MockConfigEntry:
+    """Return the hub's config entry (not yet added)."""
+    return MockConfigEntry(domain=DOMAIN, title="Xiaozhi", data={CONF_TOKEN: TEST_TOKEN})
+
+
+@pytest.fixture
+async def ota_url(
+    hass: HomeAssistant, hub_entry: MockConfigEntry, hass_client_no_auth: Any, socket_enabled: None
+) -> str:
+    """Set the hub up, serve HA's HTTP app on loopback, and return the device's OTA URL."""
+    hub_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(hub_entry.entry_id)
+    await hass.async_block_till_done()
+    client = await hass_client_no_auth()  # starts the server: views must be registered first
+    return str(client.make_url(OTA_PATH))
+
+
+@pytest.fixture
+async def make_device(
+    ota_url: str,
+) -> AsyncIterator[Callable[..., Coroutine[Any, Any, DeviceEmulator]]]:
+    """Return a factory of emulated devices that booted (OTA check done); closes them after."""
+    devices: list[DeviceEmulator] = []
+
+    async def _make(**kwargs: Any) -> DeviceEmulator:
+        device = DeviceEmulator(ota_url, **kwargs)
+        devices.append(device)
+        await device.check_ota()
+        return device
+
+    yield _make
+    for device in devices:
+        await device.close()

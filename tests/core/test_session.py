@@ -1,0 +1,183 @@
+"""Tests for the device session: handshake, listen states, playback pacing and abort."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+import json
+
+import pytest
+
+from custom_components.xiaozhi.core import SessionHost, SessionState
+from custom_components.xiaozhi.core.const import (
+    PLAYBACK_LEAD_FRAMES,
+    TTS_START_SETTLE_S,
+    CloseCode,
+)
+from custom_components.xiaozhi.core.errors import ProtocolError, UnsupportedAudioError
+from custom_components.xiaozhi.core.messages import Abort, Listen, ListenMode
+from custom_components.xiaozhi.core.session import DeviceIdentity, DeviceSession
+from tests.conftest import tone
+
+HELLO = json.dumps({
+    "type": "hello", "version": 1, "transport": "websocket", "features": {"mcp": True},
+    "audio_params": {"format": "opus", "sample_rate": 16000, "channels": 1, "frame_duration": 60},
+})
+FRAME_S = 0.06
+
+
+class RecordingLink:
+    """A DeviceLink that records what the session sends, with times."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, str, object]] = []
+        self.closed = False
+        self.close_code: CloseCode | None = None
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append((asyncio.get_running_loop().time(), "text", json.loads(text)))
+
+    async def send_audio(self, packet: bytes, timestamp: int) -> None:
+        self.sent.append((asyncio.get_running_loop().time(), "audio", packet))
+
+    async def close(self, code: CloseCode, reason: str) -> None:
+        self.closed, self.close_code = True, code
+
+    def texts(self) -> list[dict[str, object]]:
+        return [m for _, kind, m in self.sent if kind == "text"]  # type: ignore[misc]
+
+    def audio_times(self) -> list[float]:
+        return [t for t, kind, _ in self.sent if kind == "audio"]
+
+
+class RecordingHost(SessionHost):
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def session_started(self, session: DeviceSession) -> None:
+        self.events.append("started")
+
+    def listen_received(self, session: DeviceSession, message: Listen) -> None:
+        self.events.append(message)
+
+    def abort_received(self, session: DeviceSession, message: Abort) -> None:
+        self.events.append(message)
+
+    def session_ended(self, session: DeviceSession) -> None:
+        self.events.append("ended")
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[tuple[DeviceSession, RecordingLink, RecordingHost]]:
+    link, host = RecordingLink(), RecordingHost()
+    session = DeviceSession(link, DeviceIdentity("aa:bb:cc:dd:ee:ff"), host)
+    session.start()
+    await session.handle_text(HELLO)
+    yield session, link, host
+    await session.close()
+
+
+async def reply(seconds: float, sentence: str = "好的。") -> AsyncIterator[bytes | str]:
+    yield sentence
+    pcm = tone(seconds, 24000)
+    for i in range(0, len(pcm), 4000):  # odd-sized chunks, as a TTS stream gives them
+        yield pcm[i : i + 4000]
+
+
+async def test_hello_answered_with_session_id(session: tuple[DeviceSession, RecordingLink, RecordingHost]) -> None:
+    s, link, host = session
+    hello = link.texts()[0]
+    assert hello["type"] == "hello" and hello["transport"] == "websocket"
+    assert hello["session_id"] == s.session_id
+    assert s.state is SessionState.IDLE
+    assert host.events == ["started"]
+
+
+async def test_message_before_hello_is_a_protocol_error() -> None:
+    s = DeviceSession(RecordingLink(), DeviceIdentity("aa:bb:cc:dd:ee:ff"), RecordingHost())
+    with pytest.raises(ProtocolError):
+        await s.handle_text('{"type": "listen", "state": "start"}')
+    with pytest.raises(ProtocolError):
+        s.handle_audio(b"\x00")
+    with pytest.raises(UnsupportedAudioError):
+        await s.handle_text(HELLO.replace("16000", "44100"))
+
+
+async def test_listen_state_machine(session: tuple[DeviceSession, RecordingLink, RecordingHost]) -> None:
+    s, _, host = session
+    await s.handle_text('{"type": "listen", "state": "detect", "text": "你好小智"}')
+    assert s.state is SessionState.IDLE
+    await s.handle_text('{"type": "listen", "state": "start", "mode": "manual"}')
+    assert (s.state, s.listen_mode) == (SessionState.LISTENING, ListenMode.MANUAL)
+    await s.handle_text('{"type": "listen", "state": "stop"}')
+    assert s.state is SessionState.IDLE
+    await s.start_speaking()
+    await s.stop_speaking()
+    assert s.state is SessionState.IDLE  # manual mode returns to idle
+    await s.handle_text('{"type": "listen", "state": "start", "mode": "auto"}')
+    await s.start_speaking()
+    await s.stop_speaking()
+    assert s.state is SessionState.LISTENING  # auto mode returns to listening
+    assert [e.state for e in host.events if isinstance(e, Listen)] == ["detect", "start", "stop", "start"]
+
+
+async def test_playback_is_paced_at_real_time(session: tuple[DeviceSession, RecordingLink, RecordingHost]) -> None:
+    s, link, _ = session
+    assert await s.play(reply(1.5)) is True
+    texts = link.texts()
+    assert [t.get("state") for t in texts[1:]] == ["start", "sentence_start", "stop"]
+    assert texts[2]["text"] == "好的。"
+    times = link.audio_times()
+    assert len(times) == 25
+    # The first frames go out at once (pre-buffer), then one per 60 ms, never faster.
+    start = link.sent[1][0]
+    assert times[0] - start >= TTS_START_SETTLE_S - 0.005
+    burst = times[PLAYBACK_LEAD_FRAMES] - times[0]
+    assert burst < 0.03
+    steady = [b - a for a, b in zip(times[PLAYBACK_LEAD_FRAMES + 1 :], times[PLAYBACK_LEAD_FRAMES + 2 :], strict=False)]
+    assert min(steady) > FRAME_S - 0.015
+    assert sum(steady) / len(steady) == pytest.approx(FRAME_S, abs=0.005)
+    # `tts stop` waits until the device has played what it holds.
+    stop_time = link.sent[-1][0]
+    assert stop_time - times[-1] >= PLAYBACK_LEAD_FRAMES * FRAME_S - 0.03
+
+
+async def test_abort_stops_audio_at_once(session: tuple[DeviceSession, RecordingLink, RecordingHost]) -> None:
+    s, link, host = session
+    await s.handle_text('{"type": "listen", "state": "start", "mode": "auto"}')
+    playing = asyncio.create_task(s.play(reply(5.0)))
+    await asyncio.sleep(0.5)
+    await s.handle_text('{"type": "abort"}')
+    aborted_at = asyncio.get_running_loop().time()
+    assert await playing is False
+    after = [t for t in link.audio_times() if t > aborted_at]
+    assert after == []
+    assert link.texts()[-1] == {"type": "tts", "state": "stop"}
+    assert [t.get("state") for t in link.texts()].count("stop") == 1
+    assert isinstance(host.events[-1], Abort)
+    # The next reply plays in full.
+    count = len(link.audio_times())
+    assert await s.play(reply(0.6)) is True
+    assert len(link.audio_times()) - count == 10
+
+
+async def test_hello_timeout_closes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("custom_components.xiaozhi.core.session.HELLO_TIMEOUT_S", 0.05)
+    link = RecordingLink()
+    s = DeviceSession(link, DeviceIdentity("aa:bb:cc:dd:ee:ff"), RecordingHost())
+    s.start()
+    await asyncio.wait_for(s.wait_closed(), 1)
+    assert link.close_code is CloseCode.HELLO_TIMEOUT
+
+
+async def test_idle_timeout_closes_but_not_while_speaking(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("custom_components.xiaozhi.core.session.IDLE_TIMEOUT_S", 0.2)
+    link, host = RecordingLink(), RecordingHost()
+    s = DeviceSession(link, DeviceIdentity("aa:bb:cc:dd:ee:ff"), host)
+    s.start()
+    await s.handle_text(HELLO)
+    await s.play(reply(0.5))  # longer than the idle timeout
+    assert not link.closed
+    await asyncio.wait_for(s.wait_closed(), 1)
+    assert link.close_code is CloseCode.IDLE_TIMEOUT
+    assert host.events[-1] == "ended"
