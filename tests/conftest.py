@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 import math
 from typing import Any
 
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.xiaozhi.const import CONF_TOKEN, DOMAIN
 from custom_components.xiaozhi.core import OTA_PATH
 from custom_components.xiaozhi.core.emulator import DeviceEmulator
-from homeassistant.core import HomeAssistant
 
 TEST_TOKEN = "test-hub-token"
 
@@ -43,13 +44,16 @@ def hub_entry() -> MockConfigEntry:
 @pytest.fixture
 async def ota_url(
     hass: HomeAssistant, hub_entry: MockConfigEntry, hass_client_no_auth: Any, socket_enabled: None
-) -> str:
+) -> AsyncIterator[str]:
     """Set the hub up, serve HA's HTTP app on loopback, and return the device's OTA URL."""
     hub_entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(hub_entry.entry_id)
     await hass.async_block_till_done()
     client = await hass_client_no_auth()  # starts the server: views must be registered first
-    return str(client.make_url(OTA_PATH))
+    yield str(client.make_url(OTA_PATH))
+    # Unloading waits for every device handler to end (no lingering sockets or timers).
+    if hub_entry.state is ConfigEntryState.LOADED:
+        assert await hass.config_entries.async_unload(hub_entry.entry_id)
 
 
 @pytest.fixture

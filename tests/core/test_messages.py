@@ -48,9 +48,13 @@ def test_firmware_hello_parses() -> None:
 
 def test_device_messages_parse() -> None:
     sid = {"session_id": "abc-1"}
-    listen = parse_device_message(json.dumps(sid | {"type": "listen", "state": "start", "mode": "realtime"}))
+    listen = parse_device_message(
+        json.dumps(sid | {"type": "listen", "state": "start", "mode": "realtime"})
+    )
     assert listen == Listen(state=ListenState.START, mode=ListenMode.REALTIME, session_id="abc-1")
-    detect = parse_device_message(json.dumps({"type": "listen", "state": "detect", "text": "你好小智"}))
+    detect = parse_device_message(
+        json.dumps({"type": "listen", "state": "detect", "text": "你好小智"})
+    )
     assert isinstance(detect, Listen) and detect.text == "你好小智"
     abort = parse_device_message(json.dumps({"type": "abort", "reason": "wake_word_detected"}))
     assert abort == Abort(reason="wake_word_detected")
@@ -73,7 +77,10 @@ def test_server_hello_always_has_transport() -> None:
     wire = json.loads(ServerHello(session_id="s-1").to_json())
     assert wire["transport"] == "websocket"
     assert wire["audio_params"] == {
-        "format": "opus", "sample_rate": 24000, "channels": 1, "frame_duration": 60
+        "format": "opus",
+        "sample_rate": 24000,
+        "channels": 1,
+        "frame_duration": 60,
     }
 
 
@@ -90,7 +97,10 @@ def test_server_hello_always_has_transport() -> None:
         ('{"type": "mcp", "payload": "{}"}', MalformedMessageError),  # payload must be an object
         ('{"type": "hello", "version": true}', MalformedMessageError),
         ('{"type": "iot", "descriptors": []}', UnknownMessageTypeError),
-        ('{"type": "listen", "state": "start", "x": ' + "[" * 100 + "]" * 100 + "}", MalformedMessageError),
+        (
+            '{"type": "listen", "state": "start", "x": ' + "[" * 100 + "]" * 100 + "}",
+            MalformedMessageError,
+        ),
         ("[" * 100_000 + "]" * 100_000, MessageTooBigError),
         ('{"type": "listen", "state": "start", "pad": "' + "x" * 40_000 + '"}', MessageTooBigError),
         (b'{"type": "abort", "reason": "\xff\xfe"}', MalformedMessageError),

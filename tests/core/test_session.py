@@ -19,10 +19,20 @@ from custom_components.xiaozhi.core.messages import Abort, Listen, ListenMode
 from custom_components.xiaozhi.core.session import DeviceIdentity, DeviceSession
 from tests.conftest import tone
 
-HELLO = json.dumps({
-    "type": "hello", "version": 1, "transport": "websocket", "features": {"mcp": True},
-    "audio_params": {"format": "opus", "sample_rate": 16000, "channels": 1, "frame_duration": 60},
-})
+HELLO = json.dumps(
+    {
+        "type": "hello",
+        "version": 1,
+        "transport": "websocket",
+        "features": {"mcp": True},
+        "audio_params": {
+            "format": "opus",
+            "sample_rate": 16000,
+            "channels": 1,
+            "frame_duration": 60,
+        },
+    }
+)
 FRAME_S = 0.06
 
 
@@ -84,7 +94,9 @@ async def reply(seconds: float, sentence: str = "好的。") -> AsyncIterator[by
         yield pcm[i : i + 4000]
 
 
-async def test_hello_answered_with_session_id(session: tuple[DeviceSession, RecordingLink, RecordingHost]) -> None:
+async def test_hello_answered_with_session_id(
+    session: tuple[DeviceSession, RecordingLink, RecordingHost],
+) -> None:
     s, link, host = session
     hello = link.texts()[0]
     assert hello["type"] == "hello" and hello["transport"] == "websocket"
@@ -103,7 +115,9 @@ async def test_message_before_hello_is_a_protocol_error() -> None:
         await s.handle_text(HELLO.replace("16000", "44100"))
 
 
-async def test_listen_state_machine(session: tuple[DeviceSession, RecordingLink, RecordingHost]) -> None:
+async def test_listen_state_machine(
+    session: tuple[DeviceSession, RecordingLink, RecordingHost],
+) -> None:
     s, _, host = session
     await s.handle_text('{"type": "listen", "state": "detect", "text": "你好小智"}')
     assert s.state is SessionState.IDLE
@@ -118,10 +132,17 @@ async def test_listen_state_machine(session: tuple[DeviceSession, RecordingLink,
     await s.start_speaking()
     await s.stop_speaking()
     assert s.state is SessionState.LISTENING  # auto mode returns to listening
-    assert [e.state for e in host.events if isinstance(e, Listen)] == ["detect", "start", "stop", "start"]
+    assert [e.state for e in host.events if isinstance(e, Listen)] == [
+        "detect",
+        "start",
+        "stop",
+        "start",
+    ]
 
 
-async def test_playback_is_paced_at_real_time(session: tuple[DeviceSession, RecordingLink, RecordingHost]) -> None:
+async def test_playback_is_paced_at_real_time(
+    session: tuple[DeviceSession, RecordingLink, RecordingHost],
+) -> None:
     s, link, _ = session
     assert await s.play(reply(1.5)) is True
     texts = link.texts()
@@ -134,7 +155,12 @@ async def test_playback_is_paced_at_real_time(session: tuple[DeviceSession, Reco
     assert times[0] - start >= TTS_START_SETTLE_S - 0.005
     burst = times[PLAYBACK_LEAD_FRAMES] - times[0]
     assert burst < 0.03
-    steady = [b - a for a, b in zip(times[PLAYBACK_LEAD_FRAMES + 1 :], times[PLAYBACK_LEAD_FRAMES + 2 :], strict=False)]
+    steady = [
+        b - a
+        for a, b in zip(
+            times[PLAYBACK_LEAD_FRAMES + 1 :], times[PLAYBACK_LEAD_FRAMES + 2 :], strict=False
+        )
+    ]
     assert min(steady) > FRAME_S - 0.015
     assert sum(steady) / len(steady) == pytest.approx(FRAME_S, abs=0.005)
     # `tts stop` waits until the device has played what it holds.
@@ -142,7 +168,9 @@ async def test_playback_is_paced_at_real_time(session: tuple[DeviceSession, Reco
     assert stop_time - times[-1] >= PLAYBACK_LEAD_FRAMES * FRAME_S - 0.03
 
 
-async def test_abort_stops_audio_at_once(session: tuple[DeviceSession, RecordingLink, RecordingHost]) -> None:
+async def test_abort_stops_audio_at_once(
+    session: tuple[DeviceSession, RecordingLink, RecordingHost],
+) -> None:
     s, link, host = session
     await s.handle_text('{"type": "listen", "state": "start", "mode": "auto"}')
     playing = asyncio.create_task(s.play(reply(5.0)))

@@ -33,7 +33,6 @@ MAX_OTA_BODY_BYTES: Final = 64 * 1024  # the system-info JSON is a few KiB
 # Timing.
 HELLO_TIMEOUT_S: Final = 10.0  # the firmware waits 10 s for our hello; we wait as long for its own
 IDLE_TIMEOUT_S: Final = 60.0  # close a quiet connection well before the firmware's 120 s timeout
-WEBSOCKET_HEARTBEAT_S: Final = 30.0  # the firmware answers pings; this finds dead sockets
 PLAYBACK_LEAD_FRAMES: Final = 5  # frames queued on the device ahead of real time (it holds 40)
 TTS_START_SETTLE_S: Final = 0.08  # the device flushes audio that races its `tts start`
 CLOSE_TIMEOUT_S: Final = 5.0

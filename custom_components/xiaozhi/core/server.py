@@ -15,7 +15,6 @@ from .const import (
     DEFAULT_PROTOCOL_VERSION,
     MAX_OTA_BODY_BYTES,
     MAX_WEBSOCKET_FRAME_BYTES,
-    WEBSOCKET_HEARTBEAT_S,
     CloseCode,
 )
 from .errors import FramingError, OtaRequestError, ProtocolError
@@ -108,11 +107,8 @@ class XiaozhiServer:
             )
             return _error(403, "device not authorized")
 
-        ws = web.WebSocketResponse(
-            heartbeat=WEBSOCKET_HEARTBEAT_S,
-            max_msg_size=MAX_WEBSOCKET_FRAME_BYTES,
-            timeout=CLOSE_TIMEOUT_S,
-        )
+        # No heartbeat: the session's idle timeout already drops silent (dead) devices.
+        ws = web.WebSocketResponse(max_msg_size=MAX_WEBSOCKET_FRAME_BYTES, timeout=CLOSE_TIMEOUT_S)
         await ws.prepare(request)
         session = DeviceSession(WebSocketLink(ws, device.protocol_version), device, self.host)
         self.sessions.add(session)
