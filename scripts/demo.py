@@ -1,0 +1,421 @@
+"""The main job: a real Home Assistant with the integration, and an emulated device.
+
+Starts a `hass` process with its own config dir, onboards it and sets the integration up through
+its config flow (the same REST calls the UI makes), then runs the device emulator against the OTA
+URL the flow shows. Prints each step with its timing and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "custom_components" / "xiaozhi"))
+
+from core.emulator import DeviceEmulator, read_pcm  # noqa: E402
+from core.messages import ListenMode  # noqa: E402
+
+HASS_START_TIMEOUT_S = 120.0
+PROVIDER_START_TIMEOUT_S = 30.0
+LIGHT = "light.kitchen_light"
+REPLY_TIMEOUT_S = 30.0
+COMMAND = "turn on the kitchen light"
+CLIENT_ID_PATH = "/"
+
+T0 = time.monotonic()
+
+
+def step(text: str) -> None:
+    """Print one step with the time since the demo started."""
+    print(f"[{time.monotonic() - T0:6.2f} s] {text}", flush=True)
+
+
+def free_port() -> int:
+    """Return a free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def write_config(config_dir: Path, port: int) -> None:
+    """Write a minimal HA configuration with the integration linked in."""
+    components = config_dir / "custom_components"
+    components.mkdir(parents=True, exist_ok=True)
+    link = components / "xiaozhi"
+    if not link.exists():
+        link.symlink_to(REPO / "custom_components" / "xiaozhi")
+    (config_dir / "configuration.yaml").write_text(
+        f"""homeassistant:
+  name: Xiaozhi demo
+  unit_system: metric
+  time_zone: UTC
+  country: US
+  internal_url: http://127.0.0.1:{port}
+http:
+  server_host: 127.0.0.1
+  server_port: {port}
+onboarding:
+config:
+logger:
+  default: warning
+  logs:
+    custom_components.xiaozhi: info
+input_boolean:
+  kitchen_light_power:
+    name: Kitchen light power
+template:
+  - light:
+      - name: Kitchen Light
+        unique_id: demo_kitchen_light
+        state: "{{{{ is_state('input_boolean.kitchen_light_power', 'on') }}}}"
+        turn_on:
+          - action: input_boolean.turn_on
+            target:
+              entity_id: input_boolean.kitchen_light_power
+        turn_off:
+          - action: input_boolean.turn_off
+            target:
+              entity_id: input_boolean.kitchen_light_power
+""",
+        encoding="utf-8",
+    )
+
+
+def synthesize(text: str, path: Path) -> None:
+    """Speak `text` with espeak-ng into a 16 kHz mono WAV (what the device microphone sends)."""
+    raw = path.with_suffix(".espeak.wav")
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(raw), text], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(raw),
+            "-ar",
+            "16000",
+            "-ac",
+            "1",
+            "-sample_fmt",
+            "s16",
+            str(path),
+        ],
+        check=True,
+    )
+
+
+async def wait_for_hass(
+    http: aiohttp.ClientSession, base: str, proc: subprocess.Popen[bytes]
+) -> None:
+    """Wait until HA answers HTTP."""
+    deadline = time.monotonic() + HASS_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"hass exited with {proc.returncode}")
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.get(f"{base}/api/onboarding") as response:
+                if response.status == 200:
+                    return
+        await asyncio.sleep(0.5)
+    raise TimeoutError("Home Assistant did not start")
+
+
+async def onboard(http: aiohttp.ClientSession, base: str) -> str:
+    """Create the owner account like the onboarding UI; return an access token."""
+    client_id = f"{base}{CLIENT_ID_PATH}"
+    async with http.post(
+        f"{base}/api/onboarding/users",
+        json={
+            "client_id": client_id,
+            "name": "Demo",
+            "username": "demo",
+            "password": "demo-password",
+            "language": "en",
+        },
+    ) as response:
+        response.raise_for_status()
+        auth_code = (await response.json())["auth_code"]
+    async with http.post(
+        f"{base}/auth/token",
+        data={"grant_type": "authorization_code", "code": auth_code, "client_id": client_id},
+    ) as response:
+        response.raise_for_status()
+        token: str = (await response.json())["access_token"]
+        return token
+
+
+async def add_integration(
+    http: aiohttp.ClientSession, base: str, token: str, handler: str, user_input: dict[str, Any]
+) -> dict[str, Any]:
+    """Run an integration's config flow through the REST API the UI uses."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with http.post(
+        f"{base}/api/config/config_entries/flow", json={"handler": handler}, headers=headers
+    ) as response:
+        response.raise_for_status()
+        form = await response.json()
+    async with http.post(
+        f"{base}/api/config/config_entries/flow/{form['flow_id']}",
+        json=user_input,
+        headers=headers,
+    ) as response:
+        response.raise_for_status()
+        result: dict[str, Any] = await response.json()
+    if result.get("type") != "create_entry":
+        raise RuntimeError(f"{handler} config flow did not create an entry: {result}")
+    return result
+
+
+class HassWebSocket:
+    """A minimal client of HA's WebSocket API (what the frontend uses)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Wrap an authenticated connection."""
+        self._ws = ws
+        self._id = 0
+
+    @classmethod
+    async def connect(cls, http: aiohttp.ClientSession, base: str, token: str) -> HassWebSocket:
+        """Connect and authenticate with an access token."""
+        ws = await http.ws_connect(f"{base}/api/websocket")
+        await ws.receive_json()  # auth_required
+        await ws.send_json({"type": "auth", "access_token": token})
+        if (await ws.receive_json()).get("type") != "auth_ok":
+            raise RuntimeError("WebSocket authentication failed")
+        return cls(ws)
+
+    async def call(self, message: dict[str, Any]) -> Any:
+        """Send a command and return its result."""
+        self._id += 1
+        await self._ws.send_json({"id": self._id, **message})
+        while True:
+            reply = await self._ws.receive_json()
+            if reply.get("id") == self._id and reply.get("type") == "result":
+                if not reply.get("success"):
+                    raise RuntimeError(f"{message['type']} failed: {reply.get('error')}")
+                return reply.get("result")
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._ws.close()
+
+
+async def use_wyoming_pipeline(ws: HassWebSocket) -> str:
+    """Point the preferred pipeline at the Wyoming STT and TTS entities; return its name."""
+    entities = await ws.call({"type": "config/entity_registry/list"})
+    by_domain = {
+        e["entity_id"].split(".")[0]: e["entity_id"] for e in entities if e["platform"] == "wyoming"
+    }
+    listing = await ws.call({"type": "assist_pipeline/pipeline/list"})
+    pipeline = next(p for p in listing["pipelines"] if p["id"] == listing["preferred_pipeline"])
+    update = {
+        key: pipeline[key]
+        for key in (
+            "conversation_engine",
+            "conversation_language",
+            "language",
+            "name",
+            "wake_word_entity",
+            "wake_word_id",
+        )
+    }
+    update |= {
+        "stt_engine": by_domain["stt"],
+        "stt_language": "en",
+        "tts_engine": by_domain["tts"],
+        "tts_language": "en",
+        "tts_voice": None,
+    }
+    await ws.call(
+        {"type": "assist_pipeline/pipeline/update", "pipeline_id": pipeline["id"], **update}
+    )
+    return (
+        f"{pipeline['name']}: {by_domain['stt']} -> {update['conversation_engine']} -> "
+        f"{by_domain['tts']}"
+    )
+
+
+async def light_state(http: aiohttp.ClientSession, base: str, token: str) -> str:
+    """Return the demo light's state."""
+    async with http.get(
+        f"{base}/api/states/{LIGHT}", headers={"Authorization": f"Bearer {token}"}
+    ) as response:
+        response.raise_for_status()
+        state: str = (await response.json())["state"]
+        return state
+
+
+def start_provider(script: str, port: int, log: Any) -> subprocess.Popen[bytes]:
+    """Start one of the demo's Wyoming servers."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "demo_providers" / script),
+            "--uri",
+            f"tcp://127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def wait_for_port(port: int) -> None:
+    """Wait until a server listens on the port."""
+    deadline = time.monotonic() + PROVIDER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+async def device_turn(ota_url: str, speech: Path, out: Path) -> None:
+    """Boot an emulated device against the hub and speak one command."""
+    device = DeviceEmulator(ota_url)
+    try:
+        answer = await device.check_ota()
+        step(f"device {device.device_id}: OTA answer -> {answer['websocket']['url']}")
+        started = time.monotonic()
+        hello = await device.connect()
+        assert hello is not None
+        step(
+            f"device: hello answered in {1000 * (time.monotonic() - started):.0f} ms "
+            f"(session {hello.session_id})"
+        )
+        await device.listen_start(ListenMode.AUTO)
+        frames = await device.stream_pcm(read_pcm(speech))
+        step(f'device: said "{COMMAND}" ({frames} Opus frames of 60 ms)')
+        silence = asyncio.get_running_loop().create_task(
+            device.stream_pcm(b"\0" * 1920 * int(REPLY_TIMEOUT_S / 0.06))
+        )
+        try:
+            stt = await device.wait_for("stt", timeout=REPLY_TIMEOUT_S)
+            step(f'hub -> device: stt "{stt.get("text")}"')
+            await device.wait_for("tts", "stop", timeout=REPLY_TIMEOUT_S)
+        finally:
+            silence.cancel()
+        for message in device.received.of_type("tts", "sentence_start"):
+            step(f'hub -> device: sentence "{message.get("text")}"')
+        seconds = device.save_reply(out)
+        step(f"device: reply of {seconds:.2f} s saved to {out}")
+    finally:
+        await device.close()
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Stop processes (and their children) politely, then firmly."""
+    for proc in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in processes:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def start_hass(config_dir: Path, log: Any) -> subprocess.Popen[bytes]:
+    """Start `hass` in its own process group, logging to `log`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "homeassistant", "--config", str(config_dir), "--skip-pip"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Run the demo; return the exit code."""
+    work = Path(tempfile.mkdtemp(prefix="xiaozhi-demo-"))
+    config_dir = work / "config"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    write_config(config_dir, port)
+    speech = work / "command.wav"
+    synthesize(COMMAND, speech)
+    step(f"synthesized the spoken command with espeak-ng: {speech}")
+
+    log = (work / "hass.log").open("wb")
+    stt_port, tts_port = free_port(), free_port()
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        children += [
+            start_provider("wyoming_stt.py", stt_port, log),
+            start_provider("wyoming_tts.py", tts_port, log),
+        ]
+        await wait_for_port(stt_port)
+        await wait_for_port(tts_port)
+        step(
+            f"started offline Wyoming servers: pocketsphinx STT :{stt_port}, "
+            f"espeak-ng TTS :{tts_port}"
+        )
+        proc = start_hass(config_dir, log)
+        children.append(proc)
+        step(
+            f"started Home Assistant (pid {proc.pid}, config {config_dir}, log {work / 'hass.log'})"
+        )
+        async with aiohttp.ClientSession() as http:
+            await wait_for_hass(http, base, proc)
+            step(f"Home Assistant is up at {base}")
+            token = await onboard(http, base)
+            step("onboarded (owner account created)")
+            for port in (stt_port, tts_port):
+                await add_integration(
+                    http, base, token, "wyoming", {"host": "127.0.0.1", "port": port}
+                )
+            ws = await HassWebSocket.connect(http, base, token)
+            try:
+                step(f"Wyoming STT and TTS added; pipeline {await use_wyoming_pipeline(ws)}")
+            finally:
+                await ws.close()
+            result = await add_integration(http, base, token, "xiaozhi", {})
+            ota_url = result["description_placeholders"]["ota_url"]
+            step(f"Xiaozhi set up through its config flow; OTA URL: {ota_url}")
+            step(f"{LIGHT} is {await light_state(http, base, token)}")
+            await device_turn(ota_url, speech, args.out.resolve())
+            state = await light_state(http, base, token)
+            step(f"{LIGHT} is {state}")
+            if state != "on":
+                raise RuntimeError("the light did not turn on")
+        return 0
+    except (RuntimeError, TimeoutError, ConnectionError, aiohttp.ClientError) as err:
+        step(f"FAILED: {err!r}; Home Assistant's log: {work / 'hass.log'}")
+        return 1
+    finally:
+        stop(children)
+        log.close()
+        step("stopped Home Assistant and the Wyoming servers")
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    """Parse arguments and run the demo."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("reply.wav"), help="reply audio WAV")
+    parser.add_argument("--keep", action="store_true", help="keep the config dir and log")
+    return asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
