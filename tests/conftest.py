@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 import math
+from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
+from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -25,6 +28,16 @@ def _custom_integrations(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("enable_custom_integrations")
 
 
+@pytest.fixture(autouse=True)
+def _tts_cache_in_tmp(tmp_path: Path) -> Iterator[None]:
+    """Keep HA's TTS file cache per test (it defaults to the shared test config dir)."""
+    with (
+        patch("homeassistant.components.tts._init_tts_cache_dir", return_value=str(tmp_path)),
+        patch("homeassistant.components.tts._get_cache_files", return_value={}),
+    ):
+        yield
+
+
 def tone(seconds: float, rate: int, freq: float = 440.0, amplitude: float = 0.3) -> bytes:
     """Return 16-bit mono PCM of a sine tone."""
     count = int(seconds * rate)
@@ -36,6 +49,12 @@ def tone(seconds: float, rate: int, freq: float = 440.0, amplitude: float = 0.3)
 
 
 @pytest.fixture
+async def ha_core(hass: HomeAssistant) -> None:
+    """Set up what a real HA always has before any integration (exposed entities and such)."""
+    assert await async_setup_component(hass, "homeassistant", {})
+
+
+@pytest.fixture
 def hub_entry() -> MockConfigEntry:
     """Return the hub's config entry (not yet added)."""
     return MockConfigEntry(domain=DOMAIN, title="Xiaozhi", data={CONF_TOKEN: TEST_TOKEN})
@@ -43,7 +62,11 @@ def hub_entry() -> MockConfigEntry:
 
 @pytest.fixture
 async def ota_url(
-    hass: HomeAssistant, hub_entry: MockConfigEntry, hass_client_no_auth: Any, socket_enabled: None
+    hass: HomeAssistant,
+    ha_core: None,
+    hub_entry: MockConfigEntry,
+    hass_client_no_auth: Any,
+    socket_enabled: None,
 ) -> AsyncIterator[str]:
     """Set the hub up, serve HA's HTTP app on loopback, and return the device's OTA URL."""
     hub_entry.add_to_hass(hass)
@@ -64,6 +87,7 @@ async def make_device(
     devices: list[DeviceEmulator] = []
 
     async def _make(**kwargs: Any) -> DeviceEmulator:
+        kwargs.setdefault("relisten", False)  # tests that want a follow-up turn ask for it
         device = DeviceEmulator(ota_url, **kwargs)
         devices.append(device)
         await device.check_ota()

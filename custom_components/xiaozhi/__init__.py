@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from homeassistant.const import EVENT_HOMEASSISTANT_STOP
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
 from homeassistant.core import Event, HomeAssistant
 
-from .http import async_register_views
 from .hub import XiaozhiConfigEntry, XiaozhiHub
+from .views import async_register_views
+
+PLATFORMS = [Platform.ASSIST_SATELLITE, Platform.SELECT]
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> bool:
     """Start serving devices."""
     hub = XiaozhiHub(hass, entry)
     entry.runtime_data = hub
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     async_register_views(hass)
 
     async def _async_stop(event: Event) -> None:
@@ -25,4 +28,4 @@ async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> b
 async def async_unload_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> bool:
     """Close every device channel; the endpoints answer 404 until set up again."""
     await entry.runtime_data.async_shutdown()
-    return True
+    return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)

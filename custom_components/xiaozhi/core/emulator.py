@@ -125,9 +125,14 @@ class DeviceEmulator:
         firmware_version: str = FIRMWARE_VERSION,
         language: str = "en-US",
         protocol_version: int | None = None,
+        relisten: bool = True,
         http: aiohttp.ClientSession | None = None,
     ) -> None:
-        """Describe the device; `protocol_version` overrides what the OTA answer says."""
+        """Describe the device; `protocol_version` overrides what the OTA answer says.
+
+        With `relisten`, the emulator does what the firmware does in auto mode: after `tts stop`
+        ends a reply it sends a new `listen start`.
+        """
         self.ota_url = ota_url
         self.device_id = device_id or random_device_id()
         self.client_id = client_id or str(uuid.uuid4())
@@ -135,6 +140,9 @@ class DeviceEmulator:
         self.firmware_version = firmware_version
         self.language = language
         self.protocol_version = protocol_version
+        self.relisten = relisten
+        self.listen_mode = ListenMode.AUTO  # the firmware's default without AEC
+        self.speaking = False
         self.ota_answer: JsonObject | None = None
         self.server_hello: ServerHello | None = None
         self.received = Received()
@@ -277,6 +285,8 @@ class DeviceEmulator:
                 self.received.messages.append((now, data))
                 if data.get("type") == "mcp":
                     await self._answer_mcp(data["payload"])
+                elif data.get("type") == "tts":
+                    await self._follow_tts(data.get("state"))
             elif msg.type is aiohttp.WSMsgType.BINARY:
                 frame = framing.unpack(self.binary_version, msg.data)
                 self.received.audio.append((now, frame.payload))
@@ -285,6 +295,15 @@ class DeviceEmulator:
         self.close_code = self._ws.close_code
         async with self._changed:
             self._changed.notify_all()
+
+    async def _follow_tts(self, state: object) -> None:
+        """Track the firmware's speaking state; re-arm listening after a reply in auto mode."""
+        if state == "start":
+            self.speaking = True
+        elif state == "stop" and self.speaking:
+            self.speaking = False
+            if self.relisten and self.listen_mode is ListenMode.AUTO:
+                await self.listen_start(ListenMode.AUTO)
 
     async def send_json(self, message: JsonObject) -> None:
         """Send one JSON message, with the session id as the firmware adds it."""
@@ -305,6 +324,7 @@ class DeviceEmulator:
 
     async def listen_start(self, mode: ListenMode = ListenMode.AUTO) -> None:
         """Start listening in `mode`."""
+        self.listen_mode = mode
         await self.send_json({"type": "listen", "state": ListenState.START, "mode": mode})
 
     async def listen_stop(self) -> None:

@@ -1,0 +1,56 @@
+"""The xiaozhi devices a hub knows, and the session each one has open."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from homeassistant.core import CALLBACK_TYPE, callback
+
+from .core import DeviceSession, SessionHost
+
+
+@dataclass
+class XiaozhiDevice:
+    """One device: what it told us about itself, and its open channel if any."""
+
+    device_id: str  # the MAC, lowercase and colon separated
+    board: str | None = None
+    firmware_version: str | None = None
+    chip_model: str | None = None
+    session: DeviceSession | None = None
+    voice: SessionHost | None = None  # the satellite that turns its audio into pipeline runs
+    _listeners: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    @property
+    def name(self) -> str:
+        """A default name users can tell apart: board and the end of the MAC."""
+        suffix = self.device_id.replace(":", "")[-4:].upper()
+        return f"{self.board or 'Xiaozhi'} {suffix}"
+
+    @property
+    def connected(self) -> bool:
+        """Whether the device has a channel open."""
+        return self.session is not None
+
+    def stored(self) -> dict[str, Any]:
+        """Return what survives a restart."""
+        return {
+            "board": self.board,
+            "firmware_version": self.firmware_version,
+            "chip_model": self.chip_model,
+        }
+
+    @callback
+    def set_session(self, session: DeviceSession | None) -> None:
+        """Record the open channel (None when it closed) and tell listeners."""
+        self.session = session
+        for listener in list(self._listeners):
+            listener()
+
+    @callback
+    def async_listen(self, listener: Callable[[], None]) -> CALLBACK_TYPE:
+        """Call `listener` when the device connects or disconnects."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)

@@ -1,0 +1,39 @@
+"""Base entity for xiaozhi devices."""
+
+from __future__ import annotations
+
+from homeassistant.helpers.device_registry import CONNECTION_NETWORK_MAC, DeviceInfo
+from homeassistant.helpers.entity import Entity
+
+from .const import DOMAIN, MANUFACTURER
+from .devices import XiaozhiDevice
+
+
+class XiaozhiEntity(Entity):
+    """An entity of one xiaozhi device; unavailable while the device has no channel open."""
+
+    _attr_has_entity_name = True
+    _attr_should_poll = False
+
+    def __init__(self, device: XiaozhiDevice) -> None:
+        """Attach the entity to its device."""
+        self.device = device
+        self._attr_unique_id = f"{device.device_id}-{self.entity_description.key}"
+        self._attr_device_info = DeviceInfo(
+            identifiers={(DOMAIN, device.device_id)},
+            connections={(CONNECTION_NETWORK_MAC, device.device_id)},
+            name=device.name,
+            manufacturer=MANUFACTURER,
+            model=device.board,
+            sw_version=device.firmware_version,
+        )
+
+    @property
+    def available(self) -> bool:
+        """Available while the device is connected."""
+        return self.device.connected
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the device's connection."""
+        await super().async_added_to_hass()
+        self.async_on_remove(self.device.async_listen(self.async_write_ha_state))

@@ -1,0 +1,88 @@
+"""Reply audio as PCM for a device: from HA's TTS streams, or any media URL through ffmpeg."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+import contextlib
+import logging
+from typing import Final
+
+from homeassistant.components import tts
+from homeassistant.components.ffmpeg import get_ffmpeg_manager
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
+
+from .core.codec import samples_per_frame
+from .core.const import SAMPLE_WIDTH
+from .core.wav import WavStreamReader
+
+_LOGGER = logging.getLogger(__name__)
+
+FFMPEG_READ_BYTES: Final = samples_per_frame(24000, 60) * SAMPLE_WIDTH
+FFMPEG_STOP_TIMEOUT_S: Final = 2.0
+
+
+def tts_options(sample_rate: int) -> dict[str, object]:
+    """Ask HA's TTS for 16-bit mono WAV at the device's reply rate."""
+    return {
+        tts.ATTR_PREFERRED_FORMAT: "wav",
+        tts.ATTR_PREFERRED_SAMPLE_RATE: sample_rate,
+        tts.ATTR_PREFERRED_SAMPLE_CHANNELS: 1,
+        tts.ATTR_PREFERRED_SAMPLE_BYTES: 2,
+    }
+
+
+async def tts_pcm(hass: HomeAssistant, token: str, sample_rate: int) -> AsyncIterator[bytes]:
+    """Yield the PCM of a TTS result stream as it is synthesized."""
+    stream = tts.async_get_stream(hass, token)
+    if stream is None:
+        raise HomeAssistantError(f"TTS stream {token} not found")
+    reader = WavStreamReader()
+    async for data in stream.async_stream_result():
+        if pcm := reader.push(data):
+            if (reader.sample_rate, reader.channels) != (sample_rate, 1):
+                raise HomeAssistantError(
+                    f"TTS gave {reader.sample_rate} Hz, {reader.channels} channel(s); "
+                    f"expected {sample_rate} Hz mono"
+                )
+            yield pcm
+
+
+async def url_pcm(hass: HomeAssistant, url: str, sample_rate: int) -> AsyncIterator[bytes]:
+    """Yield 16-bit mono PCM of any media URL, converted by HA's ffmpeg."""
+    process = await asyncio.create_subprocess_exec(
+        get_ffmpeg_manager(hass).binary,
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-i",
+        url,
+        "-f",
+        "s16le",
+        "-ac",
+        "1",
+        "-ar",
+        str(sample_rate),
+        "-map_metadata",
+        "-1",
+        "-vn",
+        "pipe:1",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        while chunk := await process.stdout.read(FFMPEG_READ_BYTES):
+            yield chunk
+        if await process.wait() != 0:
+            error = (await process.stderr.read()).decode(errors="replace").strip()
+            raise HomeAssistantError(f"ffmpeg could not convert {url}: {error[:200]}")
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FFMPEG_STOP_TIMEOUT_S):
+                    await process.wait()

@@ -1,0 +1,64 @@
+"""Pipeline and VAD sensitivity selects for each xiaozhi device, as HA's other satellites have."""
+
+from __future__ import annotations
+
+from homeassistant.components.assist_pipeline.select import (
+    AssistPipelineSelect,
+    VadSensitivitySelect,
+)
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .const import DOMAIN, SIGNAL_NEW_DEVICE
+from .devices import XiaozhiDevice
+from .entity import XiaozhiEntity
+from .hub import XiaozhiConfigEntry
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: XiaozhiConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Add the selects of every known device, and of devices seen later."""
+
+    @callback
+    def add_device(device: XiaozhiDevice) -> None:
+        async_add_entities(
+            [XiaozhiPipelineSelect(hass, device), XiaozhiVadSensitivitySelect(hass, device)]
+        )
+
+    for device in entry.runtime_data.devices.values():
+        add_device(device)
+    entry.async_on_unload(
+        async_dispatcher_connect(hass, SIGNAL_NEW_DEVICE.format(entry.entry_id), add_device)
+    )
+
+
+class XiaozhiPipelineSelect(XiaozhiEntity, AssistPipelineSelect):
+    """Which Assist pipeline the device uses."""
+
+    def __init__(self, hass: HomeAssistant, device: XiaozhiDevice) -> None:
+        """Create the select."""
+        XiaozhiEntity.__init__(self, device)
+        AssistPipelineSelect.__init__(self, hass, DOMAIN, device.device_id)
+
+    @property
+    def available(self) -> bool:
+        """Configuration stays editable while the device is away."""
+        return True
+
+
+class XiaozhiVadSensitivitySelect(XiaozhiEntity, VadSensitivitySelect):
+    """How long a pause ends what the user says."""
+
+    def __init__(self, hass: HomeAssistant, device: XiaozhiDevice) -> None:
+        """Create the select."""
+        XiaozhiEntity.__init__(self, device)
+        VadSensitivitySelect.__init__(self, hass, device.device_id)
+
+    @property
+    def available(self) -> bool:
+        """Configuration stays editable while the device is away."""
+        return True

@@ -1,0 +1,208 @@
+"""Test STT and TTS providers registered in a real HA, and a real light, for voice-turn tests.
+
+They are real HA entities in the real stt/tts/light components: the pipeline, HA's built-in
+conversation agent, its intents and the TTS format conversion (ffmpeg) all run for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable
+import io
+from typing import Any
+import wave
+
+from homeassistant.components import stt, tts
+from homeassistant.components.assist_pipeline import (
+    async_get_pipeline,
+    async_update_pipeline,
+)
+from homeassistant.components.light import ColorMode, LightEntity
+from homeassistant.config_entries import ConfigEntry, ConfigFlow
+from homeassistant.const import Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import area_registry as ar, entity_registry as er
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.setup import async_setup_component
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    MockModule,
+    MockPlatform,
+    mock_integration,
+    mock_platform,
+)
+
+from .conftest import tone
+
+TEST_DOMAIN = "xiaozhi_test_providers"
+TTS_SAMPLE_RATE = 16000  # HA converts it to the device's 24 kHz with ffmpeg
+REPLY_SECONDS_PER_CHAR = 0.06
+
+
+class RecordingStt(stt.SpeechToTextEntity):
+    """Drains the audio the pipeline sends and returns a set transcript."""
+
+    _attr_name = "Test STT"
+    _attr_unique_id = "test-stt"
+
+    def __init__(self) -> None:
+        self.transcript = "turn on the kitchen light"
+        self.received: list[int] = []  # bytes of audio per run
+        self.stream_ended = asyncio.Event()
+
+    @property
+    def supported_languages(self) -> list[str]:
+        return ["en-US", "zh-CN"]
+
+    @property
+    def supported_formats(self) -> list[stt.AudioFormats]:
+        return [stt.AudioFormats.WAV]
+
+    @property
+    def supported_codecs(self) -> list[stt.AudioCodecs]:
+        return [stt.AudioCodecs.PCM]
+
+    @property
+    def supported_bit_rates(self) -> list[stt.AudioBitRates]:
+        return [stt.AudioBitRates.BITRATE_16]
+
+    @property
+    def supported_sample_rates(self) -> list[stt.AudioSampleRates]:
+        return [stt.AudioSampleRates.SAMPLERATE_16000]
+
+    @property
+    def supported_channels(self) -> list[stt.AudioChannels]:
+        return [stt.AudioChannels.CHANNEL_MONO]
+
+    async def async_process_audio_stream(
+        self, metadata: stt.SpeechMetadata, stream: AsyncIterable[bytes]
+    ) -> stt.SpeechResult:
+        total = 0
+        async for chunk in stream:
+            total += len(chunk)
+        self.received.append(total)
+        self.stream_ended.set()
+        if not self.transcript:
+            return stt.SpeechResult(None, stt.SpeechResultState.ERROR)
+        return stt.SpeechResult(self.transcript, stt.SpeechResultState.SUCCESS)
+
+
+class ToneTts(tts.TextToSpeechEntity):
+    """Speaks any message as a tone whose length follows the text."""
+
+    _attr_name = "Test TTS"
+    _attr_unique_id = "test-tts"
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.fail = False
+
+    @property
+    def supported_languages(self) -> list[str]:
+        return ["en-US", "zh-CN"]
+
+    @property
+    def default_language(self) -> str:
+        return "en-US"
+
+    def get_tts_audio(
+        self, message: str, language: str, options: dict[str, Any]
+    ) -> tts.TtsAudioType:
+        self.messages.append(message)
+        if self.fail:
+            return None, None
+        seconds = max(1.0, REPLY_SECONDS_PER_CHAR * len(message))
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(TTS_SAMPLE_RATE)
+            wav.writeframes(tone(seconds, TTS_SAMPLE_RATE))
+        return "wav", buffer.getvalue()
+
+
+class KitchenLight(LightEntity):
+    """A plain on/off light named so HA's intents find it."""
+
+    _attr_name = "Kitchen Light"
+    _attr_unique_id = "kitchen-light"
+    _attr_color_mode = ColorMode.ONOFF
+    _attr_supported_color_modes = {ColorMode.ONOFF}  # noqa: RUF012
+    _attr_is_on = False
+
+    async def async_turn_on(self, **kwargs: Any) -> None:
+        self._attr_is_on = True
+        self.async_write_ha_state()
+
+    async def async_turn_off(self, **kwargs: Any) -> None:
+        self._attr_is_on = False
+        self.async_write_ha_state()
+
+
+class ProvidersFlow(ConfigFlow):
+    """The test integration's (empty) config flow."""
+
+
+class Providers:
+    """Handles to the test entities."""
+
+    def __init__(self) -> None:
+        self.stt = RecordingStt()
+        self.tts = ToneTts()
+        self.light = KitchenLight()
+
+
+async def async_setup_providers(hass: HomeAssistant) -> Providers:
+    """Register the providers and the light, and make them the preferred pipeline's."""
+    providers = Providers()
+    entities = {
+        Platform.STT: [providers.stt],
+        Platform.TTS: [providers.tts],
+        Platform.LIGHT: [providers.light],
+    }
+
+    async def setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
+        await hass.config_entries.async_forward_entry_setups(entry, list(entities))
+        return True
+
+    mock_integration(hass, MockModule(TEST_DOMAIN, async_setup_entry=setup_entry))
+    mock_platform(hass, f"{TEST_DOMAIN}.config_flow")
+    for platform, platform_entities in entities.items():
+
+        async def setup_platform(
+            hass: HomeAssistant,
+            entry: ConfigEntry,
+            add: AddConfigEntryEntitiesCallback,
+            platform_entities: list[Any] = platform_entities,
+        ) -> None:
+            add(platform_entities)
+
+        mock_platform(
+            hass, f"{TEST_DOMAIN}.{platform}", MockPlatform(async_setup_entry=setup_platform)
+        )
+
+    for component in ("homeassistant", "intent", "conversation", "light", "stt", "tts"):
+        assert await async_setup_component(hass, component, {})
+    entry = MockConfigEntry(domain=TEST_DOMAIN)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    assert await async_setup_component(hass, "assist_pipeline", {})
+    await hass.async_block_till_done()
+    # The light is in another area than the satellites, so HA speaks its answer instead of
+    # playing its short "acknowledge" chime.
+    kitchen = ar.async_get(hass).async_create("Kitchen")
+    er.async_get(hass).async_update_entity(providers.light.entity_id, area_id=kitchen.id)
+
+    await async_update_pipeline(
+        hass,
+        async_get_pipeline(hass),
+        conversation_engine="conversation.home_assistant",
+        conversation_language="en",
+        language="en",
+        stt_engine=providers.stt.entity_id,
+        stt_language="en-US",
+        tts_engine=providers.tts.entity_id,
+        tts_language="en-US",
+        tts_voice=None,
+    )
+    return providers

@@ -1,0 +1,391 @@
+"""Voice turns through a real HA Assist pipeline, driven by the device emulator over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+import itertools
+from pathlib import Path
+import subprocess
+from typing import Any
+
+from homeassistant.components import conversation
+from homeassistant.components.assist_pipeline import async_get_pipeline, async_update_pipeline
+from homeassistant.components.assist_satellite import AssistSatelliteAnnouncement
+from homeassistant.const import STATE_ON, STATE_UNAVAILABLE
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import device_registry as dr, entity_registry as er, intent
+import pytest
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    mock_config_flow,
+    setup_test_component_platform,
+)
+
+from custom_components.xiaozhi.const import CONF_TOKEN, DOMAIN
+from custom_components.xiaozhi.core import SessionState
+from custom_components.xiaozhi.core.const import PLAYBACK_LEAD_FRAMES
+from custom_components.xiaozhi.core.emulator import DeviceEmulator, read_pcm
+from custom_components.xiaozhi.core.messages import ListenMode
+
+from .conftest import TEST_TOKEN
+from .providers import TEST_DOMAIN, Providers, ProvidersFlow, async_setup_providers
+
+type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
+SILENCE_FRAME = b"\0" * 1920
+FRAME_S = 0.06
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A real spoken command (espeak-ng), 16 kHz mono, as the device microphone sends it."""
+    folder = tmp_path_factory.mktemp("speech")
+    raw, wav = folder / "raw.wav", folder / "command.wav"
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-w", str(raw), "turn on the kitchen light"], check=True
+    )
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-i",
+            str(raw),
+            "-ar",
+            "16000",
+            "-ac",
+            "1",
+            "-sample_fmt",
+            "s16",
+            str(wav),
+        ],
+        check=True,
+    )
+    return read_pcm(Path(wav))
+
+
+@pytest.fixture
+async def providers(hass: HomeAssistant) -> AsyncIterator[Providers]:
+    with mock_config_flow(TEST_DOMAIN, ProvidersFlow):
+        yield await async_setup_providers(hass)
+
+
+@pytest.fixture
+def hub_entry(providers: Providers) -> MockConfigEntry:
+    """The hub, set up after the providers (their HTTP views must exist before the server)."""
+    return MockConfigEntry(domain=DOMAIN, title="Xiaozhi", data={CONF_TOKEN: TEST_TOKEN})
+
+
+@pytest.fixture
+async def base_url(hass: HomeAssistant, ota_url: str) -> str:
+    """Make HA's own URL the test server's, so announcements can resolve media URLs."""
+    base = ota_url.removesuffix("/xiaozhi/ota/")
+    await hass.config.async_update(internal_url=base)
+    return base
+
+
+def satellite_entity_id(hass: HomeAssistant, device: DeviceEmulator) -> str:
+    entity_id = er.async_get(hass).async_get_entity_id(
+        "assist_satellite", DOMAIN, f"{device.device_id}-assist_satellite"
+    )
+    assert entity_id is not None
+    return entity_id
+
+
+async def speak(device: DeviceEmulator, speech: bytes, mode: ListenMode) -> asyncio.Task[int]:
+    """Start listening, say the command, then keep the microphone open with silence."""
+    await device.listen_start(mode)
+
+    async def microphone() -> int:
+        sent = await device.stream_pcm(speech)
+        if mode is not ListenMode.MANUAL:
+            sent += await device.stream_pcm(SILENCE_FRAME * 200)
+        return sent
+
+    return asyncio.get_running_loop().create_task(microphone())
+
+
+def assert_paced(device: DeviceEmulator, start: int = 0) -> None:
+    """Reply audio arrives at real time after the pre-buffer."""
+    times = [t for t, _ in device.received.audio[start:]]
+    steady = times[PLAYBACK_LEAD_FRAMES:]
+    gaps = [b - a for a, b in itertools.pairwise(steady)]
+    assert len(gaps) >= 10
+    assert sum(gaps) / len(gaps) == pytest.approx(FRAME_S, abs=0.006)
+    assert min(gaps) > FRAME_S - 0.025
+
+
+def reply_seconds(device: DeviceEmulator, start: int = 0) -> float:
+    return len(device.reply_pcm(start)) / 2 / device.reply_sample_rate
+
+
+async def test_voice_turn_auto_mode(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice, speech: bytes
+) -> None:
+    device = await make_device()
+    await device.connect()
+    entity_id = satellite_entity_id(hass, device)
+    await hass.async_block_till_done()
+    assert hass.states.get(entity_id).state != STATE_UNAVAILABLE
+
+    await device.detect("你好小智")
+    mic = await speak(device, speech, ListenMode.AUTO)
+    stt = await device.wait_for("stt")
+    assert stt["text"] == "turn on the kitchen light"
+    await device.wait_for("tts", "stop")
+    mic.cancel()
+
+    assert hass.states.get(providers.light.entity_id).state == STATE_ON
+    kinds = [(m["type"], m.get("state")) for _, m in device.received.messages]
+    assert kinds.index(("stt", None)) < kinds.index(("tts", "start"))
+    assert ("llm", None) in kinds
+    sentence = device.received.of_type("tts", "sentence_start")[0]["text"]
+    assert sentence == providers.tts.messages[-1]
+    assert reply_seconds(device) >= 1.0
+    assert_paced(device)
+    # The pipeline got the speech, and the hub ended the stream soon after it (VAD).
+    assert 1.0 < providers.stt.received[0] / 32000 < len(speech) / 32000 + 1.2
+
+    # The device re-arms after the reply: a follow-up turn starts in the same conversation.
+    entry_id = hass.config_entries.async_entries(DOMAIN)[0].entry_id
+    registry_device = dr.async_get(hass).async_get_device_by_identifier(
+        (DOMAIN, device.device_id), entry_id
+    )
+    assert registry_device is not None
+    assert registry_device.model == "xiaozhi-emulator"
+    assert registry_device.sw_version == "2.0.3"
+    assert (dr.CONNECTION_NETWORK_MAC, device.device_id) in registry_device.connections
+
+    await device.close()
+    await hass.async_block_till_done()
+    for _ in range(50):
+        if hass.states.get(entity_id).state == STATE_UNAVAILABLE:
+            break
+        await asyncio.sleep(0.02)
+    assert hass.states.get(entity_id).state == STATE_UNAVAILABLE
+
+
+async def test_voice_turn_manual_mode(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice, speech: bytes
+) -> None:
+    device = await make_device()
+    await device.connect()
+    mic = await speak(device, speech, ListenMode.MANUAL)
+    await mic
+    await device.listen_stop()
+    assert (await device.wait_for("stt"))["text"] == "turn on the kitchen light"
+    await device.wait_for("tts", "stop")
+    assert hass.states.get(providers.light.entity_id).state == STATE_ON
+    assert reply_seconds(device) >= 1.0
+    assert_paced(device)
+    await asyncio.sleep(0.2)
+    # Manual mode: no follow-up turn; the channel stays open and idle.
+    assert not device.closed
+    assert device.received.of_type("listen") == []
+
+
+async def test_voice_turn_realtime_mode(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice, speech: bytes
+) -> None:
+    device = await make_device()
+    await device.connect()
+    mic = await speak(device, speech, ListenMode.REALTIME)  # keeps streaming during the reply
+    assert (await device.wait_for("stt"))["text"] == "turn on the kitchen light"
+    await device.wait_for("tts", "stop")
+    assert not mic.done()
+    mic.cancel()
+    assert hass.states.get(providers.light.entity_id).state == STATE_ON
+    assert reply_seconds(device) >= 1.0
+    assert_paced(device)
+
+
+async def test_barge_in_stops_audio_and_next_turn_works(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice, speech: bytes
+) -> None:
+    providers.tts.fail = False
+    device = await make_device()
+    await device.connect()
+    mic = await speak(device, speech, ListenMode.AUTO)
+    await device.wait_for("tts", "start")
+    for _ in range(200):
+        if len(device.received.audio) >= PLAYBACK_LEAD_FRAMES + 2:
+            break
+        await asyncio.sleep(0.01)
+    mic.cancel()
+    loop = asyncio.get_running_loop()
+    await device.abort()
+    aborted_at = loop.time()
+    stop = await device.wait_for("tts", "stop")
+    assert stop == {"type": "tts", "state": "stop"}
+    await asyncio.sleep(0.3)
+    late = [t for t, _ in device.received.audio if t > aborted_at]
+    assert len(late) <= 1
+    assert reply_seconds(device) < 1.0  # the reply was cut short
+
+    # The next turn works.
+    before = len(device.received.messages)
+    mic = await speak(device, speech, ListenMode.AUTO)
+    await device.wait_for("stt", after=before)
+    await device.wait_for("tts", "stop", after=before + 1)
+    mic.cancel()
+    assert len(providers.stt.received) == 2
+
+
+async def test_announce_plays_on_the_device(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice, base_url: str
+) -> None:
+    device = await make_device()
+    await device.connect()
+    entity_id = satellite_entity_id(hass, device)
+    await hass.services.async_call(
+        "assist_satellite",
+        "announce",
+        {"message": "Dinner is ready."},
+        target={"entity_id": entity_id},
+        blocking=True,
+    )
+    await device.wait_for("tts", "stop", timeout=2)  # sent before the service call returned
+    states = [m.get("state") for m in device.received.of_type("tts")]
+    assert states[0] == "start"
+    assert states[-1] == "stop"
+    assert device.received.of_type("tts", "sentence_start")[0]["text"] == "Dinner is ready."
+    assert reply_seconds(device) >= 1.0  # preannounce chime + the spoken message
+    assert_paced(device)
+
+
+async def test_announce_to_a_disconnected_device(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice, base_url: str
+) -> None:
+    """A device connects only during a conversation: while it is away there is nothing to play to.
+
+    HA skips entity services for unavailable entities; the satellite itself refuses with a clear
+    error should a call reach it between the disconnect and the state update.
+    """
+    device = await make_device()
+    await device.connect()
+    entity_id = satellite_entity_id(hass, device)
+    await device.close()
+    for _ in range(50):
+        if hass.states.get(entity_id).state == STATE_UNAVAILABLE:
+            break
+        await asyncio.sleep(0.02)
+    assert hass.states.get(entity_id).state == STATE_UNAVAILABLE
+    await hass.services.async_call(
+        "assist_satellite",
+        "announce",
+        {"message": "Hello", "preannounce": False},
+        target={"entity_id": entity_id},
+        blocking=True,
+    )
+    assert providers.tts.messages == []
+    satellite = hass.data["entity_components"]["assist_satellite"].get_entity(entity_id)
+    announcement = AssistSatelliteAnnouncement(
+        message="Hello",
+        media_id="/api/tts_proxy/x",
+        original_media_id="x",
+        tts_token=None,
+        media_id_source="url",
+    )
+    with pytest.raises(HomeAssistantError) as info:
+        await satellite.async_announce(announcement)
+    assert info.value.translation_key == "not_connected"
+
+
+class EchoAgent(conversation.ConversationEntity):
+    """An agent other than HA's built-in one (which refuses start_conversation)."""
+
+    _attr_name = "Echo"
+    _attr_unique_id = "echo-agent"
+    _attr_supported_features = conversation.ConversationEntityFeature.CONTROL
+
+    @property
+    def supported_languages(self) -> list[str]:
+        return ["en"]
+
+    async def _async_handle_message(
+        self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog
+    ) -> conversation.ConversationResult:
+        response = intent.IntentResponse(language=user_input.language)
+        response.async_set_speech(f"You said {user_input.text}.")
+        chat_log.async_add_assistant_content_without_tools(
+            conversation.AssistantContent(
+                agent_id=self.entity_id, content=f"You said {user_input.text}."
+            )
+        )
+        return conversation.ConversationResult(
+            response=response, conversation_id=chat_log.conversation_id
+        )
+
+
+async def test_start_conversation_puts_device_back_to_listening(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice, base_url: str, speech: bytes
+) -> None:
+    agent = EchoAgent()
+    setup_test_component_platform(hass, conversation.DOMAIN, [agent])
+    await hass.async_block_till_done()
+    await async_update_pipeline(hass, async_get_pipeline(hass), conversation_engine=agent.entity_id)
+
+    device = await make_device(relisten=True)
+    await device.connect()
+    entity_id = satellite_entity_id(hass, device)
+    await hass.services.async_call(
+        "assist_satellite",
+        "start_conversation",
+        {"start_message": "What should I cook?", "preannounce": False},
+        target={"entity_id": entity_id},
+        blocking=True,
+    )
+    assert reply_seconds(device) >= 1.0
+    assert device.received.of_type("tts", "sentence_start")[0]["text"] == "What should I cook?"
+    # Like the firmware, the emulator answers `tts stop` with `listen start`: a new turn opens.
+    for _ in range(100):
+        if hass.states.get(entity_id).state == "listening":
+            break
+        await asyncio.sleep(0.02)
+    assert hass.states.get(entity_id).state == "listening"
+    session = next(iter(hass.config_entries.async_entries(DOMAIN)[0].runtime_data.sessions))
+    assert session.state is SessionState.LISTENING
+
+    before = len(device.received.messages)
+    mic = asyncio.get_running_loop().create_task(device.stream_pcm(speech + SILENCE_FRAME * 200))
+    await device.wait_for("stt", after=before)
+    reply = await device.wait_for("tts", "sentence_start", after=before)
+    await device.wait_for("tts", "stop", after=before)
+    mic.cancel()
+    assert reply["text"]
+    assert providers.stt.received[-1] > 32000  # the follow-up turn heard the user
+
+
+async def test_no_speech_ends_the_conversation(
+    hass: HomeAssistant,
+    providers: Providers,
+    make_device: MakeDevice,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("custom_components.xiaozhi.core.vad.NO_SPEECH_TIMEOUT_S", 1.0)
+    device = await make_device()
+    await device.connect()
+    await device.listen_start(ListenMode.AUTO)
+    mic = asyncio.get_running_loop().create_task(device.stream_pcm(SILENCE_FRAME * 200))
+    assert await device.wait_closed(timeout=10) == 1000
+    mic.cancel()
+    assert device.received.of_type("tts", "start") == []
+
+
+async def test_tts_failure_reaches_the_device(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice, speech: bytes
+) -> None:
+    providers.tts.fail = True
+    device = await make_device()
+    await device.connect()
+    mic = await speak(device, speech, ListenMode.AUTO)
+    await device.wait_for("stt")
+    alert = await device.wait_for("alert")
+    assert alert["emotion"] == "sad"
+    assert isinstance(alert["message"], str)
+    kinds = [(m["type"], m.get("state")) for _, m in device.received.messages]
+    # Never stuck speaking: every `tts start` is followed by `tts stop`.
+    assert kinds.count(("tts", "start")) == kinds.count(("tts", "stop"))
+    await device.wait_closed(timeout=5)
+    mic.cancel()
