@@ -7,12 +7,12 @@ conversation agent, its intents and the TTS format conversion (ffmpeg) all run f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 import io
 from typing import Any
 import wave
 
-from homeassistant.components import stt, tts
+from homeassistant.components import conversation, stt, tts
 from homeassistant.components.assist_pipeline import (
     async_get_pipeline,
     async_update_pipeline,
@@ -31,6 +31,8 @@ from pytest_homeassistant_custom_component.common import (
     mock_integration,
     mock_platform,
 )
+
+from custom_components.xiaozhi.core.sentences import SentenceSplitter
 
 from .conftest import tone
 
@@ -121,6 +123,90 @@ class ToneTts(tts.TextToSpeechEntity):
         return "wav", buffer.getvalue()
 
 
+def wav_header(sample_rate: int) -> bytes:
+    """A WAV header for a stream of unknown length (as streaming engines write it)."""
+    return (
+        b"RIFF"
+        + (0xFFFFFFFF).to_bytes(4, "little")
+        + b"WAVEfmt "
+        + (16).to_bytes(4, "little")
+        + (1).to_bytes(2, "little")
+        + (1).to_bytes(2, "little")
+        + sample_rate.to_bytes(4, "little")
+        + (sample_rate * 2).to_bytes(4, "little")
+        + (2).to_bytes(2, "little")
+        + (16).to_bytes(2, "little")
+        + b"data"
+        + (0xFFFFFFFF).to_bytes(4, "little")
+    )
+
+
+class StreamingTts(ToneTts):
+    """Speaks each sentence as soon as its text has arrived (streaming input)."""
+
+    _attr_name = "Streaming TTS"
+    _attr_unique_id = "streaming-tts"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_audio_at: float | None = None
+
+    async def async_stream_tts_audio(self, request: tts.TTSAudioRequest) -> tts.TTSAudioResponse:
+        async def audio() -> AsyncIterator[bytes]:
+            yield wav_header(TTS_SAMPLE_RATE)
+            splitter = SentenceSplitter()
+            async for text in request.message_gen:
+                for sentence in splitter.push(text):
+                    self.messages.append(sentence)
+                    if self.first_audio_at is None:
+                        self.first_audio_at = asyncio.get_running_loop().time()
+                    yield tone(REPLY_SECONDS_PER_CHAR * len(sentence), TTS_SAMPLE_RATE)
+            if rest := splitter.flush():
+                self.messages.append(rest)
+                yield tone(REPLY_SECONDS_PER_CHAR * len(rest), TTS_SAMPLE_RATE)
+
+        return tts.TTSAudioResponse("wav", audio())
+
+
+STREAMED_REPLY = (
+    "Sure, here is the plan for tonight. First, preheat the oven to two hundred degrees. "
+    "Then bake the bread for twenty minutes and let it cool."
+)
+WORD_DELAY_S = 0.08
+
+
+class StreamingAgent(conversation.ConversationEntity):
+    """An agent that streams its reply word by word, like an LLM."""
+
+    _attr_name = "Streaming agent"
+    _attr_unique_id = "streaming-agent"
+    _attr_supports_streaming = True
+
+    def __init__(self) -> None:
+        self.finished_at: float | None = None
+        self.conversation_ids: list[str] = []
+
+    @property
+    def supported_languages(self) -> list[str]:
+        return ["en"]
+
+    async def _async_handle_message(
+        self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog
+    ) -> conversation.ConversationResult:
+        self.conversation_ids.append(chat_log.conversation_id)
+
+        async def deltas() -> AsyncIterator[conversation.AssistantContentDeltaDict]:
+            yield {"role": "assistant"}
+            for word in STREAMED_REPLY.split(" "):
+                await asyncio.sleep(WORD_DELAY_S)
+                yield {"content": word + " "}
+
+        async for _ in chat_log.async_add_delta_content_stream(self.entity_id, deltas()):
+            pass
+        self.finished_at = asyncio.get_running_loop().time()
+        return conversation.async_get_result_from_chat_log(user_input, chat_log)
+
+
 class KitchenLight(LightEntity):
     """A plain on/off light named so HA's intents find it."""
 
@@ -149,6 +235,8 @@ class Providers:
     def __init__(self) -> None:
         self.stt = RecordingStt()
         self.tts = ToneTts()
+        self.streaming_tts = StreamingTts()
+        self.agent = StreamingAgent()
         self.light = KitchenLight()
 
 
@@ -157,8 +245,9 @@ async def async_setup_providers(hass: HomeAssistant) -> Providers:
     providers = Providers()
     entities = {
         Platform.STT: [providers.stt],
-        Platform.TTS: [providers.tts],
+        Platform.TTS: [providers.tts, providers.streaming_tts],
         Platform.LIGHT: [providers.light],
+        Platform.CONVERSATION: [providers.agent],
     }
 
     async def setup_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
@@ -206,3 +295,13 @@ async def async_setup_providers(hass: HomeAssistant) -> Providers:
         tts_voice=None,
     )
     return providers
+
+
+async def async_use_streaming(hass: HomeAssistant, providers: Providers) -> None:
+    """Switch the pipeline to the streaming agent and streaming TTS."""
+    await async_update_pipeline(
+        hass,
+        async_get_pipeline(hass),
+        conversation_engine=providers.agent.entity_id,
+        tts_engine=providers.streaming_tts.entity_id,
+    )

@@ -30,7 +30,13 @@ from custom_components.xiaozhi.core.emulator import DeviceEmulator, read_pcm
 from custom_components.xiaozhi.core.messages import ListenMode
 
 from .conftest import TEST_TOKEN
-from .providers import TEST_DOMAIN, Providers, ProvidersFlow, async_setup_providers
+from .providers import (
+    TEST_DOMAIN,
+    Providers,
+    ProvidersFlow,
+    async_setup_providers,
+    async_use_streaming,
+)
 
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
 SILENCE_FRAME = b"\0" * 1920
@@ -357,19 +363,27 @@ async def test_start_conversation_puts_device_back_to_listening(
     assert providers.stt.received[-1] > 32000  # the follow-up turn heard the user
 
 
-async def test_no_speech_ends_the_conversation(
-    hass: HomeAssistant,
-    providers: Providers,
-    make_device: MakeDevice,
-    monkeypatch: pytest.MonkeyPatch,
+async def test_silence_ends_the_conversation(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice
 ) -> None:
-    monkeypatch.setattr("custom_components.xiaozhi.core.vad.NO_SPEECH_TIMEOUT_S", 1.0)
+    """The configurable silence timeout closes a conversation nobody speaks in."""
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"silence_timeout": 3}
+    )
+    await hass.async_block_till_done()
+    assert entry.options == {"silence_timeout": 3}
+
     device = await make_device()
     await device.connect()
     await device.listen_start(ListenMode.AUTO)
+    started = asyncio.get_running_loop().time()
     mic = asyncio.get_running_loop().create_task(device.stream_pcm(SILENCE_FRAME * 200))
     assert await device.wait_closed(timeout=10) == 1000
+    elapsed = asyncio.get_running_loop().time() - started
     mic.cancel()
+    assert 2.8 < elapsed < 4.0
     assert device.received.of_type("tts", "start") == []
 
 
@@ -389,3 +403,44 @@ async def test_tts_failure_reaches_the_device(
     assert kinds.count(("tts", "start")) == kinds.count(("tts", "stop"))
     await device.wait_closed(timeout=5)
     mic.cancel()
+
+
+async def test_streaming_reply_starts_before_the_agent_finishes(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice, speech: bytes
+) -> None:
+    await async_use_streaming(hass, providers)
+    device = await make_device()
+    await device.connect()
+    mic = await speak(device, speech, ListenMode.AUTO)
+    await device.wait_for("tts", "stop")
+    mic.cancel()
+    first_audio = device.received.audio[0][0]
+    assert providers.agent.finished_at is not None
+    assert first_audio < providers.agent.finished_at - 0.5  # well before the last token
+    sentences = [m["text"] for m in device.received.of_type("tts", "sentence_start")]
+    assert sentences == [
+        "Sure, here is the plan for tonight.",
+        "First, preheat the oven to two hundred degrees.",
+        "Then bake the bread for twenty minutes and let it cool.",
+    ]
+    assert reply_seconds(device) >= 5.0
+    assert_paced(device)
+
+
+async def test_follow_up_turns_share_the_conversation(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice, speech: bytes
+) -> None:
+    await async_use_streaming(hass, providers)
+    device = await make_device(relisten=True)  # the device re-arms after each reply
+    await device.connect()
+    mic = await speak(device, speech, ListenMode.AUTO)
+    await device.wait_for("tts", "stop")
+    mic.cancel()
+    before = len(device.received.messages)
+    mic = asyncio.get_running_loop().create_task(device.stream_pcm(speech + SILENCE_FRAME * 200))
+    await device.wait_for("stt", after=before)
+    await device.wait_for("tts", "stop", after=before)
+    mic.cancel()
+    ids = providers.agent.conversation_ids
+    assert len(ids) == 2
+    assert ids[0] == ids[1]

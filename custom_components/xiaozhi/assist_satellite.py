@@ -32,7 +32,7 @@ from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .const import DOMAIN, SIGNAL_NEW_DEVICE
+from .const import CONF_SILENCE_TIMEOUT, DEFAULT_SILENCE_TIMEOUT_S, DOMAIN, SIGNAL_NEW_DEVICE
 from .core import DeviceSession, SessionHost, SessionState, XiaozhiError
 from .core.const import REPLY_SAMPLE_RATE, CloseCode
 from .core.messages import Abort, Listen, ListenMode, ListenState
@@ -236,7 +236,8 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
         state = self.hass.states.get(self.vad_sensitivity_entity_id or "")
         sensitivity = state.state if state else VadSensitivity.DEFAULT
         silence = TRAILING_SILENCE_S.get(sensitivity, TRAILING_SILENCE_S[VadSensitivity.DEFAULT])
-        return SpeechEndpointer(trailing_silence_s=silence)
+        timeout = self._entry.options.get(CONF_SILENCE_TIMEOUT, DEFAULT_SILENCE_TIMEOUT_S)
+        return SpeechEndpointer(trailing_silence_s=silence, no_speech_timeout_s=float(timeout))
 
     @callback
     def _end_mic(self) -> None:

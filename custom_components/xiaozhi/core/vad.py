@@ -22,7 +22,7 @@ CHUNK_BYTES: Final = int(DEVICE_SAMPLE_RATE * CHUNK_SECONDS) * SAMPLE_WIDTH
 SPEECH_THRESHOLD: Final = 0.5  # speech probability above which a 10 ms chunk is speech
 START_THRESHOLD: Final = 0.25  # a lower bar before the utterance starts: short words score low
 MIN_SPEECH_S: Final = 0.15  # this much speech (in a row) starts an utterance
-NO_SPEECH_TIMEOUT_S: Final = 8.0  # nothing said for this long: the user has nothing to say
+NO_SPEECH_TIMEOUT_S: Final = 8.0  # default: nothing said for this long, nothing will be
 MAX_UTTERANCE_S: Final = 15.0  # end an utterance that never pauses (as HA's pipeline does)
 # The background level follows the quietest recent audio, and drifts up slowly so it tracks
 # a noisier room. A chunk counts as speech only this far above it.
