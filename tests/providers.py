@@ -21,6 +21,7 @@ from homeassistant.components.light import ColorMode, LightEntity
 from homeassistant.config_entries import ConfigEntry, ConfigFlow
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import area_registry as ar, entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.setup import async_setup_component
@@ -185,6 +186,7 @@ class StreamingAgent(conversation.ConversationEntity):
     def __init__(self) -> None:
         self.finished_at: float | None = None
         self.conversation_ids: list[str] = []
+        self.fail = False
 
     @property
     def supported_languages(self) -> list[str]:
@@ -194,6 +196,8 @@ class StreamingAgent(conversation.ConversationEntity):
         self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog
     ) -> conversation.ConversationResult:
         self.conversation_ids.append(chat_log.conversation_id)
+        if self.fail:
+            raise HomeAssistantError("the agent is down")
 
         async def deltas() -> AsyncIterator[conversation.AssistantContentDeltaDict]:
             yield {"role": "assistant"}

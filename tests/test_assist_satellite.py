@@ -444,3 +444,32 @@ async def test_follow_up_turns_share_the_conversation(
     ids = providers.agent.conversation_ids
     assert len(ids) == 2
     assert ids[0] == ids[1]
+
+
+async def test_stt_failure_ends_the_conversation_cleanly(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice, speech: bytes
+) -> None:
+    providers.stt.transcript = ""  # the engine hears nothing it can use
+    device = await make_device()
+    await device.connect()
+    mic = await speak(device, speech, ListenMode.AUTO)
+    # The device goes idle instead of streaming its microphone into nothing.
+    assert await device.wait_closed(timeout=10) == 1000
+    mic.cancel()
+    kinds = [(m["type"], m.get("state")) for _, m in device.received.messages]
+    assert ("tts", "start") not in kinds
+
+
+async def test_agent_failure_is_spoken(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice, speech: bytes
+) -> None:
+    await async_use_streaming(hass, providers)
+    providers.agent.fail = True
+    device = await make_device()
+    await device.connect()
+    mic = await speak(device, speech, ListenMode.AUTO)
+    await device.wait_for("tts", "stop")
+    mic.cancel()
+    assert device.received.of_type("llm")[0]["emotion"] == "confused"
+    assert device.received.of_type("tts", "sentence_start")  # HA's error message, spoken
+    assert reply_seconds(device) > 0.5
