@@ -96,6 +96,13 @@ template:
     )
 
 
+def trailing_silence_s(pcm: bytes, level: int = 500) -> float:
+    """How long the recording goes on after the voice stops."""
+    samples = memoryview(pcm).cast("h")
+    last = max((i for i in range(len(samples)) if abs(samples[i]) > level), default=0)
+    return (len(samples) - last) / 16000
+
+
 def synthesize(text: str, path: Path) -> None:
     """Speak `text` with espeak-ng into a 16 kHz mono WAV (what the device microphone sends)."""
     raw = path.with_suffix(".espeak.wav")
@@ -302,7 +309,10 @@ async def device_turn(ota_url: str, speech: Path, out: Path) -> None:
             f"(session {hello.session_id})"
         )
         await device.listen_start(ListenMode.AUTO)
-        frames = await device.stream_pcm(read_pcm(speech))
+        pcm = read_pcm(speech)
+        frames = await device.stream_pcm(pcm)
+        loop = asyncio.get_running_loop()
+        said_at = loop.time() - trailing_silence_s(pcm)
         step(f'device: said "{COMMAND}" ({frames} Opus frames of 60 ms)')
         silence = asyncio.get_running_loop().create_task(
             device.stream_pcm(b"\0" * 1920 * int(REPLY_TIMEOUT_S / 0.06))
@@ -313,6 +323,9 @@ async def device_turn(ota_url: str, speech: Path, out: Path) -> None:
             await device.wait_for("tts", "stop", timeout=REPLY_TIMEOUT_S)
         finally:
             silence.cancel()
+        if device.received.audio:
+            first = device.received.audio[0][0] - said_at
+            step(f"first reply audio reached the device {first:.2f} s after the speech ended")
         for message in device.received.of_type("tts", "sentence_start"):
             step(f'hub -> device: sentence "{message.get("text")}"')
         seconds = device.save_reply(out)
