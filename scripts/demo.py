@@ -26,7 +26,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "custom_components" / "xiaozhi"))
 
-from core.emulator import DeviceEmulator, read_pcm  # noqa: E402
+from core.emulator import DeviceEmulator, speech_pcm  # noqa: E402
 from core.messages import ListenMode  # noqa: E402
 
 HASS_START_TIMEOUT_S = 120.0
@@ -101,30 +101,6 @@ def trailing_silence_s(pcm: bytes, level: int = 500) -> float:
     samples = memoryview(pcm).cast("h")
     last = max((i for i in range(len(samples)) if abs(samples[i]) > level), default=0)
     return (len(samples) - last) / 16000
-
-
-def synthesize(text: str, path: Path) -> None:
-    """Speak `text` with espeak-ng into a 16 kHz mono WAV (what the device microphone sends)."""
-    raw = path.with_suffix(".espeak.wav")
-    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(raw), text], check=True)
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-y",
-            "-i",
-            str(raw),
-            "-ar",
-            "16000",
-            "-ac",
-            "1",
-            "-sample_fmt",
-            "s16",
-            str(path),
-        ],
-        check=True,
-    )
 
 
 async def wait_for_hass(
@@ -295,7 +271,7 @@ async def wait_for_port(port: int) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
-async def device_turn(ota_url: str, speech: Path, out: Path) -> None:
+async def device_turn(ota_url: str, speech: bytes, out: Path) -> None:
     """Boot an emulated device against the hub and speak one command."""
     device = DeviceEmulator(ota_url)
     try:
@@ -309,10 +285,9 @@ async def device_turn(ota_url: str, speech: Path, out: Path) -> None:
             f"(session {hello.session_id})"
         )
         await device.listen_start(ListenMode.AUTO)
-        pcm = read_pcm(speech)
-        frames = await device.stream_pcm(pcm)
+        frames = await device.stream_pcm(speech)
         loop = asyncio.get_running_loop()
-        said_at = loop.time() - trailing_silence_s(pcm)
+        said_at = loop.time() - trailing_silence_s(speech)
         step(f'device: said "{COMMAND}" ({frames} Opus frames of 60 ms)')
         silence = asyncio.get_running_loop().create_task(
             device.stream_pcm(b"\0" * 1920 * int(REPLY_TIMEOUT_S / 0.06))
@@ -364,9 +339,8 @@ async def run(args: argparse.Namespace) -> int:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     write_config(config_dir, port)
-    speech = work / "command.wav"
-    synthesize(COMMAND, speech)
-    step(f"synthesized the spoken command with espeak-ng: {speech}")
+    speech = speech_pcm(COMMAND)
+    step(f'synthesized "{COMMAND}" with espeak-ng ({len(speech) / 32000:.2f} s of audio)')
 
     log = (work / "hass.log").open("wb")
     stt_port, tts_port = free_port(), free_port()

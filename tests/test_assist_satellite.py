@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 import itertools
-from pathlib import Path
-import subprocess
 from typing import Any
 
 from homeassistant.components import conversation
@@ -26,7 +24,7 @@ from pytest_homeassistant_custom_component.common import (
 from custom_components.xiaozhi.const import CONF_TOKEN, DOMAIN
 from custom_components.xiaozhi.core import SessionState
 from custom_components.xiaozhi.core.const import PLAYBACK_LEAD_FRAMES
-from custom_components.xiaozhi.core.emulator import DeviceEmulator, read_pcm
+from custom_components.xiaozhi.core.emulator import DeviceEmulator, speech_pcm
 from custom_components.xiaozhi.core.messages import ListenMode
 
 from .conftest import TEST_TOKEN
@@ -44,31 +42,9 @@ FRAME_S = 0.06
 
 
 @pytest.fixture(scope="session")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+def speech() -> bytes:
     """A real spoken command (espeak-ng), 16 kHz mono, as the device microphone sends it."""
-    folder = tmp_path_factory.mktemp("speech")
-    raw, wav = folder / "raw.wav", folder / "command.wav"
-    subprocess.run(
-        ["espeak-ng", "-v", "en-us", "-w", str(raw), "turn on the kitchen light"], check=True
-    )
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-i",
-            str(raw),
-            "-ar",
-            "16000",
-            "-ac",
-            "1",
-            "-sample_fmt",
-            "s16",
-            str(wav),
-        ],
-        check=True,
-    )
-    return read_pcm(Path(wav))
+    return speech_pcm("turn on the kitchen light")
 
 
 @pytest.fixture

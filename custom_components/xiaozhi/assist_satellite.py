@@ -29,17 +29,16 @@ from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import entity_registry as er
-from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .const import CONF_SILENCE_TIMEOUT, DEFAULT_SILENCE_TIMEOUT_S, DOMAIN, SIGNAL_NEW_DEVICE
+from .const import CONF_SILENCE_TIMEOUT, DEFAULT_SILENCE_TIMEOUT_S, DOMAIN
 from .core import DeviceSession, SessionHost, SessionState, XiaozhiError
 from .core.const import REPLY_SAMPLE_RATE, CloseCode
 from .core.messages import Abort, Listen, ListenMode, ListenState
 from .core.sentences import SentenceSplitter, split_sentences
 from .core.vad import TRAILING_SILENCE_S, EndpointEvent, SpeechEndpointer
 from .devices import XiaozhiDevice
-from .entity import XiaozhiEntity
+from .entity import XiaozhiEntity, async_add_device_entities
 from .hub import XiaozhiConfigEntry
 from .media import tts_options, tts_pcm, url_pcm
 
@@ -60,16 +59,9 @@ async def async_setup_entry(
     entry: XiaozhiConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add a satellite for every known device, and for devices seen later."""
-
-    @callback
-    def add_device(device: XiaozhiDevice) -> None:
-        async_add_entities([XiaozhiSatellite(entry, device)])
-
-    for device in entry.runtime_data.devices.values():
-        add_device(device)
-    entry.async_on_unload(
-        async_dispatcher_connect(hass, SIGNAL_NEW_DEVICE.format(entry.entry_id), add_device)
+    """Add the satellite of each device."""
+    async_add_device_entities(
+        hass, entry, async_add_entities, lambda device: [XiaozhiSatellite(entry, device)]
     )
 
 

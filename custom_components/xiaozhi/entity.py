@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
-from homeassistant.helpers.device_registry import CONNECTION_NETWORK_MAC, DeviceInfo
-from homeassistant.helpers.entity import Entity
+from collections.abc import Callable, Iterable
 
-from .const import DOMAIN, MANUFACTURER
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.device_registry import CONNECTION_NETWORK_MAC, DeviceInfo
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
+from homeassistant.helpers.entity import Entity
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .const import DOMAIN, MANUFACTURER, SIGNAL_NEW_DEVICE
 from .devices import XiaozhiDevice
+from .hub import XiaozhiConfigEntry
+
+
+@callback
+def async_add_device_entities(
+    hass: HomeAssistant,
+    entry: XiaozhiConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+    entities_of: Callable[[XiaozhiDevice], Iterable[Entity]],
+) -> None:
+    """Add a platform's entities for every known device, and for each device seen later."""
+
+    @callback
+    def add_device(device: XiaozhiDevice) -> None:
+        async_add_entities(entities_of(device))
+
+    for device in entry.runtime_data.devices.values():
+        add_device(device)
+    entry.async_on_unload(
+        async_dispatcher_connect(hass, SIGNAL_NEW_DEVICE.format(entry.entry_id), add_device)
+    )
 
 
 class XiaozhiEntity(Entity):

@@ -6,13 +6,12 @@ from homeassistant.components.assist_pipeline.select import (
     AssistPipelineSelect,
     VadSensitivitySelect,
 )
-from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers.dispatcher import async_dispatcher_connect
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .const import DOMAIN, SIGNAL_NEW_DEVICE
+from .const import DOMAIN
 from .devices import XiaozhiDevice
-from .entity import XiaozhiEntity
+from .entity import XiaozhiEntity, async_add_device_entities
 from .hub import XiaozhiConfigEntry
 
 
@@ -21,18 +20,15 @@ async def async_setup_entry(
     entry: XiaozhiConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add the selects of every known device, and of devices seen later."""
-
-    @callback
-    def add_device(device: XiaozhiDevice) -> None:
-        async_add_entities(
-            [XiaozhiPipelineSelect(hass, device), XiaozhiVadSensitivitySelect(hass, device)]
-        )
-
-    for device in entry.runtime_data.devices.values():
-        add_device(device)
-    entry.async_on_unload(
-        async_dispatcher_connect(hass, SIGNAL_NEW_DEVICE.format(entry.entry_id), add_device)
+    """Add the pipeline and VAD sensitivity selects of each device."""
+    async_add_device_entities(
+        hass,
+        entry,
+        async_add_entities,
+        lambda device: [
+            XiaozhiPipelineSelect(hass, device),
+            XiaozhiVadSensitivitySelect(hass, device),
+        ],
     )
 
 

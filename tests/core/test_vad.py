@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
 
+from custom_components.xiaozhi.core.emulator import speech_pcm
 from custom_components.xiaozhi.core.vad import (
     TRAILING_SILENCE_S,
     EndpointEvent,
@@ -21,29 +20,7 @@ rng = np.random.default_rng(7)
 
 def say(text: str, voice: str = "en-us") -> np.ndarray:
     """Speak with espeak-ng, as 16 kHz 16-bit mono, trimmed to the voice."""
-    wav = subprocess.run(
-        ["espeak-ng", "-v", voice, "--stdout", text], capture_output=True, check=True
-    ).stdout
-    pcm = subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-i",
-            "pipe:0",
-            "-ar",
-            str(RATE),
-            "-ac",
-            "1",
-            "-f",
-            "s16le",
-            "pipe:1",
-        ],
-        input=wav,
-        capture_output=True,
-        check=True,
-    ).stdout
-    audio = np.frombuffer(pcm, dtype="<i2")
+    audio = np.frombuffer(speech_pcm(text, voice), dtype="<i2")
     voiced = np.nonzero(np.abs(audio) > VOICE_LEVEL)[0]
     return audio[voiced[0] : voiced[-1] + 1]
 

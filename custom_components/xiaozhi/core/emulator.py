@@ -6,7 +6,7 @@ any binary protocol version, answers MCP like a device, and records everything t
 (and the reply audio, decodable to a WAV). Tests, the demo and the benchmarks all use it, and a
 user can run it against their own Home Assistant:
 
-    python -m core.emulator --ota-url http://HA:8123/xiaozhi/ota/ --wav command.wav --out reply.wav
+    python -m core.emulator --ota-url http://HA:8123/xiaozhi/ota/ --say "turn on the light"
 
 (run from `custom_components/xiaozhi`, or with `scripts/emulator` from a checkout).
 """
@@ -21,6 +21,8 @@ import json
 import logging
 from pathlib import Path
 import random
+import shutil
+import subprocess
 import sys
 import time
 from typing import Final
@@ -62,6 +64,38 @@ def random_device_id() -> str:
     """Return a locally administered MAC, as the firmware formats its Device-Id."""
     octets = [0x02] + [random.randrange(256) for _ in range(5)]
     return ":".join(f"{o:02x}" for o in octets)
+
+
+def speech_pcm(text: str, voice: str = "en-us") -> bytes:
+    """Speak `text` with espeak-ng into what a device microphone sends: 16 kHz 16-bit mono.
+
+    Needs the `espeak-ng` and `ffmpeg` programs; `voice` "cmn" speaks Mandarin.
+    """
+    for program in ("espeak-ng", "ffmpeg"):
+        if shutil.which(program) is None:
+            raise ValueError(f"{program} is not installed; use --wav instead")
+    wav = subprocess.run(
+        ["espeak-ng", "-v", voice, "--stdout", text], capture_output=True, check=True
+    ).stdout
+    return subprocess.run(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-i",
+            "pipe:0",
+            "-ar",
+            str(DEVICE_SAMPLE_RATE),
+            "-ac",
+            "1",
+            "-f",
+            "s16le",
+            "pipe:1",
+        ],
+        input=wav,
+        capture_output=True,
+        check=True,
+    ).stdout
 
 
 def read_pcm(path: Path) -> bytes:
@@ -487,7 +521,7 @@ async def run_turn(args: argparse.Namespace) -> int:
             await device.detect(args.wake_word)
         mode = ListenMode(args.mode)
         await device.listen_start(mode)
-        pcm = read_pcm(args.wav) if args.wav else b""
+        pcm = speech_pcm(args.say, args.voice) if args.say else read_pcm(args.wav)
         sent = await device.stream_pcm(pcm)
         step(f"sent {sent} frames ({sent * DEVICE_FRAME_DURATION_MS / 1000:.2f} s of audio)")
         if mode is ListenMode.MANUAL:
@@ -522,7 +556,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ota-url", required=True, help="e.g. http://192.168.1.10:8123/xiaozhi/ota/"
     )
-    parser.add_argument("--wav", type=Path, help="speech to send: 16 kHz 16-bit mono WAV or .pcm")
+    speech = parser.add_mutually_exclusive_group(required=True)
+    speech.add_argument("--wav", type=Path, help="speech to send: 16 kHz 16-bit mono WAV or .pcm")
+    speech.add_argument("--say", help="text to speak with espeak-ng instead of a WAV")
+    parser.add_argument("--voice", default="en-us", help="espeak-ng voice for --say (cmn: 中文)")
     parser.add_argument("--out", type=Path, default=Path("reply.wav"), help="reply audio WAV")
     parser.add_argument("--mode", choices=[m.value for m in ListenMode], default="auto")
     parser.add_argument("--protocol-version", type=int, choices=(1, 2, 3))
