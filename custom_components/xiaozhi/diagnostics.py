@@ -1,0 +1,57 @@
+"""Diagnostics for the hub and each device, with every secret redacted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeassistant.components.diagnostics import async_redact_data
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.device_registry import DeviceEntry
+
+from .const import CONF_TOKEN, DOMAIN
+from .devices import XiaozhiDevice
+from .hub import XiaozhiConfigEntry
+
+TO_REDACT = {CONF_TOKEN}
+
+
+def _device(device: XiaozhiDevice) -> dict[str, Any]:
+    session = device.session
+    return {
+        **device.stored(),
+        "connected": device.connected,
+        "session": None
+        if session is None
+        else {
+            "session_id": session.session_id,
+            "state": session.state,
+            "listen_mode": session.listen_mode,
+            "protocol_version": session.device.protocol_version,
+            "client_hello": session.hello.to_dict() if session.hello else None,
+            "reply_audio": session.reply_audio.to_dict(),
+        },
+    }
+
+
+async def async_get_config_entry_diagnostics(
+    hass: HomeAssistant, entry: XiaozhiConfigEntry
+) -> dict[str, Any]:
+    """Return the hub's state."""
+    hub = entry.runtime_data
+    return {
+        "data": async_redact_data(dict(entry.data), TO_REDACT),
+        "options": dict(entry.options),
+        "open_sessions": len(hub.sessions),
+        "devices": {device_id: _device(device) for device_id, device in hub.devices.items()},
+    }
+
+
+async def async_get_device_diagnostics(
+    hass: HomeAssistant, entry: XiaozhiConfigEntry, device_entry: DeviceEntry
+) -> dict[str, Any]:
+    """Return one device's state."""
+    hub = entry.runtime_data
+    for domain, device_id in device_entry.identifiers:
+        if domain == DOMAIN and (device := hub.devices.get(device_id)) is not None:
+            return {"device_id": device_id, **_device(device)}
+    return {}

@@ -1,0 +1,43 @@
+"""Tests for diagnostics: useful, and without secrets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+import json
+from typing import Any
+
+import pytest
+from pytest_homeassistant_custom_component.components.diagnostics import (
+    get_diagnostics_for_config_entry,
+    get_diagnostics_for_device,
+)
+
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
+
+from custom_components.xiaozhi.const import DOMAIN
+from custom_components.xiaozhi.core.emulator import DeviceEmulator
+
+from .conftest import TEST_TOKEN
+
+type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
+
+
+@pytest.mark.usefixtures("ota_url")
+async def test_diagnostics_redact_the_token(
+    hass: HomeAssistant, hass_client: Any, make_device: MakeDevice
+) -> None:
+    device = await make_device()
+    await device.connect()
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    hub = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+    assert hub["devices"][device.device_id]["connected"] is True
+    assert hub["devices"][device.device_id]["session"]["protocol_version"] == 1
+    registry_device = dr.async_get(hass).async_get_device_by_identifier(
+        (DOMAIN, device.device_id), entry.entry_id
+    )
+    assert registry_device is not None
+    one = await get_diagnostics_for_device(hass, hass_client, entry, registry_device)
+    assert one["board"] == "xiaozhi-emulator"
+    for output in (hub, one):
+        assert TEST_TOKEN not in json.dumps(output)
