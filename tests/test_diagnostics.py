@@ -6,14 +6,13 @@ from collections.abc import Callable, Coroutine
 import json
 from typing import Any
 
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
 import pytest
 from pytest_homeassistant_custom_component.components.diagnostics import (
     get_diagnostics_for_config_entry,
     get_diagnostics_for_device,
 )
-
-from homeassistant.core import HomeAssistant
-from homeassistant.helpers import device_registry as dr
 
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.core.emulator import DeviceEmulator
