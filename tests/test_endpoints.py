@@ -300,3 +300,57 @@ async def test_unload_and_reload_with_devices_connected(
 
     assert await session.play(chunks())
     assert len(hub(hass).sessions) == 1
+
+
+async def test_audio_flood_closes_the_channel(hass: HomeAssistant, make_device: MakeDevice) -> None:
+    device = await make_device()
+    await device.connect()
+    # The wake-word burst the firmware sends right after its hello is fine...
+    await device.stream_pcm(tone(2.0, 16000), realtime=False)
+    await asyncio.sleep(0.1)
+    assert not device.closed
+    # ...a stream many times faster than real time is not.
+    await device.stream_pcm(tone(6.0, 16000), realtime=False)
+    assert await device.wait_closed(timeout=5) == CloseCode.POLICY_VIOLATION
+
+
+async def test_message_flood_closes_the_channel(
+    hass: HomeAssistant, make_device: MakeDevice
+) -> None:
+    device = await make_device()
+    await device.connect()
+    for _ in range(100):
+        if device.closed:
+            break
+        await device.send_text('{"type": "listen", "state": "detect", "text": "hi"}')
+    assert await device.wait_closed(timeout=5) == CloseCode.POLICY_VIOLATION
+
+
+async def test_a_new_connection_replaces_the_old_one(
+    hass: HomeAssistant, make_device: MakeDevice
+) -> None:
+    first = await make_device()
+    await first.connect()
+    second = DeviceEmulator(first.ota_url, device_id=first.device_id, relisten=False)
+    second.ota_answer = first.ota_answer
+    try:
+        await second.connect()
+        assert await first.wait_closed(timeout=5) == CloseCode.REPLACED
+        session = await session_of(hass, second)
+        assert session.session_id == second.session_id
+        assert len(hub(hass).sessions) == 1
+        assert hub(hass).devices[first.device_id].session is session
+    finally:
+        await second.close()
+
+
+async def test_connection_limit(
+    hass: HomeAssistant, make_device: MakeDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("custom_components.xiaozhi.core.server.MAX_CONNECTIONS", 2)
+    devices = [await make_device() for _ in range(3)]
+    await devices[0].connect()
+    await devices[1].connect()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await devices[2].connect()
+    assert info.value.status == 503

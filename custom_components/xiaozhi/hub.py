@@ -137,13 +137,8 @@ class XiaozhiHub(XiaozhiHost):
     def session_started(self, session: DeviceSession) -> None:
         """Bind the channel to its device."""
         device = self._async_remember(session.device.device_id)
-        previous = device.session
         device.set_session(session)
         _LOGGER.debug("Device %s connected (session %s)", device.device_id, session.session_id)
-        if previous is not None and previous is not session:
-            self.entry.async_create_background_task(
-                self.hass, previous.close(reason="replaced by a new connection"), "xiaozhi replace"
-            )
         if device.voice is not None:
             device.voice.session_started(session)
 

@@ -29,6 +29,13 @@ MAX_TEXT_MESSAGE_BYTES: Final = 32 * 1024  # an MCP tools/list page is < 8000 by
 MAX_JSON_DEPTH: Final = 32
 MAX_OPUS_PACKET_BYTES: Final = 4000  # 60 ms at Opus's top bitrate (510 kbit/s) is 3825 bytes
 MAX_OTA_BODY_BYTES: Final = 64 * 1024  # the system-info JSON is a few KiB
+# Floods: a device sends 16.7 audio frames/s, plus its buffered wake-word audio at once after
+# the hello (up to ~2 s), and a handful of JSON messages per turn.
+MAX_AUDIO_FRAMES_PER_S: Final = 25.0
+MAX_AUDIO_FRAME_BURST: Final = 60
+MAX_TEXT_MESSAGES_PER_S: Final = 10.0
+MAX_TEXT_MESSAGE_BURST: Final = 30
+MAX_CONNECTIONS: Final = 200  # open device channels per hub
 
 # Timing.
 HELLO_TIMEOUT_S: Final = 10.0  # the firmware waits 10 s for our hello; we wait as long for its own
@@ -48,5 +55,7 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
     HELLO_TIMEOUT = 4000
     IDLE_TIMEOUT = 4001
+    REPLACED = 4002  # the same device opened a new channel

@@ -30,6 +30,12 @@ class MessageTooBigError(ProtocolError):
     close_code = CloseCode.MESSAGE_TOO_BIG
 
 
+class FloodError(ProtocolError):
+    """A device sends faster than any firmware would."""
+
+    close_code = CloseCode.POLICY_VIOLATION
+
+
 class FramingError(ProtocolError):
     """A binary frame does not match the negotiated protocol version."""
 

@@ -13,6 +13,7 @@ from . import framing
 from .const import (
     CLOSE_TIMEOUT_S,
     DEFAULT_PROTOCOL_VERSION,
+    MAX_CONNECTIONS,
     MAX_OTA_BODY_BYTES,
     MAX_WEBSOCKET_FRAME_BYTES,
     CloseCode,
@@ -61,6 +62,7 @@ class XiaozhiServer:
         """Serve devices on behalf of `host`."""
         self.host = host
         self.sessions: set[DeviceSession] = set()
+        self._by_device: dict[str, DeviceSession] = {}
         self._closing = False
 
     # --- OTA -------------------------------------------------------------------------------------
@@ -106,12 +108,22 @@ class XiaozhiServer:
                 "Refused device %s from %s: not authorized", device.device_id, request.remote
             )
             return _error(403, "device not authorized")
+        if len(self.sessions) >= MAX_CONNECTIONS:
+            _LOGGER.warning(
+                "Refused device %s: %d channels open", device.device_id, MAX_CONNECTIONS
+            )
+            return _error(503, "too many connections")
 
         # No heartbeat: the session's idle timeout already drops silent (dead) devices.
         ws = web.WebSocketResponse(max_msg_size=MAX_WEBSOCKET_FRAME_BYTES, timeout=CLOSE_TIMEOUT_S)
         await ws.prepare(request)
         session = DeviceSession(WebSocketLink(ws, device.protocol_version), device, self.host)
         self.sessions.add(session)
+        if (previous := self._by_device.get(device.device_id)) is not None:
+            # One channel per device: the firmware opens a new one when the old one went stale.
+            _LOGGER.info("%s replaces %s", session, previous)
+            await previous.close(CloseCode.REPLACED, "replaced by a new connection")
+        self._by_device[device.device_id] = session
         session.start()
         try:
             await self._receive(ws, session)
@@ -124,6 +136,8 @@ class XiaozhiServer:
         finally:
             session.finish()
             self.sessions.discard(session)
+            if self._by_device.get(device.device_id) is session:
+                del self._by_device[device.device_id]
         return ws
 
     async def _receive(self, ws: web.WebSocketResponse, session: DeviceSession) -> None:

@@ -20,11 +20,15 @@ from .const import (
     DEVICE_SAMPLE_RATE,
     HELLO_TIMEOUT_S,
     IDLE_TIMEOUT_S,
+    MAX_AUDIO_FRAME_BURST,
+    MAX_AUDIO_FRAMES_PER_S,
+    MAX_TEXT_MESSAGE_BURST,
+    MAX_TEXT_MESSAGES_PER_S,
     PLAYBACK_LEAD_FRAMES,
     TTS_START_SETTLE_S,
     CloseCode,
 )
-from .errors import CodecError, ProtocolError
+from .errors import CodecError, FloodError, ProtocolError
 from .messages import (
     REPLY_AUDIO,
     Abort,
@@ -120,6 +124,28 @@ class PlaybackClock:
             await asyncio.sleep(remaining)
 
 
+class RateLimit:
+    """A token bucket: `rate` events per second on average, bursts of up to `burst`."""
+
+    def __init__(self, rate: float, burst: int, time: Callable[[], float]) -> None:
+        """Start with a full bucket."""
+        self.rate = rate
+        self.burst = burst
+        self._time = time
+        self._tokens = float(burst)
+        self._updated = time()
+
+    def allow(self) -> bool:
+        """Take one token; False if the bucket is empty."""
+        now = self._time()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 class DeviceSession:
     """The server side of one device channel."""
 
@@ -149,6 +175,12 @@ class DeviceSession:
         self._watchdog: asyncio.Task[None] | None = None
         self._warned: set[str] = set()
         self._ended = asyncio.Event()
+        self._text_limit = RateLimit(
+            MAX_TEXT_MESSAGES_PER_S, MAX_TEXT_MESSAGE_BURST, self._loop.time
+        )
+        self._audio_limit = RateLimit(
+            MAX_AUDIO_FRAMES_PER_S, MAX_AUDIO_FRAME_BURST, self._loop.time
+        )
 
     def __repr__(self) -> str:
         """Name the device and session in logs."""
@@ -214,6 +246,8 @@ class DeviceSession:
     async def handle_text(self, text: str | bytes) -> None:
         """Handle one JSON message; raises `ProtocolError` if it breaks the protocol."""
         self._last_activity = self._loop.time()
+        if not self._text_limit.allow():
+            raise FloodError(f"more than {MAX_TEXT_MESSAGES_PER_S:.0f} messages/s")
         try:
             message = parse_device_message(text)
         except ProtocolError as err:
@@ -244,6 +278,8 @@ class DeviceSession:
         if self._decoder is None:
             raise ProtocolError("audio before hello")
         self._last_activity = self._loop.time()
+        if not self._audio_limit.allow():
+            raise FloodError(f"more than {MAX_AUDIO_FRAMES_PER_S:.0f} audio frames/s")
         try:
             pcm = self._decoder.decode(packet)
         except CodecError as err:
