@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-import math
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
@@ -12,11 +11,13 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, mock_config_flow
 
 from custom_components.xiaozhi.const import CONF_TOKEN, DOMAIN
 from custom_components.xiaozhi.core import OTA_PATH
 from custom_components.xiaozhi.core.emulator import DeviceEmulator
+
+from .providers import TEST_DOMAIN, Providers, ProvidersFlow, async_setup_providers
 
 TEST_TOKEN = "test-hub-token"
 
@@ -38,26 +39,28 @@ def _tts_cache_in_tmp(tmp_path: Path) -> Iterator[None]:
         yield
 
 
-def tone(seconds: float, rate: int, freq: float = 440.0, amplitude: float = 0.3) -> bytes:
-    """Return 16-bit mono PCM of a sine tone."""
-    count = int(seconds * rate)
-    scale = amplitude * 32767
-    return b"".join(
-        int(scale * math.sin(2 * math.pi * freq * i / rate)).to_bytes(2, "little", signed=True)
-        for i in range(count)
-    )
-
-
 @pytest.fixture
 async def ha_core(hass: HomeAssistant) -> None:
     """Set up what a real HA always has before any integration (exposed entities and such)."""
     assert await async_setup_component(hass, "homeassistant", {})
 
 
+def make_hub_entry() -> MockConfigEntry:
+    """Return a hub config entry (not yet added)."""
+    return MockConfigEntry(domain=DOMAIN, title="Xiaozhi", data={CONF_TOKEN: TEST_TOKEN})
+
+
 @pytest.fixture
 def hub_entry() -> MockConfigEntry:
-    """Return the hub's config entry (not yet added)."""
-    return MockConfigEntry(domain=DOMAIN, title="Xiaozhi", data={CONF_TOKEN: TEST_TOKEN})
+    """The hub's config entry; modules that need providers first override this fixture."""
+    return make_hub_entry()
+
+
+@pytest.fixture
+async def providers(hass: HomeAssistant, ha_core: None) -> AsyncIterator[Providers]:
+    """Test STT/TTS/agent entities, a light, and a pipeline that uses them."""
+    with mock_config_flow(TEST_DOMAIN, ProvidersFlow):
+        yield await async_setup_providers(hass)
 
 
 @pytest.fixture

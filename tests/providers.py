@@ -35,7 +35,7 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.xiaozhi.core.sentences import SentenceSplitter
 
-from .conftest import tone
+from .audio import tone
 
 TEST_DOMAIN = "xiaozhi_test_providers"
 TTS_SAMPLE_RATE = 16000  # HA converts it to the device's 24 kHz with ffmpeg

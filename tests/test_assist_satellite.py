@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 import itertools
 from typing import Any
 
@@ -17,24 +17,17 @@ from homeassistant.helpers import device_registry as dr, entity_registry as er, 
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
-    mock_config_flow,
     setup_test_component_platform,
 )
 
-from custom_components.xiaozhi.const import CONF_TOKEN, DOMAIN
+from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.core import SessionState
 from custom_components.xiaozhi.core.const import PLAYBACK_LEAD_FRAMES
 from custom_components.xiaozhi.core.emulator import DeviceEmulator, speech_pcm
 from custom_components.xiaozhi.core.messages import ListenMode
 
-from .conftest import TEST_TOKEN
-from .providers import (
-    TEST_DOMAIN,
-    Providers,
-    ProvidersFlow,
-    async_setup_providers,
-    async_use_streaming,
-)
+from .conftest import make_hub_entry
+from .providers import Providers, async_use_streaming
 
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
 SILENCE_FRAME = b"\0" * 1920
@@ -48,15 +41,9 @@ def speech() -> bytes:
 
 
 @pytest.fixture
-async def providers(hass: HomeAssistant) -> AsyncIterator[Providers]:
-    with mock_config_flow(TEST_DOMAIN, ProvidersFlow):
-        yield await async_setup_providers(hass)
-
-
-@pytest.fixture
 def hub_entry(providers: Providers) -> MockConfigEntry:
     """The hub, set up after the providers (their HTTP views must exist before the server)."""
-    return MockConfigEntry(domain=DOMAIN, title="Xiaozhi", data={CONF_TOKEN: TEST_TOKEN})
+    return make_hub_entry()
 
 
 @pytest.fixture

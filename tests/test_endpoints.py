@@ -24,7 +24,8 @@ from custom_components.xiaozhi.core.const import (
 from custom_components.xiaozhi.core.emulator import DeviceEmulator
 from custom_components.xiaozhi.hub import XiaozhiHub
 
-from .conftest import TEST_TOKEN, tone
+from .audio import tone
+from .conftest import TEST_TOKEN
 
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
 

@@ -22,7 +22,8 @@ import pytest
 from custom_components.xiaozhi.core.const import MAX_TEXT_MESSAGE_BYTES, MAX_WEBSOCKET_FRAME_BYTES
 from custom_components.xiaozhi.core.emulator import DeviceEmulator
 
-from .conftest import TEST_TOKEN, tone
+from .audio import tone
+from .conftest import TEST_TOKEN
 
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
 

@@ -7,7 +7,7 @@ import pytest
 
 from custom_components.xiaozhi.core.codec import OpusDecoder, OpusEncoder, PcmFramer
 from custom_components.xiaozhi.core.errors import CodecError
-from tests.conftest import tone
+from tests.audio import tone
 
 
 def rms(pcm: bytes) -> float:

@@ -17,7 +17,7 @@ from custom_components.xiaozhi.core.const import (
 from custom_components.xiaozhi.core.errors import ProtocolError, UnsupportedAudioError
 from custom_components.xiaozhi.core.messages import Abort, Listen, ListenMode
 from custom_components.xiaozhi.core.session import DeviceIdentity, DeviceSession
-from tests.conftest import tone
+from tests.audio import tone
 
 HELLO = json.dumps(
     {

@@ -410,6 +410,14 @@ class DeviceEmulator:
                     raise ConnectionError(f"channel closed ({self.close_code}) before '{kind}'")
                 await self._changed.wait()
 
+    async def wait_for_audio(self, count: int = 1, *, timeout: float = REPLY_TIMEOUT_S) -> None:
+        """Wait until `count` reply audio frames have arrived."""
+        async with asyncio.timeout(timeout), self._changed:
+            while len(self.received.audio) < count:
+                if self.closed:
+                    raise ConnectionError(f"channel closed ({self.close_code}) before audio")
+                await self._changed.wait()
+
     async def wait_closed(self, timeout: float = REPLY_TIMEOUT_S) -> int | None:
         """Wait until the server closes the channel; return the close code."""
         async with asyncio.timeout(timeout), self._changed:
@@ -487,8 +495,15 @@ class DeviceEmulator:
         write_wav(path, pcm, self.reply_sample_rate)
         return len(pcm) / SAMPLE_WIDTH / self.reply_sample_rate
 
+    async def drop(self) -> None:
+        """Vanish like a device that lost power or Wi-Fi: abort TCP, no close frame."""
+        connection = self._ws._response.connection if self._ws is not None else None
+        if connection is not None and connection.transport is not None:
+            connection.transport.abort()
+        await self.close()
+
     async def close(self) -> None:
-        """Drop the channel like the firmware (no close handshake wait) and free the client."""
+        """Close the channel and free the client."""
         if self._ws is not None and not self._ws.closed:
             await self._ws.close()
         if self._reader is not None:
