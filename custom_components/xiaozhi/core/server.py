@@ -21,7 +21,7 @@ from .const import (
 from .errors import FramingError, OtaRequestError, ProtocolError
 from .host import XiaozhiHost
 from .ota import OtaRequest, build_ota_response, normalize_device_id
-from .session import DeviceIdentity, DeviceSession
+from .session import DeviceIdentity, DeviceSession, SessionState
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -160,8 +160,14 @@ class XiaozhiServer:
         await asyncio.gather(
             *(s.close(code, "server unloading") for s in sessions), return_exceptions=True
         )
-        async with asyncio.timeout(CLOSE_TIMEOUT_S):
-            await asyncio.gather(*(s.wait_closed() for s in sessions))
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await asyncio.gather(*(s.wait_closed() for s in sessions))
+        except TimeoutError:
+            open_sessions = [s for s in sessions if s.state is not SessionState.CLOSED]
+            _LOGGER.warning("%d device channels did not close in time", len(open_sessions))
+            for session in open_sessions:
+                session.finish()
 
 
 class _BodyTooLargeError(Exception):
