@@ -39,9 +39,11 @@ class AbuseResult:
     replies_missing: int = 0
 
 
-async def handshake_cycle(ota: dict[str, object], url: str, rng: random.Random) -> None:
+async def handshake_cycle(
+    ota: dict[str, object], url: str, device_id: str, rng: random.Random
+) -> None:
     """Connect and drop before or right after the hello."""
-    device = DeviceEmulator(url, relisten=False)
+    device = DeviceEmulator(url, device_id=device_id, relisten=False)
     device.ota_answer = ota
     try:
         await device.connect(hello=rng.random() < 0.5)
@@ -49,9 +51,9 @@ async def handshake_cycle(ota: dict[str, object], url: str, rng: random.Random) 
         await device.drop()
 
 
-async def reply_cycle(ota: dict[str, object], url: str, speech: bytes) -> bool:
+async def reply_cycle(ota: dict[str, object], url: str, device_id: str, speech: bytes) -> bool:
     """Say a command, drop as soon as reply audio arrives; return whether it arrived."""
-    device = DeviceEmulator(url, relisten=False)
+    device = DeviceEmulator(url, device_id=device_id, relisten=False)
     device.ota_answer = ota
     try:
         await device.connect()
@@ -65,21 +67,27 @@ async def reply_cycle(ota: dict[str, object], url: str, speech: bytes) -> bool:
         await device.drop()
 
 
-async def abuse(ota_url: str, handshakes: int, replies: int, seed: int = 1) -> AbuseResult:
-    """Run the cycles against a hub."""
+async def abuse(
+    ota_url: str, device_id: str, handshakes: int, replies: int, seed: int = 1
+) -> AbuseResult:
+    """Run the cycles against a hub, as a device already added to it."""
     rng = random.Random(seed)
     result = AbuseResult()
-    probe = DeviceEmulator(ota_url)
+    probe = DeviceEmulator(ota_url, device_id=device_id)
     try:
         ota = await probe.check_ota()
+        if (code := probe.activation_code) is not None:
+            print(f"Add device {device_id} in Home Assistant with code {code}")
+            await probe.activate()
+            ota = await probe.check_ota()
     finally:
         await probe.close()
     for _ in range(handshakes):
-        await handshake_cycle(ota, ota_url, rng)
+        await handshake_cycle(ota, ota_url, device_id, rng)
         result.handshake_drops += 1
     speech = speech_pcm("turn on the kitchen light") if replies else b""
     for _ in range(replies):
-        if not await reply_cycle(ota, ota_url, speech):
+        if not await reply_cycle(ota, ota_url, device_id, speech):
             result.replies_missing += 1
         result.reply_drops += 1
     return result
@@ -89,12 +97,13 @@ def main() -> int:
     """Run from the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ota-url", required=True)
+    parser.add_argument("--device-id", default="02:ab:05:e0:00:01", help="MAC to act as")
     parser.add_argument("--handshake", type=int, default=1000, help="mid-handshake drops")
     parser.add_argument("--reply", type=int, default=100, help="mid-reply drops")
     args = parser.parse_args()
     if not any(host in args.ota_url for host in ("127.0.0.1", "[::1]", "localhost")):
         parser.error("abuse runs against loopback only")
-    result = asyncio.run(abuse(args.ota_url, args.handshake, args.reply))
+    result = asyncio.run(abuse(args.ota_url, args.device_id, args.handshake, args.reply))
     print(result)
     return 0
 

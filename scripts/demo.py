@@ -271,12 +271,49 @@ async def wait_for_port(port: int) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
-async def device_turn(ota_url: str, speech: bytes, out: Path) -> None:
-    """Boot an emulated device against the hub and speak one command."""
+async def enter_code(
+    http: aiohttp.ClientSession, base: str, token: str, device_id: str, code: str
+) -> None:
+    """Do what the user does in Settings -> Devices: open the new device's flow, type the code."""
+    headers = {"Authorization": f"Bearer {token}"}
+    ws = await HassWebSocket.connect(http, base, token)
+    try:
+        flows = await ws.call({"type": "config_entries/flow/progress"})
+    finally:
+        await ws.close()
+    flow = next(
+        f
+        for f in flows
+        if f["handler"] == "xiaozhi" and f["context"].get("unique_id") == f"device-{device_id}"
+    )
+    async with http.post(
+        f"{base}/api/config/config_entries/flow/{flow['flow_id']}",
+        json={"code": code},
+        headers=headers,
+    ) as response:
+        response.raise_for_status()
+        result = await response.json()
+    if result.get("reason") != "device_added":
+        raise RuntimeError(f"activation failed: {result}")
+
+
+async def device_turn(
+    http: aiohttp.ClientSession, base: str, token: str, ota_url: str, speech: bytes, out: Path
+) -> None:
+    """Boot an emulated device against the hub, add it with its code, speak one command."""
     device = DeviceEmulator(ota_url)
     try:
+        await device.check_ota()
+        code = device.activation_code
+        if code is None:
+            raise RuntimeError("a new device should be asked to activate")
+        step(f"device {device.device_id}: speaks activation code {code}")
+        await asyncio.sleep(0.2)  # HA starts the discovery flow
+        await enter_code(http, base, token, device.device_id, code)
+        await device.activate(poll_s=0.2)
+        step("user entered the code in HA; the device is added")
         answer = await device.check_ota()
-        step(f"device {device.device_id}: OTA answer -> {answer['websocket']['url']}")
+        step(f"device: OTA answer -> {answer['websocket']['url']} with its own token")
         started = time.monotonic()
         hello = await device.connect()
         assert hello is not None
@@ -379,7 +416,7 @@ async def run(args: argparse.Namespace) -> int:
             ota_url = result["description_placeholders"]["ota_url"]
             step(f"Xiaozhi set up through its config flow; OTA URL: {ota_url}")
             step(f"{LIGHT} is {await light_state(http, base, token)}")
-            await device_turn(ota_url, speech, args.out.resolve())
+            await device_turn(http, base, token, ota_url, speech, args.out.resolve())
             state = await light_state(http, base, token)
             step(f"{LIGHT} is {state}")
             if state != "on":

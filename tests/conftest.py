@@ -13,7 +13,7 @@ from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, mock_config_flow
 
-from custom_components.xiaozhi.const import CONF_TOKEN, DOMAIN
+from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.core import OTA_PATH
 from custom_components.xiaozhi.core.emulator import DeviceEmulator
 
@@ -42,12 +42,13 @@ def _tts_cache_in_tmp(tmp_path: Path) -> Iterator[None]:
 @pytest.fixture
 async def ha_core(hass: HomeAssistant) -> None:
     """Set up what a real HA always has before any integration (exposed entities and such)."""
-    assert await async_setup_component(hass, "homeassistant", {})
+    for component in ("homeassistant", "websocket_api", "config"):
+        assert await async_setup_component(hass, component, {})
 
 
 def make_hub_entry() -> MockConfigEntry:
     """Return a hub config entry (not yet added)."""
-    return MockConfigEntry(domain=DOMAIN, title="Xiaozhi", data={CONF_TOKEN: TEST_TOKEN})
+    return MockConfigEntry(domain=DOMAIN, title="Xiaozhi", data={})
 
 
 @pytest.fixture
@@ -82,8 +83,23 @@ async def ota_url(
         assert await hass.config_entries.async_unload(hub_entry.entry_id)
 
 
+async def async_enter_code(hass: HomeAssistant, device_id: str, code: str) -> dict[str, Any]:
+    """Do what the user does: open the device's discovery flow and type the code."""
+    await hass.async_block_till_done()
+    flow = next(
+        f
+        for f in hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+        if f["context"].get("unique_id") == f"device-{device_id}"
+    )
+    result: dict[str, Any] = await hass.config_entries.flow.async_configure(
+        flow["flow_id"], {"code": code}
+    )
+    return result
+
+
 @pytest.fixture
 async def make_device(
+    hass: HomeAssistant,
     ota_url: str,
 ) -> AsyncIterator[Callable[..., Coroutine[Any, Any, DeviceEmulator]]]:
     """Return a factory of emulated devices that booted (OTA check done); closes them after."""
@@ -94,6 +110,10 @@ async def make_device(
         device = DeviceEmulator(ota_url, **kwargs)
         devices.append(device)
         await device.check_ota()
+        if (code := device.activation_code) is not None:
+            await async_enter_code(hass, device.device_id, code)
+            await device.activate(poll_s=0.01)
+            await device.check_ota()
         return device
 
     yield _make

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 import gc
 import resource
+from typing import Any
 
 from homeassistant.core import HomeAssistant
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.xiaozhi.const import DOMAIN
+from custom_components.xiaozhi.core.emulator import DeviceEmulator
 from scripts.abuse import abuse
 
 from .conftest import make_hub_entry
 from .providers import Providers
+
+type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
 
 HANDSHAKE_DROPS = 1000
 REPLY_DROPS = 30
@@ -43,14 +48,16 @@ async def settle(hass: HomeAssistant) -> set[asyncio.Task[object]]:
 
 
 async def test_drops_leave_no_tasks_and_bounded_memory(
-    hass: HomeAssistant, providers: Providers, ota_url: str
+    hass: HomeAssistant, providers: Providers, ota_url: str, make_device: MakeDevice
 ) -> None:
-    warm = await abuse(ota_url, handshakes=20, replies=2)  # warm caches and imports
+    bound = await make_device()
+    await bound.close()
+    warm = await abuse(ota_url, bound.device_id, handshakes=20, replies=2)  # warm caches
     assert warm.replies_missing == 0
     tasks_before = await settle(hass)
     rss_before = rss_mib()
 
-    result = await abuse(ota_url, handshakes=HANDSHAKE_DROPS, replies=REPLY_DROPS)
+    result = await abuse(ota_url, bound.device_id, handshakes=HANDSHAKE_DROPS, replies=REPLY_DROPS)
 
     tasks_after = await settle(hass)
     growth = rss_mib() - rss_before

@@ -25,7 +25,6 @@ from custom_components.xiaozhi.core.emulator import DeviceEmulator
 from custom_components.xiaozhi.hub import XiaozhiHub
 
 from .audio import tone
-from .conftest import TEST_TOKEN
 
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
 
@@ -65,7 +64,9 @@ async def test_ota_answer_shape(hass: HomeAssistant, make_device: MakeDevice, ot
     # The device reaches HA where it reached the OTA endpoint.
     assert (ws_url.scheme, ws_url.host, ws_url.port) == ("ws", URL(ota_url).host, URL(ota_url).port)
     assert ws_url.path == "/xiaozhi/v1/"
-    assert answer["websocket"]["token"] == TEST_TOKEN
+    token = answer["websocket"]["token"]
+    assert token == hub(hass).devices[device.device_id].token
+    assert len(token) >= 40
     assert answer["websocket"]["version"] == 1
 
 

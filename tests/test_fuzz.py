@@ -23,7 +23,6 @@ from custom_components.xiaozhi.core.const import MAX_TEXT_MESSAGE_BYTES, MAX_WEB
 from custom_components.xiaozhi.core.emulator import DeviceEmulator
 
 from .audio import tone
-from .conftest import TEST_TOKEN
 
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
 
@@ -106,15 +105,17 @@ VALID_HELLO = json.dumps(
 )
 
 
-async def throw(http: aiohttp.ClientSession, url: str, case: dict[str, Any]) -> int:
+async def throw(
+    http: aiohttp.ClientSession, url: str, device: DeviceEmulator, case: dict[str, Any]
+) -> int:
     """Open one connection and send the case's frames; return how many inputs were sent."""
     sent = 0
     try:
         async with http.ws_connect(
             url,
             headers={
-                "Authorization": f"Bearer {TEST_TOKEN}",
-                "Device-Id": "02:00:00:00:fa:22",
+                "Authorization": f"Bearer {device.ota_answer['websocket']['token']}",
+                "Device-Id": device.device_id,
                 "Client-Id": "fuzz",
                 "Protocol-Version": case["version"],
             },
@@ -143,6 +144,7 @@ async def test_fuzz_live_endpoint(
 ) -> None:
     caplog.set_level(logging.WARNING)
     url = ota_url.replace("http://", "ws://").replace("/xiaozhi/ota/", "/xiaozhi/v1/")
+    bound = await make_device()  # the fuzzer speaks as a bound device, with its token
     loop = asyncio.get_running_loop()
     total = 0
 
@@ -158,7 +160,7 @@ async def test_fuzz_live_endpoint(
         @given(case=connections)
         def fuzz(case: dict[str, Any]) -> None:
             nonlocal total
-            future = asyncio.run_coroutine_threadsafe(throw(http, url, case), loop)
+            future = asyncio.run_coroutine_threadsafe(throw(http, url, bound, case), loop)
             total += future.result(EXAMPLE_TIMEOUT_S)
 
         await asyncio.to_thread(fuzz)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from homeassistant.config_entries import (
@@ -21,15 +20,15 @@ from homeassistant.helpers.selector import (
 import probatio
 
 from .const import (
+    CONF_CODE,
     CONF_SILENCE_TIMEOUT,
-    CONF_TOKEN,
     DEFAULT_SILENCE_TIMEOUT_S,
     DOMAIN,
     MAX_SILENCE_TIMEOUT_S,
     MIN_SILENCE_TIMEOUT_S,
-    TOKEN_BYTES,
 )
 from .core import OTA_PATH
+from .hub import XiaozhiHub
 
 PLACEHOLDER_URL = "http://<home-assistant-ip>:8123"
 
@@ -39,8 +38,12 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
 
     VERSION = 1
 
+    _device_id: str = ""
+
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Confirm, then create the hub."""
+        """Confirm, then create the hub (one serves every device)."""
+        if self._async_current_entries():
+            return self.async_abort(reason="single_instance_allowed")
         placeholders = {"ota_url": self._ota_url()}
         if user_input is None:
             return self.async_show_form(
@@ -50,8 +53,44 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
             )
         return self.async_create_entry(
             title="Xiaozhi",
-            data={CONF_TOKEN: secrets.token_urlsafe(TOKEN_BYTES)},
+            data={},
             description_placeholders=placeholders,
+        )
+
+    async def async_step_integration_discovery(
+        self, discovery_info: dict[str, Any]
+    ) -> ConfigFlowResult:
+        """A new device checked in: ask for the code it speaks and shows."""
+        self._device_id = discovery_info["device_id"]
+        await self.async_set_unique_id(f"device-{self._device_id}")
+        self.context["title_placeholders"] = {
+            "name": f"{discovery_info.get('board') or 'xiaozhi'} {self._device_id}"
+        }
+        return await self.async_step_activate()
+
+    async def async_step_activate(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Bind the device when the user enters its activation code."""
+        entries = self.hass.config_entries.async_loaded_entries(DOMAIN)
+        if not entries:
+            return self.async_abort(reason="hub_not_loaded")
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            hub: XiaozhiHub = entries[0].runtime_data
+            error = hub.async_activate(self._device_id, user_input[CONF_CODE])
+            if error is None:
+                return self.async_abort(
+                    reason="device_added", description_placeholders={"device": self._device_id}
+                )
+            if error != "invalid_code":
+                return self.async_abort(reason=error)
+            errors[CONF_CODE] = error
+        return self.async_show_form(
+            step_id="activate",
+            data_schema=probatio.Schema({probatio.Required(CONF_CODE): str}),
+            description_placeholders={"device": self._device_id},
+            errors=errors,
         )
 
     @staticmethod

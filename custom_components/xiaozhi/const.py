@@ -5,7 +5,8 @@ from typing import Final
 DOMAIN: Final = "xiaozhi"
 MANUFACTURER: Final = "Xiaozhi"
 
-CONF_TOKEN: Final = "token"  # the hub's device token, handed out in OTA answers
+CONF_TOKEN: Final = "token"  # a bound device's secret, handed out in its OTA answers
+CONF_CODE: Final = "code"  # the activation code, in the device's discovery flow
 CONF_DEVICES: Final = "devices"  # device_id -> what the device told us (board, firmware)
 TOKEN_BYTES: Final = 32
 
@@ -16,3 +17,8 @@ CONF_SILENCE_TIMEOUT: Final = "silence_timeout"  # seconds of silence that end a
 DEFAULT_SILENCE_TIMEOUT_S: Final = 8
 MIN_SILENCE_TIMEOUT_S: Final = 3
 MAX_SILENCE_TIMEOUT_S: Final = 60
+
+# Activation (binding a new device with the code it speaks).
+ACTIVATION_CODE_DIGITS: Final = 6
+ACTIVATION_CODE_TTL_S: Final = 600.0
+MAX_ACTIVATION_ATTEMPTS: Final = 5  # wrong codes before the code is thrown away

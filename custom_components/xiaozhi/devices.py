@@ -19,6 +19,7 @@ class XiaozhiDevice:
     board: str | None = None
     firmware_version: str | None = None
     chip_model: str | None = None
+    token: str | None = None  # set once the user bound the device with its activation code
     session: DeviceSession | None = None
     voice: SessionHost | None = None  # the satellite that turns its audio into pipeline runs
     _listeners: list[Callable[[], None]] = field(default_factory=list, repr=False)
@@ -28,6 +29,11 @@ class XiaozhiDevice:
         """A default name users can tell apart: board and the end of the MAC."""
         suffix = self.device_id.replace(":", "")[-4:].upper()
         return f"{self.board or 'Xiaozhi'} {suffix}"
+
+    @property
+    def bound(self) -> bool:
+        """Whether the user activated the device in HA."""
+        return self.token is not None
 
     @property
     def connected(self) -> bool:
@@ -40,6 +46,7 @@ class XiaozhiDevice:
             "board": self.board,
             "firmware_version": self.firmware_version,
             "chip_model": self.chip_model,
+            "token": self.token,
         }
 
     @callback

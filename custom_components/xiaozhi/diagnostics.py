@@ -38,12 +38,15 @@ async def async_get_config_entry_diagnostics(
 ) -> dict[str, Any]:
     """Return the hub's state."""
     hub = entry.runtime_data
-    return {
-        "data": async_redact_data(dict(entry.data), TO_REDACT),
-        "options": dict(entry.options),
-        "open_sessions": len(hub.sessions),
-        "devices": {device_id: _device(device) for device_id, device in hub.devices.items()},
-    }
+    return async_redact_data(
+        {
+            "options": dict(entry.options),
+            "open_sessions": len(hub.sessions),
+            "devices": {device_id: _device(device) for device_id, device in hub.devices.items()},
+            "awaiting_activation": sorted(hub.pending),
+        },
+        TO_REDACT,
+    )
 
 
 async def async_get_device_diagnostics(
@@ -53,5 +56,5 @@ async def async_get_device_diagnostics(
     hub = entry.runtime_data
     for domain, device_id in device_entry.identifiers:
         if domain == DOMAIN and (device := hub.devices.get(device_id)) is not None:
-            return {"device_id": device_id, **_device(device)}
+            return async_redact_data({"device_id": device_id, **_device(device)}, TO_REDACT)
     return {}

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 import hmac
 import logging
+import secrets
+import time
 
-from homeassistant.config_entries import ConfigEntry
+from homeassistant.config_entries import SOURCE_INTEGRATION_DISCOVERY, ConfigEntry
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import device_registry as dr, discovery_flow
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.network import NoURLAvailableError, get_url
 from homeassistant.util import dt as dt_util
 from yarl import URL
 
-from .const import CONF_DEVICES, CONF_TOKEN, DOMAIN, MANUFACTURER, SIGNAL_NEW_DEVICE
+from .const import (
+    ACTIVATION_CODE_DIGITS,
+    ACTIVATION_CODE_TTL_S,
+    CONF_DEVICES,
+    CONF_TOKEN,
+    DOMAIN,
+    MANUFACTURER,
+    MAX_ACTIVATION_ATTEMPTS,
+    SIGNAL_NEW_DEVICE,
+    TOKEN_BYTES,
+)
 from .core import (
+    Activation,
+    CloseCode,
     DeviceIdentity,
     DeviceSession,
     OtaRequest,
@@ -30,6 +45,24 @@ from .devices import XiaozhiDevice
 _LOGGER = logging.getLogger(__name__)
 
 type XiaozhiConfigEntry = ConfigEntry[XiaozhiHub]
+
+ACTIVATION_MESSAGES = {
+    "zh": "请在 Home Assistant 中添加此设备，验证码：{code}",
+    "en": "Add this device in Home Assistant with code {code}",
+}
+
+
+@dataclass
+class PendingActivation:
+    """An unbound device waiting for the user to enter the code it speaks."""
+
+    code: str
+    challenge: str
+    expires: float  # time.monotonic()
+    board: str | None
+    firmware_version: str | None
+    chip_model: str | None
+    attempts: int = 0
 
 
 class XiaozhiHub(XiaozhiHost):
@@ -46,9 +79,12 @@ class XiaozhiHub(XiaozhiHost):
                 board=info.get("board"),
                 firmware_version=info.get("firmware_version"),
                 chip_model=info.get("chip_model"),
+                token=info.get(CONF_TOKEN),
             )
             for device_id, info in entry.data.get(CONF_DEVICES, {}).items()
+            if info.get(CONF_TOKEN)
         }
+        self.pending: dict[str, PendingActivation] = {}
 
     @property
     def sessions(self) -> set[DeviceSession]:
@@ -58,58 +94,139 @@ class XiaozhiHub(XiaozhiHost):
     # --- devices ---------------------------------------------------------------------------------
 
     @callback
-    def _async_remember(
+    def _async_update(
         self,
-        device_id: str,
+        device: XiaozhiDevice,
         *,
         board: str | None = None,
         firmware_version: str | None = None,
         chip_model: str | None = None,
-    ) -> XiaozhiDevice:
-        """Return the device, adding or updating what the hub stores about it."""
-        device = self.devices.get(device_id)
-        is_new = device is None
-        if device is None:
-            device = self.devices[device_id] = XiaozhiDevice(device_id)
+    ) -> None:
+        """Store what a bound device reports about itself, and show it in the registry."""
         before = device.stored()
         device.board = board or device.board
         device.firmware_version = firmware_version or device.firmware_version
         device.chip_model = chip_model or device.chip_model
-        if is_new or device.stored() != before:
-            self.hass.config_entries.async_update_entry(
-                self.entry,
-                data={
-                    **self.entry.data,
-                    CONF_DEVICES: {d.device_id: d.stored() for d in self.devices.values()},
-                },
-            )
+        if device.stored() != before:
+            self._async_save()
             dr.async_get(self.hass).async_get_or_create(
                 config_entry_id=self.entry.entry_id,
-                identifiers={(DOMAIN, device_id)},
-                connections={(dr.CONNECTION_NETWORK_MAC, device_id)},
+                identifiers={(DOMAIN, device.device_id)},
+                connections={(dr.CONNECTION_NETWORK_MAC, device.device_id)},
                 name=device.name,
                 manufacturer=MANUFACTURER,
                 model=device.board,
                 sw_version=device.firmware_version,
             )
-        if is_new:
-            _LOGGER.info("New xiaozhi device %s (%s)", device_id, device.board)
-            async_dispatcher_send(self.hass, SIGNAL_NEW_DEVICE.format(self.entry.entry_id), device)
-        return device
+
+    @callback
+    def _async_save(self) -> None:
+        self.hass.config_entries.async_update_entry(
+            self.entry,
+            data={
+                **self.entry.data,
+                CONF_DEVICES: {d.device_id: d.stored() for d in self.devices.values()},
+            },
+        )
+
+    # --- activation ------------------------------------------------------------------------------
+
+    @callback
+    def _async_pending(self, request: OtaRequest) -> PendingActivation:
+        """Return the device's activation, starting one (and its discovery flow) if needed."""
+        pending = self.pending.get(request.device_id)
+        if pending is None or pending.expires < time.monotonic():
+            pending = self.pending[request.device_id] = PendingActivation(
+                code="".join(secrets.choice("0123456789") for _ in range(ACTIVATION_CODE_DIGITS)),
+                challenge=secrets.token_hex(16),
+                expires=time.monotonic() + ACTIVATION_CODE_TTL_S,
+                board=request.board_type or request.board_name,
+                firmware_version=request.firmware_version,
+                chip_model=request.chip_model,
+            )
+            _LOGGER.info("Device %s (%s) asks to be added", request.device_id, pending.board)
+            discovery_flow.async_create_flow(
+                self.hass,
+                DOMAIN,
+                context={"source": SOURCE_INTEGRATION_DISCOVERY},
+                data={"device_id": request.device_id, "board": pending.board or ""},
+                discovery_key=discovery_flow.DiscoveryKey(
+                    domain=DOMAIN, key=request.device_id, version=1
+                ),
+            )
+        return pending
+
+    @callback
+    def async_activate(self, device_id: str, code: str) -> str | None:
+        """Bind a device if `code` is the one it speaks; return an error key otherwise."""
+        pending = self.pending.get(device_id)
+        if pending is None or pending.expires < time.monotonic():
+            self.pending.pop(device_id, None)
+            return "code_expired"
+        if not hmac.compare_digest(code.strip().encode(), pending.code.encode()):
+            pending.attempts += 1
+            _LOGGER.warning("Wrong activation code for %s (%d)", device_id, pending.attempts)
+            if pending.attempts >= MAX_ACTIVATION_ATTEMPTS:
+                del self.pending[device_id]  # the device gets a new code on its next check
+                return "too_many_attempts"
+            return "invalid_code"
+        del self.pending[device_id]
+        device = self.devices[device_id] = XiaozhiDevice(
+            device_id, token=secrets.token_urlsafe(TOKEN_BYTES)
+        )
+        self._async_update(
+            device,
+            board=pending.board,
+            firmware_version=pending.firmware_version,
+            chip_model=pending.chip_model,
+        )
+        self._async_save()
+        _LOGGER.info("Device %s (%s) added", device_id, device.board)
+        async_dispatcher_send(self.hass, SIGNAL_NEW_DEVICE.format(self.entry.entry_id), device)
+        return None
+
+    async def activation_done(self, device_id: str) -> bool:
+        """The firmware's activation poll: done once the device is bound."""
+        return device_id in self.devices
+
+    @callback
+    def async_forget(self, device_id: str) -> None:
+        """Revoke a device: its token stops working and its channel closes."""
+        device = self.devices.pop(device_id, None)
+        if device is None:
+            return
+        self._async_save()
+        if device.session is not None:
+            self.entry.async_create_background_task(
+                self.hass,
+                device.session.close(CloseCode.POLICY_VIOLATION, "device removed"),
+                "xiaozhi revoke",
+            )
+        _LOGGER.info("Device %s removed; its token is revoked", device_id)
 
     # --- OTA and authorization -------------------------------------------------------------------
 
-    async def websocket_config(self, request: OtaRequest, default_url: str) -> WebsocketConfig:
-        """Point the device at the host and port it used for its OTA check."""
-        self._async_remember(
-            request.device_id,
+    async def ota_answer(
+        self, request: OtaRequest, default_url: str
+    ) -> WebsocketConfig | Activation:
+        """Give a bound device its channel; an unbound one an activation code to speak."""
+        device = self.devices.get(request.device_id)
+        if device is None:
+            pending = self._async_pending(request)
+            language = "zh" if (request.language or "").lower().startswith("zh") else "en"
+            return Activation(
+                code=pending.code,
+                message=ACTIVATION_MESSAGES[language].format(code=pending.code),
+                challenge=pending.challenge,
+            )
+        self._async_update(
+            device,
             board=request.board_type or request.board_name,
             firmware_version=request.firmware_version,
             chip_model=request.chip_model,
         )
-        return WebsocketConfig(
-            url=self._reachable_url(default_url), token=self.entry.data[CONF_TOKEN]
-        )
+        assert device.token is not None
+        return WebsocketConfig(url=self._reachable_url(default_url), token=device.token)
 
     def _reachable_url(self, default_url: str) -> str:
         """Return `default_url`, or HA's own internal URL when the firmware could not parse it."""
@@ -123,9 +240,11 @@ class XiaozhiHub(XiaozhiHost):
         return str(url.with_host(base.host or "").with_port(base.port))
 
     async def authorize(self, device: DeviceIdentity, token: str | None) -> bool:
-        """Accept devices that present the hub's token."""
-        expected: str = self.entry.data[CONF_TOKEN]
-        return token is not None and hmac.compare_digest(token.encode(), expected.encode())
+        """Accept a bound device presenting its own token."""
+        known = self.devices.get(device.device_id)
+        if known is None or known.token is None or token is None:
+            return False
+        return hmac.compare_digest(token.encode(), known.token.encode())
 
     def timezone_offset_minutes(self) -> int:
         """Set device clocks to HA's time zone."""
@@ -136,7 +255,9 @@ class XiaozhiHub(XiaozhiHost):
 
     def session_started(self, session: DeviceSession) -> None:
         """Bind the channel to its device."""
-        device = self._async_remember(session.device.device_id)
+        device = self.devices.get(session.device.device_id)
+        if device is None:  # removed while connecting
+            return
         device.set_session(session)
         _LOGGER.debug("Device %s connected (session %s)", device.device_id, session.session_id)
         if device.voice is not None:

@@ -12,7 +12,7 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.util.hass_dict import HassKey
 
 from .const import DOMAIN
-from .core import OTA_PATH, WEBSOCKET_PATH
+from .core import ACTIVATE_PATH, OTA_PATH, WEBSOCKET_PATH
 from .hub import XiaozhiHub
 
 DATA_VIEWS: HassKey[bool] = HassKey(f"{DOMAIN}_views")
@@ -48,6 +48,20 @@ class XiaozhiOtaView(HomeAssistantView):
         return await hub.server.handle_ota(request)
 
 
+class XiaozhiActivateView(HomeAssistantView):
+    """The firmware's activation poll, next to the OTA endpoint."""
+
+    url = ACTIVATE_PATH
+    name = "api:xiaozhi:activate"
+    requires_auth = False
+
+    async def post(self, request: web.Request) -> web.Response:
+        """Answer 200 once the device is bound, 202 while waiting for the code."""
+        if (hub := _loaded_hub(request.app[KEY_HASS])) is None:
+            return _not_mounted()
+        return await hub.server.handle_activate(request)
+
+
 class XiaozhiWebSocketView(HomeAssistantView):
     """The WebSocket endpoint a device opens for each conversation."""
 
@@ -69,5 +83,6 @@ def async_register_views(hass: HomeAssistant) -> None:
     if hass.data.get(DATA_VIEWS):
         return
     hass.http.register_view(XiaozhiOtaView())
+    hass.http.register_view(XiaozhiActivateView())
     hass.http.register_view(XiaozhiWebSocketView())
     hass.data[DATA_VIEWS] = True

@@ -4,16 +4,18 @@ Imports nothing from Home Assistant, and only relative imports inside, so the sa
 integration, in the add-on, and standalone (`python -m core.emulator` from this directory).
 """
 
-from .const import OTA_PATH, WEBSOCKET_PATH, CloseCode
+from .const import ACTIVATE_PATH, OTA_PATH, WEBSOCKET_PATH, CloseCode
 from .errors import ProtocolError, XiaozhiError
 from .host import SessionHost, XiaozhiHost
-from .ota import OtaRequest, WebsocketConfig
+from .ota import Activation, OtaRequest, WebsocketConfig
 from .server import XiaozhiServer
 from .session import DeviceIdentity, DeviceSession, SessionState
 
 __all__ = [
+    "ACTIVATE_PATH",
     "OTA_PATH",
     "WEBSOCKET_PATH",
+    "Activation",
     "CloseCode",
     "DeviceIdentity",
     "DeviceSession",

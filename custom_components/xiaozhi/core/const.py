@@ -6,6 +6,7 @@ from typing import Final
 # Endpoints (the paths the reference server uses, so only host and port change on a device).
 OTA_PATH: Final = "/xiaozhi/ota/"
 WEBSOCKET_PATH: Final = "/xiaozhi/v1/"
+ACTIVATE_PATH: Final = OTA_PATH + "activate"  # the firmware appends "activate" to the OTA URL
 
 # Binary protocol versions a device may announce (protocol.md §3.4).
 PROTOCOL_VERSIONS: Final = frozenset({1, 2, 3})

@@ -57,6 +57,7 @@ DEVICE_FRAME_BYTES: Final = (
 )
 DEVICE_OPUS_COMPLEXITY: Final = 0  # the firmware's encoder settings (protocol.md §3.5)
 REPLY_TIMEOUT_S: Final = 30.0
+ACTIVATION_POLL_S: Final = 3.0  # the firmware waits 3 s after a 202
 EMULATED_VOLUME: Final = 70
 
 
@@ -256,6 +257,25 @@ class DeviceEmulator:
             answer: JsonObject = await response.json()
         self.ota_answer = answer
         return answer
+
+    @property
+    def activation_code(self) -> str | None:
+        """The code the device would speak and show, if the server asked for activation."""
+        code = ((self.ota_answer or {}).get("activation") or {}).get("code")
+        return code if isinstance(code, str) else None
+
+    async def activate(self, *, timeout: float = 120.0, poll_s: float = ACTIVATION_POLL_S) -> None:
+        """Poll the activate URL like the firmware until the server answers 200 (bound)."""
+        url = self.ota_url if self.ota_url.endswith("/") else self.ota_url + "/"
+        http = await self._session()
+        async with asyncio.timeout(timeout):
+            while True:
+                async with http.post(
+                    url + "activate", data="{}", headers=self.ota_headers()
+                ) as response:
+                    if response.status == 200:
+                        return
+                await asyncio.sleep(poll_s)
 
     # --- the audio channel -----------------------------------------------------------------------
 
@@ -528,6 +548,10 @@ async def run_turn(args: argparse.Namespace) -> int:
     )
     try:
         answer = await device.check_ota()
+        if (code := device.activation_code) is not None:
+            step(f"activation code {code}: add the device in Home Assistant (Settings > Devices)")
+            await device.activate(timeout=args.timeout * 10)
+            answer = await device.check_ota()
         step(f"OTA answer: websocket {answer.get('websocket', {}).get('url')}")
         hello = await device.connect()
         assert hello is not None

@@ -9,7 +9,7 @@ from .const import WEBSOCKET_PATH
 
 if TYPE_CHECKING:
     from .messages import Abort, Listen, Mcp
-    from .ota import OtaRequest, WebsocketConfig
+    from .ota import Activation, OtaRequest, WebsocketConfig
     from .session import DeviceIdentity, DeviceSession
 
 
@@ -44,8 +44,17 @@ class XiaozhiHost(SessionHost, ABC):
     websocket_path: str = WEBSOCKET_PATH
 
     @abstractmethod
-    async def websocket_config(self, request: OtaRequest, default_url: str) -> WebsocketConfig:
-        """Return the channel a device should open; `default_url` is derived from its request."""
+    async def ota_answer(
+        self, request: OtaRequest, default_url: str
+    ) -> WebsocketConfig | Activation:
+        """Return a bound device's channel, or the activation an unbound one must do first.
+
+        `default_url` is the channel URL derived from the device's own request.
+        """
+
+    @abstractmethod
+    async def activation_done(self, device_id: str) -> bool:
+        """Return whether the user confirmed the device's activation code."""
 
     @abstractmethod
     async def authorize(self, device: DeviceIdentity, token: str | None) -> bool:

@@ -100,23 +100,44 @@ class WebsocketConfig:
     version: int = DEFAULT_PROTOCOL_VERSION
 
 
+@dataclass(frozen=True, slots=True)
+class Activation:
+    """The device must be bound first: it speaks and shows `code` and polls `/activate`."""
+
+    code: str
+    message: str
+    challenge: str
+
+
 def build_ota_response(
     request: OtaRequest,
-    websocket: WebsocketConfig,
+    channel: WebsocketConfig | Activation,
     *,
     now_ms: int,
     timezone_offset_minutes: int,
 ) -> JsonObject:
     """Return the answer to an OTA check.
 
-    It echoes the running firmware version with an empty URL (never an upgrade), always sends
-    `url`, `token` and `version` (values persist in the device's NVS), and has no `mqtt` block,
-    which would win over WebSocket.
+    It echoes the running firmware version with an empty URL (never an upgrade) and has no
+    `mqtt` block, which would win over WebSocket. A bound device gets its channel, always with
+    `url`, `token` and `version` (values persist in the device's NVS); an unbound one gets only
+    the activation, so no stale channel is stored.
     """
     answer: JsonObject = {
         "server_time": {"timestamp": now_ms, "timezone_offset": timezone_offset_minutes},
-        "websocket": {"url": websocket.url, "token": websocket.token, "version": websocket.version},
     }
+    if isinstance(channel, Activation):
+        answer["activation"] = {
+            "code": channel.code,
+            "message": channel.message,
+            "challenge": channel.challenge,
+        }
+    else:
+        answer["websocket"] = {
+            "url": channel.url,
+            "token": channel.token,
+            "version": channel.version,
+        }
     if request.firmware_version is not None:
         answer["firmware"] = {"version": request.firmware_version, "url": ""}
     return answer

@@ -80,7 +80,7 @@ class XiaozhiServer:
         except _BodyTooLargeError:
             _LOGGER.warning("Rejected OTA request from %s: body too large", request.remote)
             return _error(413, f"body exceeds {MAX_OTA_BODY_BYTES} bytes")
-        config = await self.host.websocket_config(
+        config = await self.host.ota_answer(
             ota_request, default_websocket_url(request, self.host.websocket_path)
         )
         answer = build_ota_response(
@@ -91,6 +91,23 @@ class XiaozhiServer:
         )
         _LOGGER.debug("OTA check from %s (%s)", ota_request.device_id, ota_request.user_agent)
         return web.json_response(answer)
+
+    async def handle_activate(self, request: web.Request) -> web.Response:
+        """Answer the firmware's activation poll: 200 once bound, 202 while waiting.
+
+        The body (an HMAC from the chip's eFuse key, or `{}`) cannot be checked by anyone but
+        the vendor, so it is read within limits and ignored: the user's code entry is the proof.
+        """
+        try:
+            await _read_body(request, MAX_OTA_BODY_BYTES)
+            device_id = normalize_device_id(request.headers.get("Device-Id"))
+        except OtaRequestError as err:
+            return _error(400, str(err))
+        except _BodyTooLargeError:
+            return _error(413, f"body exceeds {MAX_OTA_BODY_BYTES} bytes")
+        if await self.host.activation_done(device_id):
+            return web.json_response({"status": "activated"})
+        return web.json_response({"status": "waiting for the code"}, status=202)
 
     # --- WebSocket -------------------------------------------------------------------------------
 

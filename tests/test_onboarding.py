@@ -1,0 +1,154 @@
+"""Onboarding: activation codes through a discovery flow, per-device tokens, revocation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+import logging
+from typing import Any
+
+import aiohttp
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import device_registry as dr
+import pytest
+
+from custom_components.xiaozhi.const import DOMAIN, MAX_ACTIVATION_ATTEMPTS
+from custom_components.xiaozhi.core import CloseCode
+from custom_components.xiaozhi.core.emulator import DeviceEmulator
+from custom_components.xiaozhi.hub import XiaozhiHub
+
+from .conftest import async_enter_code
+
+type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
+
+
+def hub(hass: HomeAssistant) -> XiaozhiHub:
+    result: XiaozhiHub = hass.config_entries.async_entries(DOMAIN)[0].runtime_data
+    return result
+
+
+async def activate_status(device: DeviceEmulator) -> int:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(device.ota_url + "activate", data="{}", headers=device.ota_headers()) as response,
+    ):
+        return response.status
+
+
+async def test_new_device_is_added_with_its_code(
+    hass: HomeAssistant, ota_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    device = DeviceEmulator(ota_url, language="zh-CN")
+    try:
+        answer = await device.check_ota()
+        assert set(answer) == {"server_time", "firmware", "activation"}  # no channel yet
+        code = answer["activation"]["code"]
+        assert len(code) == 6
+        assert code.isdigit()
+        assert code in answer["activation"]["message"]
+        assert "验证码" in answer["activation"]["message"]  # the device's language
+        assert answer["activation"]["challenge"]
+        assert await activate_status(device) == 202
+
+        # HA shows "New xiaozhi device: <board> <mac>" under Settings -> Devices.
+        await hass.async_block_till_done()
+        flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+        assert len(flows) == 1
+        assert flows[0]["context"]["title_placeholders"] == {
+            "name": f"xiaozhi-emulator {device.device_id}"
+        }
+        # The same code while it is valid (the device re-checks after its polls).
+        assert (await device.check_ota())["activation"]["code"] == code
+
+        wrong = "000000" if code != "000000" else "111111"
+        result = await async_enter_code(hass, device.device_id, wrong)
+        assert result["type"] is FlowResultType.FORM
+        assert result["errors"] == {"code": "invalid_code"}
+        result = await hass.config_entries.flow.async_configure(result["flow_id"], {"code": code})
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == "device_added"
+
+        assert await activate_status(device) == 200
+        answer = await device.check_ota()
+        assert "activation" not in answer  # bound: no activation loop
+        token = answer["websocket"]["token"]
+        assert len(token) >= 40
+        assert await device.connect() is not None
+        registry = dr.async_get(hass)
+        entry_id = hass.config_entries.async_entries(DOMAIN)[0].entry_id
+        assert registry.async_get_device_by_identifier((DOMAIN, device.device_id), entry_id)
+        assert token not in caplog.text
+    finally:
+        await device.close()
+
+
+async def test_wrong_codes_are_rate_limited(hass: HomeAssistant, ota_url: str) -> None:
+    device = DeviceEmulator(ota_url)
+    try:
+        code = (await device.check_ota())["activation"]["code"]
+        wrong = "000000" if code != "000000" else "111111"
+        await hass.async_block_till_done()
+        flow_id = hass.config_entries.flow.async_progress_by_handler(DOMAIN)[0]["flow_id"]
+        for attempt in range(1, MAX_ACTIVATION_ATTEMPTS + 1):
+            result = await hass.config_entries.flow.async_configure(flow_id, {"code": wrong})
+            if attempt < MAX_ACTIVATION_ATTEMPTS:
+                assert result["errors"] == {"code": "invalid_code"}
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == "too_many_attempts"
+        # The old code is dead; the device gets a new one on its next check.
+        assert device.device_id not in hub(hass).pending
+        answer = await device.check_ota()
+        assert "activation" in answer
+        assert device.device_id not in hub(hass).devices
+    finally:
+        await device.close()
+
+
+async def test_only_the_right_token_opens_a_channel(
+    hass: HomeAssistant, make_device: MakeDevice
+) -> None:
+    first = await make_device()
+    second = await make_device()
+    assert first.ota_answer["websocket"]["token"] != second.ota_answer["websocket"]["token"]
+    for token in ("", "made-up-token", second.ota_answer["websocket"]["token"]):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await first.connect(token=token)
+        assert info.value.status == 403
+    assert await first.connect() is not None
+
+
+async def test_unknown_device_cannot_connect(hass: HomeAssistant, ota_url: str) -> None:
+    device = DeviceEmulator(ota_url)
+    try:
+        url = ota_url.replace("http://", "ws://").replace("/ota/", "/v1/")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await device.connect(url=url, token="anything")
+        assert info.value.status == 403
+    finally:
+        await device.close()
+
+
+async def test_removed_device_is_revoked(
+    hass: HomeAssistant, make_device: MakeDevice, hass_ws_client: Any
+) -> None:
+    device = await make_device()
+    await device.connect()
+    registry = dr.async_get(hass)
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    registry_device = registry.async_get_device_by_identifier(
+        (DOMAIN, device.device_id), entry.entry_id
+    )
+    assert registry_device is not None
+    client = await hass_ws_client(hass)  # what the UI's "Delete device" does
+    response = await client.remove_device(registry_device.id)
+    assert response["success"]
+    await hass.async_block_till_done()
+
+    assert await device.wait_closed(timeout=5) == CloseCode.POLICY_VIOLATION
+    assert device.device_id not in hub(hass).devices
+    assert device.device_id not in str(entry.data)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await device.connect()  # its old token
+    assert info.value.status == 403
+    assert "activation" in await device.check_ota()  # it starts over
