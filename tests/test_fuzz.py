@@ -21,6 +21,7 @@ import pytest
 
 from custom_components.xiaozhi.core.const import MAX_TEXT_MESSAGE_BYTES, MAX_WEBSOCKET_FRAME_BYTES
 from custom_components.xiaozhi.core.emulator import DeviceEmulator
+from custom_components.xiaozhi.core.messages import ClientHello
 
 from .audio import tone
 
@@ -89,20 +90,7 @@ connections = st.fixed_dictionaries(
     }
 )
 
-VALID_HELLO = json.dumps(
-    {
-        "type": "hello",
-        "version": 1,
-        "transport": "websocket",
-        "features": {"mcp": True},
-        "audio_params": {
-            "format": "opus",
-            "sample_rate": 16000,
-            "channels": 1,
-            "frame_duration": 60,
-        },
-    }
-)
+VALID_HELLO = ClientHello(features={"mcp": True}).to_json()  # what the firmware sends
 
 
 async def throw(

@@ -15,24 +15,11 @@ from custom_components.xiaozhi.core.const import (
     CloseCode,
 )
 from custom_components.xiaozhi.core.errors import ProtocolError, UnsupportedAudioError
-from custom_components.xiaozhi.core.messages import Abort, Listen, ListenMode
+from custom_components.xiaozhi.core.messages import Abort, ClientHello, Listen, ListenMode
 from custom_components.xiaozhi.core.session import DeviceIdentity, DeviceSession
 from tests.audio import tone
 
-HELLO = json.dumps(
-    {
-        "type": "hello",
-        "version": 1,
-        "transport": "websocket",
-        "features": {"mcp": True},
-        "audio_params": {
-            "format": "opus",
-            "sample_rate": 16000,
-            "channels": 1,
-            "frame_duration": 60,
-        },
-    }
-)
+HELLO = ClientHello(features={"mcp": True}).to_json()  # what the firmware sends
 FRAME_S = 0.06
 
 
