@@ -6,8 +6,11 @@ at request time; with no hub loaded they answer 404, which is what "unmounted" m
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 from aiohttp import web
 from homeassistant.components.http import KEY_HASS, HomeAssistantView
+from homeassistant.components.http.ban import process_wrong_login
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.util.hass_dict import HassKey
 
@@ -71,10 +74,13 @@ class XiaozhiWebSocketView(HomeAssistantView):
     requires_auth = False
 
     async def get(self, request: web.Request) -> web.StreamResponse:
-        """Run a device channel."""
+        """Run a device channel; a refused token counts as a failed login (HA's IP bans)."""
         if (hub := _loaded_hub(request.app[KEY_HASS])) is None:
             return _not_mounted()
-        return await hub.server.handle_websocket(request)
+        response = await hub.server.handle_websocket(request)
+        if response.status == HTTPStatus.FORBIDDEN:
+            await process_wrong_login(request)
+        return response
 
 
 @callback
