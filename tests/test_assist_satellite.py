@@ -349,7 +349,7 @@ async def test_silence_ends_the_conversation(
         result["flow_id"], {"silence_timeout": 3}
     )
     await hass.async_block_till_done()
-    assert entry.options == {"silence_timeout": 3}
+    assert entry.options["silence_timeout"] == 3
 
     device = await make_device()
     await device.connect()

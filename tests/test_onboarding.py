@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
-from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import device_registry as dr, issue_registry as ir
 import pytest
 
 from custom_components.xiaozhi.const import DOMAIN, MAX_ACTIVATION_ATTEMPTS
@@ -152,3 +152,49 @@ async def test_removed_device_is_revoked(
         await device.connect()  # its old token
     assert info.value.status == 403
     assert "activation" in await device.check_ota()  # it starts over
+
+
+async def set_options(hass: HomeAssistant, **options: Any) -> None:
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(result["flow_id"], options)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+
+
+async def test_local_network_mode_skips_the_code_and_warns(
+    hass: HomeAssistant, ota_url: str
+) -> None:
+    issues = ir.async_get(hass)
+    await set_options(hass, auth_mode="local_network")
+    assert issues.async_get_issue(DOMAIN, "open_to_local_network") is not None
+    device = DeviceEmulator(ota_url)
+    try:
+        answer = await device.check_ota()  # from 127.0.0.1: a local address
+        assert "activation" not in answer
+        assert await device.connect() is not None
+    finally:
+        await device.close()
+    # Back to the safe default: the warning goes, new devices need their code again.
+    await set_options(hass, auth_mode="bound")
+    assert issues.async_get_issue(DOMAIN, "open_to_local_network") is None
+    stranger = DeviceEmulator(ota_url)
+    try:
+        assert "activation" in await stranger.check_ota()
+    finally:
+        await stranger.close()
+
+
+async def test_allow_list_mode(hass: HomeAssistant, ota_url: str) -> None:
+    await set_options(
+        hass, auth_mode="allow_list", allowed_devices="AA:BB:CC:DD:EE:01, aa-bb-cc-dd-ee-02"
+    )
+    listed = DeviceEmulator(ota_url, device_id="aa:bb:cc:dd:ee:02")
+    other = DeviceEmulator(ota_url, device_id="aa:bb:cc:dd:ee:03")
+    try:
+        assert "websocket" in await listed.check_ota()
+        assert await listed.connect() is not None
+        assert "activation" in await other.check_ota()
+    finally:
+        await listed.close()
+        await other.close()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
-from homeassistant.core import Event, HomeAssistant
+from homeassistant.core import Event, HomeAssistant, callback
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.device_registry import DeviceEntry
 
-from .const import DOMAIN
+from .const import AUTH_MODE_LOCAL_NETWORK, CONF_AUTH_MODE, DOMAIN, ISSUE_OPEN_TO_LOCAL_NETWORK
 from .hub import XiaozhiConfigEntry, XiaozhiHub
 from .views import async_register_views
 
@@ -24,7 +25,30 @@ async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> b
         await hub.async_shutdown()
 
     entry.async_on_unload(hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _async_stop))
+    entry.async_on_unload(entry.add_update_listener(_async_options_updated))
+    _async_update_issues(hass, entry)
     return True
+
+
+async def _async_options_updated(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> None:
+    """Options are read when used; only the warning about open access needs refreshing."""
+    _async_update_issues(hass, entry)
+
+
+@callback
+def _async_update_issues(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> None:
+    """Warn (in Repairs) while any device on the local network can add itself."""
+    if entry.options.get(CONF_AUTH_MODE) == AUTH_MODE_LOCAL_NETWORK:
+        ir.async_create_issue(
+            hass,
+            DOMAIN,
+            ISSUE_OPEN_TO_LOCAL_NETWORK,
+            is_fixable=False,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key=ISSUE_OPEN_TO_LOCAL_NETWORK,
+        )
+    else:
+        ir.async_delete_issue(hass, DOMAIN, ISSUE_OPEN_TO_LOCAL_NETWORK)
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> bool:

@@ -16,10 +16,17 @@ from homeassistant.helpers.selector import (
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
+    SelectSelector,
+    SelectSelectorConfig,
+    TextSelector,
 )
 import probatio
 
 from .const import (
+    AUTH_MODE_BOUND,
+    AUTH_MODES,
+    CONF_ALLOWED_DEVICES,
+    CONF_AUTH_MODE,
     CONF_CODE,
     CONF_SILENCE_TIMEOUT,
     DEFAULT_SILENCE_TIMEOUT_S,
@@ -132,7 +139,17 @@ class XiaozhiOptionsFlow(OptionsFlow):
                         unit_of_measurement="s",
                         mode=NumberSelectorMode.BOX,
                     )
-                )
+                ),
+                probatio.Required(
+                    CONF_AUTH_MODE,
+                    default=self.config_entry.options.get(CONF_AUTH_MODE, AUTH_MODE_BOUND),
+                ): SelectSelector(
+                    SelectSelectorConfig(options=AUTH_MODES, translation_key=CONF_AUTH_MODE)
+                ),
+                probatio.Optional(
+                    CONF_ALLOWED_DEVICES,
+                    default=self.config_entry.options.get(CONF_ALLOWED_DEVICES, ""),
+                ): TextSelector(),
             }
         )
         return self.async_show_form(step_id="init", data_schema=schema)

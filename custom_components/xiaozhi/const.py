@@ -22,3 +22,12 @@ MAX_SILENCE_TIMEOUT_S: Final = 60
 ACTIVATION_CODE_DIGITS: Final = 6
 ACTIVATION_CODE_TTL_S: Final = 600.0
 MAX_ACTIVATION_ATTEMPTS: Final = 5  # wrong codes before the code is thrown away
+
+# Who may be added without an activation code.
+CONF_AUTH_MODE: Final = "auth_mode"
+AUTH_MODE_BOUND: Final = "bound"  # only devices added with their code (default)
+AUTH_MODE_LOCAL_NETWORK: Final = "local_network"  # any device on a private network, no code
+AUTH_MODE_ALLOW_LIST: Final = "allow_list"  # listed MACs without a code, others with one
+AUTH_MODES: Final = [AUTH_MODE_BOUND, AUTH_MODE_LOCAL_NETWORK, AUTH_MODE_ALLOW_LIST]
+CONF_ALLOWED_DEVICES: Final = "allowed_devices"  # MAC addresses, comma or space separated
+ISSUE_OPEN_TO_LOCAL_NETWORK: Final = "open_to_local_network"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 import hmac
+from ipaddress import ip_address
 import logging
 import secrets
 import time
+from typing import Any
 
 from homeassistant.config_entries import SOURCE_INTEGRATION_DISCOVERY, ConfigEntry
 from homeassistant.core import HomeAssistant, callback
@@ -20,6 +24,11 @@ from yarl import URL
 from .const import (
     ACTIVATION_CODE_DIGITS,
     ACTIVATION_CODE_TTL_S,
+    AUTH_MODE_ALLOW_LIST,
+    AUTH_MODE_BOUND,
+    AUTH_MODE_LOCAL_NETWORK,
+    CONF_ALLOWED_DEVICES,
+    CONF_AUTH_MODE,
     CONF_DEVICES,
     CONF_TOKEN,
     DOMAIN,
@@ -50,6 +59,12 @@ ACTIVATION_MESSAGES = {
     "zh": "请在 Home Assistant 中添加此设备，验证码：{code}",
     "en": "Add this device in Home Assistant with code {code}",
 }
+
+
+def allowed_devices(options: Mapping[str, Any]) -> set[str]:
+    """The MAC addresses of the allow list, in the firmware's form."""
+    text = str(options.get(CONF_ALLOWED_DEVICES, ""))
+    return {mac.strip().lower().replace("-", ":") for mac in text.replace(",", " ").split()}
 
 
 @dataclass
@@ -171,19 +186,40 @@ class XiaozhiHub(XiaozhiHost):
                 return "too_many_attempts"
             return "invalid_code"
         del self.pending[device_id]
-        device = self.devices[device_id] = XiaozhiDevice(
-            device_id, token=secrets.token_urlsafe(TOKEN_BYTES)
-        )
+        device = self._async_bind(device_id)
         self._async_update(
             device,
             board=pending.board,
             firmware_version=pending.firmware_version,
             chip_model=pending.chip_model,
         )
-        self._async_save()
         _LOGGER.info("Device %s (%s) added", device_id, device.board)
-        async_dispatcher_send(self.hass, SIGNAL_NEW_DEVICE.format(self.entry.entry_id), device)
         return None
+
+    @callback
+    def _async_bind(self, device_id: str) -> XiaozhiDevice:
+        """Add a device with a fresh secret token."""
+        device = self.devices[device_id] = XiaozhiDevice(
+            device_id, token=secrets.token_urlsafe(TOKEN_BYTES)
+        )
+        self._async_save()
+        async_dispatcher_send(self.hass, SIGNAL_NEW_DEVICE.format(self.entry.entry_id), device)
+        return device
+
+    @property
+    def _auth_mode(self) -> str:
+        mode: str = self.entry.options.get(CONF_AUTH_MODE, AUTH_MODE_BOUND)
+        return mode
+
+    def _may_skip_code(self, request: OtaRequest) -> bool:
+        """Whether the user's auth mode lets this device in without an activation code."""
+        if self._auth_mode == AUTH_MODE_ALLOW_LIST:
+            return request.device_id in allowed_devices(self.entry.options)
+        if self._auth_mode == AUTH_MODE_LOCAL_NETWORK and request.remote:
+            with suppress(ValueError):
+                address = ip_address(request.remote)
+                return address.is_private or address.is_loopback or address.is_link_local
+        return False
 
     async def activation_done(self, device_id: str) -> bool:
         """The firmware's activation poll: done once the device is bound."""
@@ -211,6 +247,9 @@ class XiaozhiHub(XiaozhiHost):
     ) -> WebsocketConfig | Activation:
         """Give a bound device its channel; an unbound one an activation code to speak."""
         device = self.devices.get(request.device_id)
+        if device is None and self._may_skip_code(request):
+            _LOGGER.info("Device %s added without a code (%s)", request.device_id, self._auth_mode)
+            device = self._async_bind(request.device_id)
         if device is None:
             pending = self._async_pending(request)
             language = "zh" if (request.language or "").lower().startswith("zh") else "en"

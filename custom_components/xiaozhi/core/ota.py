@@ -60,10 +60,13 @@ class OtaRequest:
     user_agent: str | None = None
     activation_version: str | None = None
     serial_number: str | None = None
+    remote: str | None = None  # the address the request came from
     system_info: JsonObject = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_http(cls, headers: Mapping[str, str], body: bytes) -> OtaRequest:
+    def from_http(
+        cls, headers: Mapping[str, str], body: bytes, remote: str | None = None
+    ) -> OtaRequest:
         """Read the request the firmware sends (headers of §2.2 and the system-info body)."""
         if len(body) > MAX_OTA_BODY_BYTES:
             raise OtaRequestError(f"body of {len(body)} bytes exceeds {MAX_OTA_BODY_BYTES}")
@@ -87,6 +90,7 @@ class OtaRequest:
             user_agent=_header(headers, "User-Agent"),
             activation_version=_header(headers, "Activation-Version"),
             serial_number=_header(headers, "Serial-Number"),
+            remote=remote,
             system_info=info,
         )
 

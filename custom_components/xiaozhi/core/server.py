@@ -73,7 +73,7 @@ class XiaozhiServer:
             return _error(503, "server is shutting down")
         try:
             body = await _read_body(request, MAX_OTA_BODY_BYTES)
-            ota_request = OtaRequest.from_http(request.headers, body)
+            ota_request = OtaRequest.from_http(request.headers, body, request.remote)
         except OtaRequestError as err:
             _LOGGER.warning("Rejected OTA request from %s: %s", request.remote, err)
             return _error(400, str(err))
