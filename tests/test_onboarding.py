@@ -198,3 +198,33 @@ async def test_allow_list_mode(hass: HomeAssistant, ota_url: str) -> None:
     finally:
         await listed.close()
         await other.close()
+
+
+async def test_a_device_that_keeps_failing_gets_a_repair(
+    hass: HomeAssistant, make_device: MakeDevice
+) -> None:
+    device = await make_device()
+    issues = ir.async_get(hass)
+    issue_id = f"device_auth_failing_{device.device_id.replace(':', '')}"
+    for _ in range(3):
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await device.connect(token="token-from-an-old-backup")
+    issue = issues.async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.translation_placeholders["mac"] == device.device_id
+    assert await device.connect() is not None  # rebooted: it has its token again
+    assert issues.async_get_issue(DOMAIN, issue_id) is None
+
+
+async def test_a_loopback_channel_url_for_a_lan_device_gets_a_repair(
+    hass: HomeAssistant, make_device: MakeDevice
+) -> None:
+    device = await make_device()
+    issues = ir.async_get(hass)
+    hub_ = hub(hass)
+    hub_._async_check_reachable("ws://127.0.0.1:8123/xiaozhi/v1/", "192.168.1.50")
+    issue = issues.async_get_issue(DOMAIN, "unreachable_url")
+    assert issue is not None
+    assert issue.translation_placeholders == {"url": "ws://127.0.0.1:8123/xiaozhi/v1/"}
+    await device.check_ota()  # a loopback device reaching a loopback URL is fine
+    assert issues.async_get_issue(DOMAIN, "unreachable_url") is None

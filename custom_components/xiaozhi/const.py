@@ -31,3 +31,6 @@ AUTH_MODE_ALLOW_LIST: Final = "allow_list"  # listed MACs without a code, others
 AUTH_MODES: Final = [AUTH_MODE_BOUND, AUTH_MODE_LOCAL_NETWORK, AUTH_MODE_ALLOW_LIST]
 CONF_ALLOWED_DEVICES: Final = "allowed_devices"  # MAC addresses, comma or space separated
 ISSUE_OPEN_TO_LOCAL_NETWORK: Final = "open_to_local_network"
+ISSUE_DEVICE_AUTH_FAILING: Final = "device_auth_failing"  # formatted: f"{...}_{device_id}"
+ISSUE_UNREACHABLE_URL: Final = "unreachable_url"
+MAX_AUTH_FAILURES: Final = 3  # refused connections in a row before a bound device gets a repair

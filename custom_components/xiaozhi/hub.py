@@ -15,7 +15,7 @@ from typing import Any
 
 from homeassistant.config_entries import SOURCE_INTEGRATION_DISCOVERY, ConfigEntry
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers import device_registry as dr, discovery_flow
+from homeassistant.helpers import device_registry as dr, discovery_flow, issue_registry as ir
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.network import NoURLAvailableError, get_url
 from homeassistant.util import dt as dt_util
@@ -32,8 +32,11 @@ from .const import (
     CONF_DEVICES,
     CONF_TOKEN,
     DOMAIN,
+    ISSUE_DEVICE_AUTH_FAILING,
+    ISSUE_UNREACHABLE_URL,
     MANUFACTURER,
     MAX_ACTIVATION_ATTEMPTS,
+    MAX_AUTH_FAILURES,
     SIGNAL_NEW_DEVICE,
     TOKEN_BYTES,
 )
@@ -59,6 +62,17 @@ ACTIVATION_MESSAGES = {
     "zh": "请在 Home Assistant 中添加此设备，验证码：{code}",
     "en": "Add this device in Home Assistant with code {code}",
 }
+
+
+def _auth_issue_id(device_id: str) -> str:
+    return f"{ISSUE_DEVICE_AUTH_FAILING}_{device_id.replace(':', '')}"
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def allowed_devices(options: Mapping[str, Any]) -> set[str]:
@@ -100,6 +114,7 @@ class XiaozhiHub(XiaozhiHost):
             if info.get(CONF_TOKEN)
         }
         self.pending: dict[str, PendingActivation] = {}
+        self._auth_failures: dict[str, int] = {}
 
     @property
     def sessions(self) -> set[DeviceSession]:
@@ -265,7 +280,27 @@ class XiaozhiHub(XiaozhiHost):
             chip_model=request.chip_model,
         )
         assert device.token is not None
-        return WebsocketConfig(url=self._reachable_url(default_url), token=device.token)
+        url = self._reachable_url(default_url)
+        self._async_check_reachable(url, request.remote)
+        return WebsocketConfig(url=url, token=device.token)
+
+    @callback
+    def _async_check_reachable(self, url: str, remote: str | None) -> None:
+        """Raise a repair when a LAN device is sent to a loopback address (a proxy setup)."""
+        host = URL(url).host or ""
+        loopback = host == "localhost" or _is_loopback(host)
+        if loopback and remote is not None and not _is_loopback(remote):
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                ISSUE_UNREACHABLE_URL,
+                is_fixable=False,
+                severity=ir.IssueSeverity.ERROR,
+                translation_key=ISSUE_UNREACHABLE_URL,
+                translation_placeholders={"url": url},
+            )
+        else:
+            ir.async_delete_issue(self.hass, DOMAIN, ISSUE_UNREACHABLE_URL)
 
     def _reachable_url(self, default_url: str) -> str:
         """Return `default_url`, or HA's own internal URL when the firmware could not parse it."""
@@ -281,9 +316,28 @@ class XiaozhiHub(XiaozhiHost):
     async def authorize(self, device: DeviceIdentity, token: str | None) -> bool:
         """Accept a bound device presenting its own token."""
         known = self.devices.get(device.device_id)
-        if known is None or known.token is None or token is None:
+        if known is None or known.token is None:
             return False
-        return hmac.compare_digest(token.encode(), known.token.encode())
+        if token is not None and hmac.compare_digest(token.encode(), known.token.encode()):
+            if self._auth_failures.pop(device.device_id, 0) >= MAX_AUTH_FAILURES:
+                ir.async_delete_issue(self.hass, DOMAIN, _auth_issue_id(device.device_id))
+            return True
+        failures = self._auth_failures[device.device_id] = (
+            self._auth_failures.get(device.device_id, 0) + 1
+        )
+        if failures == MAX_AUTH_FAILURES:
+            # Typically a device holding an old token (HA restored from a backup): it must
+            # reboot to fetch its token, or be removed and added again.
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                _auth_issue_id(device.device_id),
+                is_fixable=False,
+                severity=ir.IssueSeverity.WARNING,
+                translation_key=ISSUE_DEVICE_AUTH_FAILING,
+                translation_placeholders={"device": known.name, "mac": device.device_id},
+            )
+        return False
 
     def timezone_offset_minutes(self) -> int:
         """Set device clocks to HA's time zone."""
