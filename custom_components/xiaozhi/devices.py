@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from homeassistant.core import CALLBACK_TYPE, callback
+from homeassistant.helpers.device_registry import CONNECTION_NETWORK_MAC, DeviceInfo
 
+from .const import DOMAIN, MANUFACTURER
 from .core import DeviceSession, SessionHost
 
 
@@ -29,6 +31,18 @@ class XiaozhiDevice:
         """A default name users can tell apart: board and the end of the MAC."""
         suffix = self.device_id.replace(":", "")[-4:].upper()
         return f"{self.board or 'Xiaozhi'} {suffix}"
+
+    @property
+    def device_info(self) -> DeviceInfo:
+        """How the device appears in HA's device registry."""
+        return DeviceInfo(
+            identifiers={(DOMAIN, self.device_id)},
+            connections={(CONNECTION_NETWORK_MAC, self.device_id)},
+            name=self.name,
+            manufacturer=MANUFACTURER,
+            model=self.board,
+            sw_version=self.firmware_version,
+        )
 
     @property
     def bound(self) -> bool:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers.device_registry import CONNECTION_NETWORK_MAC, DeviceInfo
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .const import DOMAIN, MANUFACTURER, SIGNAL_NEW_DEVICE
+from .const import SIGNAL_NEW_DEVICE
 from .devices import XiaozhiDevice
 from .hub import XiaozhiConfigEntry
 
@@ -45,14 +44,7 @@ class XiaozhiEntity(Entity):
         """Attach the entity to its device."""
         self.device = device
         self._attr_unique_id = f"{device.device_id}-{self.entity_description.key}"
-        self._attr_device_info = DeviceInfo(
-            identifiers={(DOMAIN, device.device_id)},
-            connections={(CONNECTION_NETWORK_MAC, device.device_id)},
-            name=device.name,
-            manufacturer=MANUFACTURER,
-            model=device.board,
-            sw_version=device.firmware_version,
-        )
+        self._attr_device_info = device.device_info
 
     @property
     def available(self) -> bool:

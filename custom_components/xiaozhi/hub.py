@@ -34,7 +34,6 @@ from .const import (
     DOMAIN,
     ISSUE_DEVICE_AUTH_FAILING,
     ISSUE_UNREACHABLE_URL,
-    MANUFACTURER,
     MAX_ACTIVATION_ATTEMPTS,
     MAX_AUTH_FAILURES,
     SIGNAL_NEW_DEVICE,
@@ -140,13 +139,7 @@ class XiaozhiHub(XiaozhiHost):
         if device.stored() != before:
             self._async_save()
             dr.async_get(self.hass).async_get_or_create(
-                config_entry_id=self.entry.entry_id,
-                identifiers={(DOMAIN, device.device_id)},
-                connections={(dr.CONNECTION_NETWORK_MAC, device.device_id)},
-                name=device.name,
-                manufacturer=MANUFACTURER,
-                model=device.board,
-                sw_version=device.firmware_version,
+                config_entry_id=self.entry.entry_id, **device.device_info
             )
 
     @callback
