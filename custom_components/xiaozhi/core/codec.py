@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 from typing import Final
 
 import opuslib_next  # type: ignore[import-untyped]
+from opuslib_next.api.decoder import (  # type: ignore[import-untyped]
+    libopus_decode as _libopus_decode,
+)
 
 from .const import (
     DEVICE_SAMPLE_RATE,
@@ -34,16 +38,27 @@ class OpusDecoder:
         self.sample_rate = sample_rate
         self._max_samples = samples_per_frame(sample_rate, MAX_OPUS_FRAME_DURATION_MS)
         self._decoder = opuslib_next.Decoder(sample_rate, 1)
+        # One output buffer for every call: the binding's own decode() allocates one and copies
+        # it out sample by sample through a Python list, which costs more than the decoding.
+        self._pcm = (ctypes.c_int16 * self._max_samples)()
+        self._pcm_pointer = ctypes.cast(self._pcm, ctypes.POINTER(ctypes.c_int16))
 
     def decode(self, packet: bytes) -> bytes:
         """Decode one packet; an empty packet (DTX) gives no audio."""
         if not packet:
             return b""
-        try:
-            pcm: bytes = self._decoder.decode(packet, self._max_samples)
-        except opuslib_next.OpusError as err:
-            raise CodecError(f"cannot decode Opus packet of {len(packet)} bytes: {err}") from None
-        return pcm
+        samples: int = _libopus_decode(
+            self._decoder.decoder_state,
+            packet,
+            len(packet),
+            self._pcm_pointer,
+            self._max_samples,
+            0,
+        )
+        if samples < 0:
+            error = opuslib_next.OpusError(samples)
+            raise CodecError(f"cannot decode Opus packet of {len(packet)} bytes: {error}")
+        return ctypes.string_at(self._pcm, samples * SAMPLE_WIDTH)
 
 
 class OpusEncoder:
