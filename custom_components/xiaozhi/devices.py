@@ -45,11 +45,6 @@ class XiaozhiDevice:
         )
 
     @property
-    def bound(self) -> bool:
-        """Whether the user activated the device in HA."""
-        return self.token is not None
-
-    @property
     def connected(self) -> bool:
         """Whether the device has a channel open."""
         return self.session is not None

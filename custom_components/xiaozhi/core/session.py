@@ -45,7 +45,6 @@ from .messages import (
     Message,
     ServerHello,
     Stt,
-    System,
     Tts,
     TtsState,
     parse_device_message,
@@ -332,10 +331,6 @@ class DeviceSession:
     async def send_alert(self, status: str, message: str, emotion: str = "neutral") -> None:
         """Show a notice on the device."""
         await self.send(Alert(status=status, message=message, emotion=emotion))
-
-    async def reboot_device(self) -> None:
-        """Ask the device to reboot."""
-        await self.send(System(command="reboot"))
 
     async def start_speaking(self) -> None:
         """Send `tts start` (once); send it early, the device drops audio that races it."""
