@@ -34,3 +34,29 @@ ISSUE_OPEN_TO_LOCAL_NETWORK: Final = "open_to_local_network"
 ISSUE_DEVICE_AUTH_FAILING: Final = "device_auth_failing"  # formatted: f"{...}_{device_id}"
 ISSUE_UNREACHABLE_URL: Final = "unreachable_url"
 MAX_AUTH_FAILURES: Final = 3  # refused connections in a row before a bound device gets a repair
+
+# Cloud AI services, each a config subentry of the hub (usable by any Assist pipeline).
+SUBENTRY_CONVERSATION: Final = "conversation"  # an OpenAI-compatible chat-completions agent
+SUBENTRY_STT: Final = "stt"
+SUBENTRY_TTS: Final = "tts"
+CONF_SERVICE: Final = "service"  # which speech service a stt/tts subentry uses
+SERVICE_OPENAI: Final = "openai"  # stt: an OpenAI-compatible /audio/transcriptions API
+SERVICE_EDGE: Final = "edge"  # tts: Microsoft Edge read-aloud voices (no key)
+SERVICE_DASHSCOPE: Final = "dashscope"  # stt: Paraformer realtime; tts: CosyVoice (Alibaba Bailian)
+STT_SERVICES: Final = [SERVICE_OPENAI, SERVICE_DASHSCOPE]
+TTS_SERVICES: Final = [SERVICE_EDGE, SERVICE_DASHSCOPE]
+# Subentry data keys (the API key is homeassistant.const.CONF_API_KEY, the LLM APIs
+# homeassistant.const.CONF_LLM_HASS_API, the system prompt homeassistant.const.CONF_PROMPT).
+CONF_PRESET: Final = "preset"  # which provider preset filled base URL and model
+CONF_BASE_URL: Final = "base_url"
+CONF_MODEL: Final = "model"
+CONF_TEMPERATURE: Final = "temperature"
+CONF_MAX_TOKENS: Final = "max_tokens"
+CONF_MEMORY: Final = "memory"  # bool: keep a short per-device memory for this agent
+CONF_LANGUAGE: Final = "language"
+CONF_VOICE: Final = "voice"
+CONF_RATE: Final = "rate"  # Edge TTS: percent, -50..100
+CONF_PITCH: Final = "pitch"  # Edge TTS: Hz, -50..50
+CONF_VOLUME: Final = "volume"  # Edge TTS: percent, -50..100
+CONF_TIMEOUT: Final = "timeout"  # seconds before a request to the service is given up
+DEFAULT_SERVICE_TIMEOUT_S: Final = 15.0
