@@ -15,6 +15,8 @@ from homeassistant.exceptions import HomeAssistantError
 
 from .core.codec import samples_per_frame
 from .core.const import SAMPLE_WIDTH
+from .core.errors import CodecError
+from .core.resample import PcmConverter
 from .core.wav import WavStreamReader
 
 _LOGGER = logging.getLogger(__name__)
@@ -23,30 +25,28 @@ FFMPEG_READ_BYTES: Final = samples_per_frame(24000, 60) * SAMPLE_WIDTH
 FFMPEG_STOP_TIMEOUT_S: Final = 2.0
 
 
-def tts_options(sample_rate: int) -> dict[str, object]:
-    """Ask HA's TTS for 16-bit mono WAV at the device's reply rate."""
-    return {
-        tts.ATTR_PREFERRED_FORMAT: "wav",
-        tts.ATTR_PREFERRED_SAMPLE_RATE: sample_rate,
-        tts.ATTR_PREFERRED_SAMPLE_CHANNELS: 1,
-        tts.ATTR_PREFERRED_SAMPLE_BYTES: 2,
-    }
+# Only the container is asked for: any rate, channel count or sample size asked for on top makes
+# HA run ffmpeg on every reply, even when the engine already speaks WAV. The rate is converted here.
+TTS_OPTIONS: Final = {tts.ATTR_PREFERRED_FORMAT: "wav"}
 
 
 async def tts_pcm(hass: HomeAssistant, token: str, sample_rate: int) -> AsyncIterator[bytes]:
-    """Yield the PCM of a TTS result stream as it is synthesized."""
+    """Yield the PCM of a TTS result stream at `sample_rate`, mono, as it is synthesized."""
     stream = tts.async_get_stream(hass, token)
     if stream is None:
         raise HomeAssistantError(f"TTS stream {token} not found")
     reader = WavStreamReader()
-    async for data in stream.async_stream_result():
-        if pcm := reader.push(data):
-            if (reader.sample_rate, reader.channels) != (sample_rate, 1):
-                raise HomeAssistantError(
-                    f"TTS gave {reader.sample_rate} Hz, {reader.channels} channel(s); "
-                    f"expected {sample_rate} Hz mono"
-                )
-            yield pcm
+    converter: PcmConverter | None = None
+    try:
+        async for data in stream.async_stream_result():
+            if not (pcm := reader.push(data)):
+                continue
+            if converter is None:
+                converter = PcmConverter(reader.sample_rate, reader.channels, sample_rate)
+            if pcm := converter.convert(pcm):
+                yield pcm
+    except CodecError as err:
+        raise HomeAssistantError(f"TTS audio is not usable: {err}") from err
 
 
 async def url_pcm(hass: HomeAssistant, url: str, sample_rate: int) -> AsyncIterator[bytes]:
