@@ -184,6 +184,8 @@ class StreamingAgent(conversation.ConversationEntity):
     _attr_supports_streaming = True
 
     def __init__(self) -> None:
+        self.reply = STREAMED_REPLY
+        self.word_delay = WORD_DELAY_S  # 0: an agent that answers at once
         self.finished_at: float | None = None
         self.conversation_ids: list[str] = []
         self.fail = False
@@ -201,8 +203,9 @@ class StreamingAgent(conversation.ConversationEntity):
 
         async def deltas() -> AsyncIterator[conversation.AssistantContentDeltaDict]:
             yield {"role": "assistant"}
-            for word in STREAMED_REPLY.split(" "):
-                await asyncio.sleep(WORD_DELAY_S)
+            for word in self.reply.split(" "):
+                if self.word_delay:
+                    await asyncio.sleep(self.word_delay)
                 yield {"content": word + " "}
 
         async for _ in chat_log.async_add_delta_content_stream(self.entity_id, deltas()):

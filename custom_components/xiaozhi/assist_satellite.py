@@ -33,14 +33,15 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import CONF_SILENCE_TIMEOUT, DEFAULT_SILENCE_TIMEOUT_S, DOMAIN
 from .core import DeviceSession, SessionHost, SessionState, XiaozhiError
-from .core.const import REPLY_SAMPLE_RATE, CloseCode
+from .core.const import CloseCode
 from .core.messages import Abort, Listen, ListenMode, ListenState
 from .core.sentences import SentenceSplitter, split_sentences
+from .core.timings import Stage, TurnTimings
 from .core.vad import TRAILING_SILENCE_S, EndpointEvent, SpeechEndpointer
 from .devices import XiaozhiDevice
 from .entity import XiaozhiEntity, async_add_device_entities
 from .hub import XiaozhiConfigEntry
-from .media import tts_options, tts_pcm, url_pcm
+from .media import TTS_OPTIONS, tts_pcm, url_pcm
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class _Turn:
     streaming: bool = False
     error: tuple[str, str] | None = None
     outbox: list[asyncio.Task[None]] = field(default_factory=list)
+    timings: TurnTimings = field(default_factory=TurnTimings)
 
 
 class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
@@ -99,6 +101,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
         self._turn: _Turn | None = None
         self._run: asyncio.Task[None] | None = None
         self._dropped_audio = False
+        self.last_turn_timings = TurnTimings()
 
     # --- entity plumbing -------------------------------------------------------------------------
 
@@ -121,10 +124,8 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
 
     @property
     def tts_options(self) -> dict[str, Any]:
-        """Ask for WAV at the rate the device's hello announced."""
-        session = self.device.session
-        rate = session.reply_audio.sample_rate if session else REPLY_SAMPLE_RATE
-        return tts_options(rate)
+        """Ask for WAV at the engine's own rate; the reply is converted here, not by ffmpeg."""
+        return dict(TTS_OPTIONS)
 
     @property
     def pipeline_entity_id(self) -> str | None:
@@ -164,6 +165,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
         elif message.state is ListenState.START:
             self._start_turn(session)
         elif message.state is ListenState.STOP:
+            self._mark(Stage.SPEECH_END)
             self._end_mic()
 
     def audio_received(self, session: DeviceSession, pcm: bytes) -> None:
@@ -186,6 +188,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
         if self._endpointer is not None and self._turn is not None:
             event = self._endpointer.process(pcm)
             if event is EndpointEvent.SPEECH_END:
+                self._mark(Stage.SPEECH_END)
                 self._end_mic()
             elif event is EndpointEvent.NO_SPEECH:
                 # Nobody is talking to it: end the conversation, the device goes idle.
@@ -220,6 +223,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
         )
         wake_word, self._wake_word = self._wake_word, None
         turn = self._turn = _Turn(session)
+        self.last_turn_timings = turn.timings  # the latest turn's, filled in as it goes
         self._run = self._entry.async_create_background_task(
             self.hass, self._async_run_turn(turn, mic, wake_word), f"xiaozhi turn {self.entity_id}"
         )
@@ -230,6 +234,10 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
         silence = TRAILING_SILENCE_S.get(sensitivity, TRAILING_SILENCE_S[VadSensitivity.DEFAULT])
         timeout = self._entry.options.get(CONF_SILENCE_TIMEOUT, DEFAULT_SILENCE_TIMEOUT_S)
         return SpeechEndpointer(trailing_silence_s=silence, no_speech_timeout_s=float(timeout))
+
+    def _mark(self, stage: Stage, turn: _Turn | None = None) -> None:
+        if (turn := turn or self._turn) is not None:
+            turn.timings.mark(stage, self.hass.loop.time())
 
     @callback
     def _end_mic(self) -> None:
@@ -299,8 +307,10 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
             case PipelineEventType.RUN_START:
                 turn.tts_token = (data.get("tts_output") or {}).get("token")
             case PipelineEventType.STT_VAD_END:
+                self._mark(Stage.SPEECH_END, turn)
                 self._end_mic()
             case PipelineEventType.STT_END:
+                self._mark(Stage.STT_END, turn)
                 self._end_mic()
                 text = data["stt_output"]["text"]
                 self._post(turn, self._async_heard(turn, text))
@@ -313,6 +323,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
                     turn.streaming = True
                     self._start_reply(turn, turn.tts_token)
             case PipelineEventType.INTENT_END:
+                self._mark(Stage.INTENT_END, turn)
                 output = data.get("intent_output") or {}
                 failed = (output.get("response") or {}).get("response_type") == "error"
                 emotion = EMOTION_FAILED if failed else EMOTION_DONE
@@ -351,6 +362,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
             await turn.session.start_speaking()
 
     def _start_reply(self, turn: _Turn, token: str) -> None:
+        self._mark(Stage.TTS_READY, turn)
         turn.reply = self._entry.async_create_background_task(
             self.hass, self._async_play_reply(turn, token), f"xiaozhi reply {self.entity_id}"
         )
@@ -362,7 +374,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
         if session.listen_mode is ListenMode.REALTIME:
             self._barge_in = self._new_endpointer()
         try:
-            await session.play(self._reply_chunks(turn, token))
+            await session.play(self._reply_chunks(turn, token), turn.timings)
         except (HomeAssistantError, XiaozhiError) as err:
             _LOGGER.warning("%s: cannot play the reply: %s", self.entity_id, err)
             turn.error = ("tts-failed", str(err))
@@ -374,6 +386,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
         """Reply audio with each sentence's text just before the audio that follows it."""
         rate = turn.session.reply_audio.sample_rate
         async for pcm in tts_pcm(self.hass, token, rate):
+            self._mark(Stage.FIRST_PCM, turn)
             while turn.subtitles:
                 yield turn.subtitles.popleft()
             yield pcm

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 import logging
+import time
 from typing import TYPE_CHECKING, Protocol
 import uuid
 
@@ -49,6 +50,7 @@ from .messages import (
     TtsState,
     parse_device_message,
 )
+from .timings import CodecStats, Stage, TurnTimings
 
 if TYPE_CHECKING:
     from .host import SessionHost
@@ -168,6 +170,7 @@ class DeviceSession:
         self._loop = asyncio.get_running_loop()
         self._decoder: OpusDecoder | None = None
         self._encoder: OpusEncoder | None = None
+        self.codec_stats = CodecStats()
         self._last_activity = self._loop.time()
         self._speaking_since = 0.0
         self._playback: asyncio.Task[None] | None = None
@@ -279,11 +282,14 @@ class DeviceSession:
         self._last_activity = self._loop.time()
         if not self._audio_limit.allow():
             raise FloodError(f"more than {MAX_AUDIO_FRAMES_PER_S:.0f} audio frames/s")
+        started = time.perf_counter()
         try:
             pcm = self._decoder.decode(packet)
         except CodecError as err:
             self._warn_once("codec", "%s: dropping undecodable audio: %s", self, err)
             return
+        self.codec_stats.decode_s += time.perf_counter() - started
+        self.codec_stats.frames_decoded += 1
         if pcm:
             self.host.audio_received(self, pcm)
 
@@ -352,11 +358,17 @@ class DeviceSession:
         self._last_activity = self._loop.time()
         await self.send(Tts(state=TtsState.STOP))
 
-    async def play(self, chunks: AsyncIterable[ReplyChunk]) -> bool:
-        """Speak a reply; return False if an abort (or a newer reply) interrupted it."""
+    async def play(
+        self, chunks: AsyncIterable[ReplyChunk], timings: TurnTimings | None = None
+    ) -> bool:
+        """Speak a reply; return False if an abort (or a newer reply) interrupted it.
+
+        `timings`, if given, gets the moment the first frame went out.
+        """
         self.stop_playback()
         task = self._loop.create_task(
-            self._play(chunks), name=f"xiaozhi playback {self.device.device_id}"
+            self._play(chunks, timings or TurnTimings()),
+            name=f"xiaozhi playback {self.device.device_id}",
         )
         self._playback = task
         try:
@@ -382,7 +394,7 @@ class DeviceSession:
         self.stop_playback()
         await self.stop_speaking()
 
-    async def _play(self, chunks: AsyncIterable[ReplyChunk]) -> None:
+    async def _play(self, chunks: AsyncIterable[ReplyChunk], timings: TurnTimings) -> None:
         if self._encoder is None:
             self._encoder = OpusEncoder(
                 self.reply_audio.sample_rate, self.reply_audio.frame_duration
@@ -402,17 +414,27 @@ class DeviceSession:
                     await self.send(Tts(state=TtsState.SENTENCE_START, text=chunk))
                     continue
                 for frame in framer.push(chunk):
-                    await self._send_frame(encoder.encode(frame), clock)
+                    await self._send_frame(self._encode(encoder, frame), clock, timings)
             if (last := framer.flush()) is not None:
-                await self._send_frame(encoder.encode(last), clock)
+                await self._send_frame(self._encode(encoder, last), clock, timings)
             await clock.drain()
         finally:
             if not self.link.closed:
                 await self.stop_speaking()
 
-    async def _send_frame(self, packet: bytes, clock: PlaybackClock) -> None:
+    def _encode(self, encoder: OpusEncoder, pcm: bytes) -> bytes:
+        started = time.perf_counter()
+        packet = encoder.encode(pcm)
+        spent = time.perf_counter() - started
+        stats = self.codec_stats
+        stats.encode_s += spent
+        stats.frames_encoded += 1
+        return packet
+
+    async def _send_frame(self, packet: bytes, clock: PlaybackClock, timings: TurnTimings) -> None:
         await clock.wait_for_room()
         if self.link.closed:
             raise asyncio.CancelledError
         clock.frame_sent()
         await self.link.send_audio(packet, 0)
+        timings.mark(Stage.FIRST_FRAME, self._loop.time())
