@@ -81,3 +81,18 @@ def test_wav_with_extra_chunk() -> None:
 def test_not_wav() -> None:
     with pytest.raises(CodecError):
         WavStreamReader().push(b"ID3\x04" + b"\x00" * 20)
+
+
+def test_whole_file_in_one_piece() -> None:
+    """A cached reply arrives as one chunk far larger than any header."""
+    pcm = b"\x01\x02" * 100_000
+    assert WavStreamReader().push(wav_bytes(pcm)) == pcm
+
+
+def test_endless_header_is_refused() -> None:
+    junk = b"JUNK" + struct.pack("<I", 0x7FFFFFFF)
+    reader = WavStreamReader()
+    reader.push(b"RIFF\xff\xff\xff\xffWAVE" + junk)
+    with pytest.raises(CodecError, match="too large"):
+        for _ in range(20):
+            reader.push(b"\x00" * 4096)

@@ -36,9 +36,10 @@ class WavStreamReader:
         if self._in_data:
             return data
         self._header += data
-        if len(self._header) > MAX_WAV_HEADER_BYTES:
+        pcm = self._parse_header()
+        if not self._in_data and len(self._header) > MAX_WAV_HEADER_BYTES:
             raise CodecError("WAV header too large")
-        return self._parse_header()
+        return pcm
 
     def _parse_header(self) -> bytes:
         buffer = self._header
