@@ -1,0 +1,1 @@
+"""Tests of the HA-free cloud speech clients against loopback services."""
