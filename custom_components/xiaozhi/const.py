@@ -1,6 +1,6 @@
 """Constants for the Xiaozhi integration."""
 
-from typing import Final
+from typing import Final, NamedTuple
 
 DOMAIN: Final = "xiaozhi"
 MANUFACTURER: Final = "Xiaozhi"
@@ -60,3 +60,32 @@ CONF_PITCH: Final = "pitch"  # Edge TTS: Hz, -50..50
 CONF_VOLUME: Final = "volume"  # Edge TTS: percent, -50..100
 CONF_TIMEOUT: Final = "timeout"  # seconds before a request to the service is given up
 DEFAULT_SERVICE_TIMEOUT_S: Final = 15.0
+
+
+class LlmPreset(NamedTuple):
+    """An OpenAI-compatible chat service: where it is and what to suggest."""
+
+    base_url: str
+    model: str  # suggested; empty where the user must name their own (an endpoint id)
+    vendor: str
+
+
+PRESET_CUSTOM: Final = "custom"
+LLM_PRESETS: Final[dict[str, LlmPreset]] = {
+    "bailian": LlmPreset(
+        "https://dashscope.aliyuncs.com/compatible-mode/v1", "qwen-flash", "Alibaba Cloud"
+    ),
+    "deepseek": LlmPreset("https://api.deepseek.com/v1", "deepseek-chat", "DeepSeek"),
+    "zhipu": LlmPreset("https://open.bigmodel.cn/api/paas/v4", "glm-4-flash", "Zhipu AI"),
+    "volcengine": LlmPreset("https://ark.cn-beijing.volces.com/api/v3", "", "Volcengine"),
+    "moonshot": LlmPreset("https://api.moonshot.cn/v1", "kimi-k2-turbo-preview", "Moonshot AI"),
+    "openai": LlmPreset("https://api.openai.com/v1", "gpt-4o-mini", "OpenAI"),
+    PRESET_CUSTOM: LlmPreset("", "", "OpenAI-compatible"),
+}
+DEFAULT_TEMPERATURE: Final = 0.7
+DEFAULT_MAX_TOKENS: Final = 500
+DEFAULT_STT_OPENAI_MODEL: Final = "whisper-1"
+DEFAULT_STT_DASHSCOPE_MODEL: Final = "paraformer-realtime-v2"
+DEFAULT_EDGE_VOICE: Final = "zh-CN-XiaoxiaoNeural"
+DEFAULT_TTS_DASHSCOPE_MODEL: Final = "cosyvoice-v2"
+DEFAULT_TTS_DASHSCOPE_VOICE: Final = "longxiaochun_v2"
