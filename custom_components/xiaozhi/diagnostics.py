@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from homeassistant.components.diagnostics import async_redact_data
+from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.device_registry import DeviceEntry
 
@@ -12,7 +13,7 @@ from .const import CONF_TOKEN, DOMAIN
 from .devices import XiaozhiDevice
 from .hub import XiaozhiConfigEntry
 
-TO_REDACT = {CONF_TOKEN}
+TO_REDACT = {CONF_TOKEN, CONF_API_KEY}
 
 
 def _device(device: XiaozhiDevice) -> dict[str, Any]:
@@ -41,6 +42,14 @@ async def async_get_config_entry_diagnostics(
     return async_redact_data(
         {
             "options": dict(entry.options),
+            "subentries": {
+                subentry_id: {
+                    "type": subentry.subentry_type,
+                    "title": subentry.title,
+                    "data": dict(subentry.data),
+                }
+                for subentry_id, subentry in entry.subentries.items()
+            },
             "open_sessions": len(hub.sessions),
             "devices": {device_id: _device(device) for device_id, device in hub.devices.items()},
             "awaiting_activation": sorted(hub.pending),
