@@ -8,6 +8,7 @@ from homeassistant.config_entries import (
     ConfigEntry,
     ConfigFlow,
     ConfigFlowResult,
+    ConfigSubentryFlow,
     OptionsFlow,
 )
 from homeassistant.core import callback
@@ -33,9 +34,13 @@ from .const import (
     DOMAIN,
     MAX_SILENCE_TIMEOUT_S,
     MIN_SILENCE_TIMEOUT_S,
+    SUBENTRY_CONVERSATION,
+    SUBENTRY_STT,
+    SUBENTRY_TTS,
 )
 from .core import OTA_PATH
 from .hub import XiaozhiHub
+from .subentry_flows import ConversationFlow, SttFlow, TtsFlow
 
 PLACEHOLDER_URL = "http://<home-assistant-ip>:8123"
 
@@ -99,6 +104,18 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
             description_placeholders={"device": self._device_id},
             errors=errors,
         )
+
+    @classmethod
+    @callback
+    def async_get_supported_subentry_types(
+        cls, config_entry: ConfigEntry
+    ) -> dict[str, type[ConfigSubentryFlow]]:
+        """Cloud AI services the hub can offer to Assist pipelines."""
+        return {
+            SUBENTRY_CONVERSATION: ConversationFlow,
+            SUBENTRY_STT: SttFlow,
+            SUBENTRY_TTS: TtsFlow,
+        }
 
     @staticmethod
     @callback

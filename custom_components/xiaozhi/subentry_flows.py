@@ -1,0 +1,388 @@
+"""Config subentry flows: add or change a cloud conversation agent, speech-to-text or TTS."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from homeassistant.config_entries import ConfigEntryState, ConfigSubentryFlow, SubentryFlowResult
+from homeassistant.const import CONF_API_KEY, CONF_LLM_HASS_API, CONF_NAME, CONF_PROMPT
+from homeassistant.helpers import llm
+from homeassistant.helpers.selector import (
+    BooleanSelector,
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    SelectOptionDict,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
+    TemplateSelector,
+    TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
+)
+import probatio
+
+from .const import (
+    CONF_BASE_URL,
+    CONF_LANGUAGE,
+    CONF_MAX_TOKENS,
+    CONF_MEMORY,
+    CONF_MODEL,
+    CONF_PITCH,
+    CONF_PRESET,
+    CONF_RATE,
+    CONF_SERVICE,
+    CONF_TEMPERATURE,
+    CONF_TIMEOUT,
+    CONF_VOICE,
+    CONF_VOLUME,
+    DEFAULT_EDGE_VOICE,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_SERVICE_TIMEOUT_S,
+    DEFAULT_STT_DASHSCOPE_MODEL,
+    DEFAULT_STT_OPENAI_MODEL,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TTS_DASHSCOPE_MODEL,
+    DEFAULT_TTS_DASHSCOPE_VOICE,
+    LLM_PRESETS,
+    SERVICE_DASHSCOPE,
+    SERVICE_EDGE,
+    SERVICE_OPENAI,
+    STT_SERVICES,
+    TTS_SERVICES,
+)
+from .llm_client import async_validate
+from .subentry import async_create_openai_client
+
+VALIDATION_TIMEOUT_S: Final = 10.0
+MAX_TEMPERATURE: Final = 2.0
+MAX_MAX_TOKENS: Final = 8192
+MIN_TIMEOUT_S: Final = 0.1
+MAX_TIMEOUT_S: Final = 120.0
+OPENAI_BASE_URL: Final = LLM_PRESETS[SERVICE_OPENAI].base_url
+EDGE_RATE_RANGE: Final = (-50, 100)  # percent
+EDGE_PITCH_RANGE: Final = (-50, 50)  # Hz
+EDGE_VOLUME_RANGE: Final = (-50, 100)  # percent
+EDGE_VOICES: Final = [
+    "zh-CN-XiaoxiaoNeural",
+    "zh-CN-XiaoyiNeural",
+    "zh-CN-YunxiNeural",
+    "zh-CN-YunjianNeural",
+    "zh-CN-YunyangNeural",
+    "zh-CN-liaoning-XiaobeiNeural",
+    "zh-CN-shaanxi-XiaoniNeural",
+    "en-US-AriaNeural",
+    "en-US-JennyNeural",
+    "en-US-GuyNeural",
+    "en-US-AndrewNeural",
+    "en-US-EmmaNeural",
+]
+DEFAULT_TITLES: Final = {
+    (SERVICE_OPENAI, "stt"): "Whisper",
+    (SERVICE_DASHSCOPE, "stt"): "Paraformer",
+    (SERVICE_EDGE, "tts"): "Edge TTS",
+    (SERVICE_DASHSCOPE, "tts"): "CosyVoice",
+}
+
+_PASSWORD = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
+_URL = TextSelector(TextSelectorConfig(type=TextSelectorType.URL))
+_TIMEOUT = NumberSelector(
+    NumberSelectorConfig(
+        min=MIN_TIMEOUT_S,
+        max=MAX_TIMEOUT_S,
+        step=0.1,
+        unit_of_measurement="s",
+        mode=NumberSelectorMode.BOX,
+    )
+)
+
+
+def _slider(low: int, high: int, unit: str) -> NumberSelector:
+    return NumberSelector(NumberSelectorConfig(min=low, max=high, step=1, unit_of_measurement=unit))
+
+
+class _ServiceFlow(ConfigSubentryFlow):
+    """What every service flow shares: the data so far, and how a flow ends."""
+
+    def __init__(self) -> None:
+        """Start with no data."""
+        self._data: dict[str, Any] = {}
+
+    @property
+    def _is_new(self) -> bool:
+        return self.source == "user"
+
+    def _loaded(self) -> bool:
+        return self._get_entry().state is ConfigEntryState.LOADED
+
+    def _name_field(self, default: str) -> dict[Any, Any]:
+        """The name field, for a new subentry only (its title)."""
+        if not self._is_new:
+            return {}
+        return {probatio.Required(CONF_NAME, default=default or "AI"): str}
+
+    def _finish(
+        self, user_input: dict[str, Any], optional: tuple[str, ...] = ()
+    ) -> SubentryFlowResult:
+        """Create the subentry, or update it and end the reconfigure flow.
+
+        Optional fields the user emptied are removed, so their defaults apply again.
+        """
+        title = user_input.pop(CONF_NAME, None)
+        for key in optional:
+            if key not in user_input:
+                self._data.pop(key, None)
+        self._data.update(user_input)
+        if self._is_new:
+            return self.async_create_entry(title=title or "AI", data=self._data)
+        return self.async_update_and_abort(
+            self._get_entry(), self._get_reconfigure_subentry(), data=self._data
+        )
+
+
+class ConversationFlow(_ServiceFlow):
+    """An OpenAI-compatible conversation agent: a provider preset, then its settings."""
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Choose the provider."""
+        if not self._loaded():
+            return self.async_abort(reason="entry_not_loaded")
+        if user_input is not None:
+            preset = LLM_PRESETS[user_input[CONF_PRESET]]
+            self._data = {
+                CONF_PRESET: user_input[CONF_PRESET],
+                CONF_BASE_URL: preset.base_url,
+                CONF_MODEL: preset.model,
+                CONF_PROMPT: llm.DEFAULT_INSTRUCTIONS_PROMPT,
+                CONF_TEMPERATURE: DEFAULT_TEMPERATURE,
+                CONF_MAX_TOKENS: DEFAULT_MAX_TOKENS,
+                CONF_LLM_HASS_API: [llm.LLM_API_ASSIST],
+                CONF_MEMORY: True,
+                CONF_TIMEOUT: DEFAULT_SERVICE_TIMEOUT_S,
+            }
+            return await self.async_step_settings()
+        schema = probatio.Schema(
+            {
+                probatio.Required(CONF_PRESET): SelectSelector(
+                    SelectSelectorConfig(
+                        options=list(LLM_PRESETS),
+                        translation_key=CONF_PRESET,
+                        mode=SelectSelectorMode.LIST,
+                    )
+                )
+            }
+        )
+        return self.async_show_form(step_id="user", data_schema=schema)
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Change the settings of an agent."""
+        if not self._loaded():
+            return self.async_abort(reason="entry_not_loaded")
+        self._data = dict(self._get_reconfigure_subentry().data)
+        return await self.async_step_settings()
+
+    async def async_step_settings(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """URL, key, model and how the agent behaves; checked with a one-token request."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            user_input[CONF_MAX_TOKENS] = int(user_input[CONF_MAX_TOKENS])
+            user_input.setdefault(CONF_LLM_HASS_API, [])
+            client = await async_create_openai_client(self.hass, user_input)
+            error = await async_validate(
+                client,
+                model=user_input[CONF_MODEL],
+                timeout=min(VALIDATION_TIMEOUT_S, float(user_input[CONF_TIMEOUT])),
+            )
+            if error is None:
+                return self._finish(user_input, optional=(CONF_PROMPT,))
+            errors["base"] = str(error)
+        apis = [
+            SelectOptionDict(value=api.id, label=api.name) for api in llm.async_get_apis(self.hass)
+        ]
+        suggested = {**self._data, **(user_input or {})}
+        known = {api["value"] for api in apis}
+        suggested[CONF_LLM_HASS_API] = [
+            api for api in suggested.get(CONF_LLM_HASS_API) or [] if api in known
+        ]
+        schema = probatio.Schema(
+            {
+                **self._name_field(self._data.get(CONF_MODEL, "")),
+                probatio.Required(CONF_BASE_URL): _URL,
+                probatio.Required(CONF_API_KEY): _PASSWORD,
+                probatio.Required(CONF_MODEL): str,
+                probatio.Optional(CONF_PROMPT): TemplateSelector(),
+                probatio.Optional(CONF_LLM_HASS_API): SelectSelector(
+                    SelectSelectorConfig(options=apis, multiple=True)
+                ),
+                probatio.Required(CONF_MEMORY): BooleanSelector(),
+                probatio.Required(CONF_TEMPERATURE): NumberSelector(
+                    NumberSelectorConfig(min=0, max=MAX_TEMPERATURE, step=0.05)
+                ),
+                probatio.Required(CONF_MAX_TOKENS): NumberSelector(
+                    NumberSelectorConfig(
+                        min=1, max=MAX_MAX_TOKENS, step=1, mode=NumberSelectorMode.BOX
+                    )
+                ),
+                probatio.Required(CONF_TIMEOUT): _TIMEOUT,
+            }
+        )
+        return self.async_show_form(
+            step_id="settings",
+            data_schema=self.add_suggested_values_to_schema(schema, suggested),
+            errors=errors,
+        )
+
+
+class _SpeechFlow(_ServiceFlow):
+    """A speech service: choose the service, then fill in its settings."""
+
+    services: list[str]
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Choose the service."""
+        if not self._loaded():
+            return self.async_abort(reason="entry_not_loaded")
+        if user_input is not None:
+            self._data = {CONF_SERVICE: user_input[CONF_SERVICE]}
+            return await self._async_step_service()
+        schema = probatio.Schema(
+            {
+                probatio.Required(CONF_SERVICE): SelectSelector(
+                    SelectSelectorConfig(
+                        options=self.services,
+                        translation_key=f"{self._subentry_type}_service",
+                        mode=SelectSelectorMode.LIST,
+                    )
+                )
+            }
+        )
+        return self.async_show_form(step_id="user", data_schema=schema)
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Change the settings of the service (not the service itself)."""
+        if not self._loaded():
+            return self.async_abort(reason="entry_not_loaded")
+        self._data = dict(self._get_reconfigure_subentry().data)
+        return await self._async_step_service()
+
+    async def _async_step_service(self) -> SubentryFlowResult:
+        step = getattr(self, f"async_step_{self._data[CONF_SERVICE]}")
+        result: SubentryFlowResult = await step()
+        return result
+
+    def _service_form(
+        self, step_id: str, fields: dict[Any, Any], defaults: dict[str, Any]
+    ) -> SubentryFlowResult:
+        title = DEFAULT_TITLES[(step_id, self._subentry_type)]
+        schema = probatio.Schema({**self._name_field(title), **fields})
+        return self.async_show_form(
+            step_id=step_id,
+            data_schema=self.add_suggested_values_to_schema(schema, {**defaults, **self._data}),
+        )
+
+
+class SttFlow(_SpeechFlow):
+    """A speech-to-text service."""
+
+    services = STT_SERVICES
+
+    async def async_step_openai(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """An OpenAI-compatible transcription API."""
+        if user_input is not None:
+            return self._finish(user_input, optional=(CONF_LANGUAGE,))
+        return self._service_form(
+            SERVICE_OPENAI,
+            {
+                probatio.Required(CONF_BASE_URL): _URL,
+                probatio.Required(CONF_API_KEY): _PASSWORD,
+                probatio.Required(CONF_MODEL): str,
+                probatio.Optional(CONF_LANGUAGE): str,
+                probatio.Required(CONF_TIMEOUT): _TIMEOUT,
+            },
+            {
+                CONF_BASE_URL: OPENAI_BASE_URL,
+                CONF_MODEL: DEFAULT_STT_OPENAI_MODEL,
+                CONF_TIMEOUT: DEFAULT_SERVICE_TIMEOUT_S,
+            },
+        )
+
+    async def async_step_dashscope(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Paraformer realtime recognition on Alibaba Bailian."""
+        if user_input is not None:
+            return self._finish(user_input, optional=(CONF_LANGUAGE,))
+        return self._service_form(
+            SERVICE_DASHSCOPE,
+            {
+                probatio.Required(CONF_API_KEY): _PASSWORD,
+                probatio.Required(CONF_MODEL): str,
+                probatio.Optional(CONF_LANGUAGE): str,
+                probatio.Required(CONF_TIMEOUT): _TIMEOUT,
+            },
+            {CONF_MODEL: DEFAULT_STT_DASHSCOPE_MODEL, CONF_TIMEOUT: DEFAULT_SERVICE_TIMEOUT_S},
+        )
+
+
+class TtsFlow(_SpeechFlow):
+    """A text-to-speech service."""
+
+    services = TTS_SERVICES
+
+    async def async_step_edge(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """Microsoft Edge read-aloud voices: no key needed."""
+        if user_input is not None:
+            for key in (CONF_RATE, CONF_PITCH, CONF_VOLUME):
+                user_input[key] = int(user_input[key])
+            return self._finish(user_input)
+        return self._service_form(
+            SERVICE_EDGE,
+            {
+                probatio.Required(CONF_VOICE): SelectSelector(
+                    SelectSelectorConfig(
+                        options=EDGE_VOICES, custom_value=True, mode=SelectSelectorMode.DROPDOWN
+                    )
+                ),
+                probatio.Required(CONF_RATE): _slider(*EDGE_RATE_RANGE, "%"),
+                probatio.Required(CONF_PITCH): _slider(*EDGE_PITCH_RANGE, "Hz"),
+                probatio.Required(CONF_VOLUME): _slider(*EDGE_VOLUME_RANGE, "%"),
+                probatio.Required(CONF_TIMEOUT): _TIMEOUT,
+            },
+            {
+                CONF_VOICE: DEFAULT_EDGE_VOICE,
+                CONF_RATE: 0,
+                CONF_PITCH: 0,
+                CONF_VOLUME: 0,
+                CONF_TIMEOUT: DEFAULT_SERVICE_TIMEOUT_S,
+            },
+        )
+
+    async def async_step_dashscope(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """CosyVoice on Alibaba Bailian."""
+        if user_input is not None:
+            return self._finish(user_input)
+        return self._service_form(
+            SERVICE_DASHSCOPE,
+            {
+                probatio.Required(CONF_API_KEY): _PASSWORD,
+                probatio.Required(CONF_MODEL): str,
+                probatio.Required(CONF_VOICE): str,
+                probatio.Required(CONF_TIMEOUT): _TIMEOUT,
+            },
+            {
+                CONF_MODEL: DEFAULT_TTS_DASHSCOPE_MODEL,
+                CONF_VOICE: DEFAULT_TTS_DASHSCOPE_VOICE,
+                CONF_TIMEOUT: DEFAULT_SERVICE_TIMEOUT_S,
+            },
+        )
