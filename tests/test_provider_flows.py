@@ -1,0 +1,338 @@
+"""Subentry flows of the hub: conversation agents, speech-to-text and text-to-speech services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER, ConfigEntry
+from homeassistant.const import CONF_API_KEY, CONF_LLM_HASS_API, CONF_NAME, CONF_PROMPT
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import device_registry as dr, entity_registry as er, llm
+import pytest
+
+from custom_components.xiaozhi.const import (
+    CONF_BASE_URL,
+    CONF_LANGUAGE,
+    CONF_MAX_TOKENS,
+    CONF_MEMORY,
+    CONF_MODEL,
+    CONF_PITCH,
+    CONF_PRESET,
+    CONF_RATE,
+    CONF_SERVICE,
+    CONF_TEMPERATURE,
+    CONF_TIMEOUT,
+    CONF_VOICE,
+    CONF_VOLUME,
+    DOMAIN,
+    SUBENTRY_CONVERSATION,
+    SUBENTRY_STT,
+    SUBENTRY_TTS,
+)
+from custom_components.xiaozhi.diagnostics import async_get_config_entry_diagnostics
+
+from .llm_server import API_KEY, MODEL, LlmServer, Stall, async_start
+
+pytestmark = pytest.mark.usefixtures("ota_url")  # the hub is set up
+
+
+@pytest.fixture
+async def llm_server(socket_enabled: None) -> AsyncIterator[LlmServer]:
+    """The chat service the flows check the settings against."""
+    server = LlmServer()
+    runner = await async_start(server)
+    yield server
+    server.released.set()
+    await runner.cleanup()
+
+
+def hub(hass: HomeAssistant) -> ConfigEntry[Any]:
+    return hass.config_entries.async_entries(DOMAIN)[0]
+
+
+async def start(hass: HomeAssistant, subentry_type: str) -> Any:
+    return await hass.config_entries.subentries.async_init(
+        (hub(hass).entry_id, subentry_type), context={"source": SOURCE_USER}
+    )
+
+
+async def reconfigure(hass: HomeAssistant, subentry_id: str, subentry_type: str) -> Any:
+    return await hass.config_entries.subentries.async_init(
+        (hub(hass).entry_id, subentry_type),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": subentry_id},
+    )
+
+
+async def configure(hass: HomeAssistant, result: Any, user_input: dict[str, Any]) -> Any:
+    return await hass.config_entries.subentries.async_configure(result["flow_id"], user_input)
+
+
+def suggested(result: Any, key: str) -> Any:
+    for marker in result["data_schema"].schema:
+        if marker == key:
+            return (marker.description or {}).get("suggested_value")
+    raise KeyError(key)
+
+
+def agent_input(base_url: str, **changes: Any) -> dict[str, Any]:
+    return {
+        CONF_BASE_URL: base_url,
+        CONF_API_KEY: API_KEY,
+        CONF_MODEL: MODEL,
+        CONF_PROMPT: "Be brief.",
+        CONF_LLM_HASS_API: [llm.LLM_API_ASSIST],
+        CONF_MEMORY: True,
+        CONF_TEMPERATURE: 0.3,
+        CONF_MAX_TOKENS: 300.0,
+        CONF_TIMEOUT: 5.0,
+        **changes,
+    }
+
+
+async def add_agent(hass: HomeAssistant, base_url: str, **changes: Any) -> str:
+    result = await start(hass, SUBENTRY_CONVERSATION)
+    result = await configure(hass, result, {CONF_PRESET: "custom"})
+    result = await configure(hass, result, {CONF_NAME: "Agent", **agent_input(base_url, **changes)})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    return find_subentry(hass, "Agent")
+
+
+def find_subentry(hass: HomeAssistant, title: str) -> str:
+    (found,) = (s.subentry_id for s in hub(hass).subentries.values() if s.title == title)
+    return found
+
+
+def entity_ids(hass: HomeAssistant, subentry_id: str) -> set[str]:
+    return {
+        entry.entity_id
+        for entry in er.async_get(hass).entities.values()
+        if entry.config_subentry_id == subentry_id
+    }
+
+
+async def test_conversation_flow_presets_validation_and_entry(
+    hass: HomeAssistant, llm_server: LlmServer
+) -> None:
+    result = await start(hass, SUBENTRY_CONVERSATION)
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "user"
+    result = await configure(hass, result, {CONF_PRESET: "deepseek"})
+    assert result["step_id"] == "settings"
+    assert suggested(result, CONF_BASE_URL) == "https://api.deepseek.com/v1"
+    assert suggested(result, CONF_MODEL) == "deepseek-chat"
+    assert suggested(result, CONF_PROMPT) == llm.DEFAULT_INSTRUCTIONS_PROMPT
+
+    # Each failure of the one-token check shows as a form error.
+    form = {CONF_NAME: "DeepSeek", **agent_input(llm_server.url)}
+    result = await configure(hass, result, {**form, CONF_API_KEY: "sk-wrong"})
+    assert result["errors"] == {"base": "invalid_auth"}
+    result = await configure(hass, result, {**form, CONF_BASE_URL: "http://127.0.0.1:9/v1"})
+    assert result["errors"] == {"base": "cannot_connect"}
+    llm_server.script(Stall())
+    result = await configure(hass, result, {**form, CONF_TIMEOUT: 0.3})
+    assert result["errors"] == {"base": "timeout"}
+
+    result = await configure(hass, result, form)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == "DeepSeek"
+    assert result["data"] == {
+        CONF_PRESET: "deepseek",
+        **agent_input(llm_server.url),
+        CONF_MAX_TOKENS: 300,
+    }
+    check = llm_server.requests[-1]
+    assert check["model"] == MODEL
+    assert check["max_tokens"] == 1
+
+
+async def test_agent_entities_follow_their_subentry_without_reloading_the_hub(
+    hass: HomeAssistant, llm_server: LlmServer
+) -> None:
+    entry = hub(hass)
+    hub_runtime = entry.runtime_data
+    subentry_id = await add_agent(hass, llm_server.url)
+    button, agent = sorted(entity_ids(hass, subentry_id))
+    assert button == "button.agent_forget_memory"
+    assert agent == "conversation.agent"
+    assert hass.states.get(agent) is not None
+    assert hass.states.get(button) is not None
+    device = dr.async_get(hass).async_get_device_by_identifier(
+        (DOMAIN, subentry_id), entry.entry_id
+    )
+    assert device is not None
+    assert device.name == "Agent"
+    assert device.model == MODEL
+
+    # Reconfigure: memory off removes the button; the new settings are in use.
+    result = await reconfigure(hass, subentry_id, SUBENTRY_CONVERSATION)
+    assert result["step_id"] == "settings"
+    assert suggested(result, CONF_MODEL) == MODEL
+    changes = agent_input(llm_server.url, **{CONF_MEMORY: False, CONF_MODEL: "other-model"})
+    del changes[CONF_PROMPT]  # emptied: the default instructions apply again
+    result = await configure(hass, result, changes)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    data = entry.subentries[subentry_id].data
+    assert data[CONF_MODEL] == "other-model"
+    assert CONF_PROMPT not in data
+    (agent,) = entity_ids(hass, subentry_id)
+    assert agent.startswith("conversation.")
+    assert hass.states.get(button) is None
+    llm_server.requests.clear()
+    await hass.services.async_call(
+        "conversation", "process", {"text": "hi", "agent_id": agent}, blocking=True
+    )
+    assert llm_server.requests[-1]["model"] == "other-model"
+
+    # Removing the subentry removes the agent.
+    assert hass.config_entries.async_remove_subentry(entry, subentry_id)
+    await hass.async_block_till_done()
+    assert hass.states.get(agent) is None
+    assert entity_ids(hass, subentry_id) == set()
+    assert entry.runtime_data is hub_runtime  # the hub (and every device channel) stayed up
+
+
+async def test_stt_flows(hass: HomeAssistant) -> None:
+    result = await start(hass, SUBENTRY_STT)
+    result = await configure(hass, result, {CONF_SERVICE: "openai"})
+    assert result["step_id"] == "openai"
+    assert suggested(result, CONF_MODEL) == "whisper-1"
+    assert suggested(result, CONF_BASE_URL) == "https://api.openai.com/v1"
+    result = await configure(
+        hass,
+        result,
+        {
+            CONF_NAME: "Whisper",
+            CONF_BASE_URL: "https://api.openai.com/v1",
+            CONF_API_KEY: "sk-1",
+            CONF_MODEL: "whisper-1",
+            CONF_LANGUAGE: "zh",
+            CONF_TIMEOUT: 10.0,
+        },
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"] == {
+        CONF_SERVICE: "openai",
+        CONF_BASE_URL: "https://api.openai.com/v1",
+        CONF_API_KEY: "sk-1",
+        CONF_MODEL: "whisper-1",
+        CONF_LANGUAGE: "zh",
+        CONF_TIMEOUT: 10.0,
+    }
+
+    result = await start(hass, SUBENTRY_STT)
+    result = await configure(hass, result, {CONF_SERVICE: "dashscope"})
+    assert result["step_id"] == "dashscope"
+    assert suggested(result, CONF_MODEL) == "paraformer-realtime-v2"
+    result = await configure(
+        hass,
+        result,
+        {
+            CONF_NAME: "Paraformer",
+            CONF_API_KEY: "sk-2",
+            CONF_MODEL: "paraformer-realtime-v2",
+            CONF_TIMEOUT: 15.0,
+        },
+    )
+    assert result["data"] == {
+        CONF_SERVICE: "dashscope",
+        CONF_API_KEY: "sk-2",
+        CONF_MODEL: "paraformer-realtime-v2",
+        CONF_TIMEOUT: 15.0,
+    }
+    paraformer = find_subentry(hass, "Paraformer")
+
+    result = await reconfigure(hass, paraformer, SUBENTRY_STT)
+    assert result["step_id"] == "dashscope"
+    result = await configure(
+        hass,
+        result,
+        {
+            CONF_API_KEY: "sk-3",
+            CONF_MODEL: "paraformer-v2",
+            CONF_LANGUAGE: "en",
+            CONF_TIMEOUT: 15.0,
+        },
+    )
+    assert result["reason"] == "reconfigure_successful"
+    assert hub(hass).subentries[paraformer].data[CONF_API_KEY] == "sk-3"
+    assert hub(hass).subentries[paraformer].data[CONF_LANGUAGE] == "en"
+
+
+async def test_tts_flows(hass: HomeAssistant) -> None:
+    result = await start(hass, SUBENTRY_TTS)
+    result = await configure(hass, result, {CONF_SERVICE: "edge"})
+    assert result["step_id"] == "edge"
+    assert suggested(result, CONF_VOICE) == "zh-CN-XiaoxiaoNeural"
+    result = await configure(
+        hass,
+        result,
+        {
+            CONF_NAME: "Edge",
+            CONF_VOICE: "en-US-AriaNeural",
+            CONF_RATE: 10.0,
+            CONF_PITCH: -5.0,
+            CONF_VOLUME: 0.0,
+            CONF_TIMEOUT: 15.0,
+        },
+    )
+    assert result["data"] == {
+        CONF_SERVICE: "edge",
+        CONF_VOICE: "en-US-AriaNeural",
+        CONF_RATE: 10,
+        CONF_PITCH: -5,
+        CONF_VOLUME: 0,
+        CONF_TIMEOUT: 15.0,
+    }
+    assert isinstance(result["data"][CONF_RATE], int)
+    edge_id = find_subentry(hass, "Edge")
+
+    result = await start(hass, SUBENTRY_TTS)
+    result = await configure(hass, result, {CONF_SERVICE: "dashscope"})
+    assert suggested(result, CONF_MODEL) == "cosyvoice-v2"
+    assert suggested(result, CONF_VOICE) == "longxiaochun_v2"
+    result = await configure(
+        hass,
+        result,
+        {
+            CONF_NAME: "CosyVoice",
+            CONF_API_KEY: "sk-4",
+            CONF_MODEL: "cosyvoice-v2",
+            CONF_VOICE: "longxiaochun_v2",
+            CONF_TIMEOUT: 15.0,
+        },
+    )
+    assert result["data"][CONF_SERVICE] == "dashscope"
+    assert result["data"][CONF_VOICE] == "longxiaochun_v2"
+
+    result = await reconfigure(hass, edge_id, SUBENTRY_TTS)
+    assert result["step_id"] == "edge"
+    assert suggested(result, CONF_VOICE) == "en-US-AriaNeural"
+    result = await configure(
+        hass,
+        result,
+        {
+            CONF_VOICE: "zh-CN-YunxiNeural",
+            CONF_RATE: 0,
+            CONF_PITCH: 0,
+            CONF_VOLUME: 20,
+            CONF_TIMEOUT: 15.0,
+        },
+    )
+    assert result["reason"] == "reconfigure_successful"
+    assert hub(hass).subentries[edge_id].data[CONF_VOICE] == "zh-CN-YunxiNeural"
+    assert hub(hass).subentries[edge_id].title == "Edge"
+
+
+async def test_diagnostics_redact_api_keys(hass: HomeAssistant, llm_server: LlmServer) -> None:
+    subentry_id = await add_agent(hass, llm_server.url)
+    diagnostics = await async_get_config_entry_diagnostics(hass, hub(hass))
+    subentry = diagnostics["subentries"][subentry_id]
+    assert subentry["type"] == SUBENTRY_CONVERSATION
+    assert subentry["data"][CONF_API_KEY] == "**REDACTED**"
+    assert subentry["data"][CONF_MODEL] == MODEL
+    assert API_KEY not in str(diagnostics)
