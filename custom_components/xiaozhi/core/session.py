@@ -101,16 +101,27 @@ class SessionState(StrEnum):
 class PlaybackClock:
     """Keeps reply audio no more than `lead` frames ahead of what the device has played."""
 
-    def __init__(self, frame_seconds: float, lead_frames: int, time: Callable[[], float]) -> None:
-        """Track the device's playback position on the `time` clock."""
+    def __init__(
+        self,
+        frame_seconds: float,
+        lead_frames: int,
+        time: Callable[[], float],
+        not_before: float = 0.0,
+    ) -> None:
+        """Follow the device's playback on the `time` clock; send nothing before `not_before`."""
         self.frame_seconds = frame_seconds
         self._lead = lead_frames * frame_seconds
         self._time = time
+        self._not_before = not_before
         self._played_until = 0.0
 
     async def wait_for_room(self) -> None:
         """Sleep until one more frame may be sent."""
-        ahead = self._played_until - self._time()
+        now = self._time()
+        if now < self._not_before:
+            await asyncio.sleep(self._not_before - now)
+            return
+        ahead = self._played_until - now
         if ahead > self._lead:
             await asyncio.sleep(ahead - self._lead)
 
@@ -401,34 +412,35 @@ class DeviceSession:
             )
         encoder = self._encoder
         framer = PcmFramer(encoder.frame_bytes)
-        clock = PlaybackClock(
-            self.reply_audio.frame_duration / 1000, PLAYBACK_LEAD_FRAMES, self._loop.time
-        )
         try:
             await self.start_speaking()
-            settle = self._speaking_since + TTS_START_SETTLE_S - self._loop.time()
-            if settle > 0:
-                await asyncio.sleep(settle)
+            # The reply is fetched and encoded at once; only its first frame waits for the
+            # device to have switched to speaking.
+            clock = PlaybackClock(
+                self.reply_audio.frame_duration / 1000,
+                PLAYBACK_LEAD_FRAMES,
+                self._loop.time,
+                not_before=self._speaking_since + TTS_START_SETTLE_S,
+            )
             async for chunk in chunks:
                 if isinstance(chunk, str):
                     await self.send(Tts(state=TtsState.SENTENCE_START, text=chunk))
                     continue
                 for frame in framer.push(chunk):
-                    await self._send_frame(self._encode(encoder, frame), clock, timings)
+                    await self._send_frame(self._encode(encoder, frame, timings), clock, timings)
             if (last := framer.flush()) is not None:
-                await self._send_frame(self._encode(encoder, last), clock, timings)
+                await self._send_frame(self._encode(encoder, last, timings), clock, timings)
             await clock.drain()
         finally:
             if not self.link.closed:
                 await self.stop_speaking()
 
-    def _encode(self, encoder: OpusEncoder, pcm: bytes) -> bytes:
+    def _encode(self, encoder: OpusEncoder, pcm: bytes, timings: TurnTimings) -> bytes:
         started = time.perf_counter()
         packet = encoder.encode(pcm)
-        spent = time.perf_counter() - started
-        stats = self.codec_stats
-        stats.encode_s += spent
-        stats.frames_encoded += 1
+        self.codec_stats.encode_s += time.perf_counter() - started
+        self.codec_stats.frames_encoded += 1
+        timings.mark(Stage.FIRST_ENCODED, self._loop.time())
         return packet
 
     async def _send_frame(self, packet: bytes, clock: PlaybackClock, timings: TurnTimings) -> None:

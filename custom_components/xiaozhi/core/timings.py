@@ -18,6 +18,7 @@ class Stage(StrEnum):
     INTENT_END = "intent_end"  # the agent has answered
     TTS_READY = "tts_ready"  # the reply's TTS stream can be read
     FIRST_PCM = "first_pcm"  # the first reply PCM is here
+    FIRST_ENCODED = "first_encoded"  # its first Opus frame is ready to send
     FIRST_FRAME = "first_frame"  # the first reply Opus frame was handed to the transport
 
 
