@@ -32,6 +32,8 @@ ASR_PARTIAL_EVERY_BYTES = ASR_SAMPLE_RATE * 2 * 3 // 10  # an interim result per
 TTS_SAMPLE_RATE = 24000
 TTS_BYTES_PER_CHAR = TTS_SAMPLE_RATE * 2 // 20  # 50 ms of speech per character
 TTS_FRAME_BYTES = 4800  # audio is sent in frames of 100 ms
+EDGE_CLIP_S = 0.25  # the MP3 clip the Edge stand-in repeats
+EDGE_SECONDS_PER_CHAR = 0.2  # a Chinese character takes about this long to say
 
 
 async def _start(app: web.Application) -> tuple[web.AppRunner, int]:
@@ -234,7 +236,7 @@ _SSML = re.compile(
 )
 
 
-def mp3_clip(seconds: float = 0.25) -> bytes:
+def mp3_clip(seconds: float = EDGE_CLIP_S) -> bytes:
     """MP3 as Edge sends it (24 kHz mono 48 kbit/s, bare frames), encoded by ffmpeg."""
     return subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
@@ -273,6 +275,15 @@ class EdgeServer:
         """Stop listening and close open connections."""
         if self._runner is not None:
             await self._runner.cleanup()
+
+    @staticmethod
+    def clips_for(chars: int) -> int:
+        """How many clips the answer to a text of this length holds (longer text, longer)."""
+        return max(1, round(chars * EDGE_SECONDS_PER_CHAR / EDGE_CLIP_S))
+
+    def audio_for(self, texts: list[str]) -> bytes:
+        """The MP3 this server sends for these texts."""
+        return b"".join(self.mp3 * self.clips_for(len(text)) for text in texts)
 
     async def _voices(self, request: web.Request) -> web.Response:
         self.voice_list_requests += 1
@@ -313,7 +324,7 @@ class EdgeServer:
             'Path:turn.start\r\n\r\n{"context":{"serviceTag":"test"}}'
         )
         header = b"X-RequestId:test\r\nContent-Type:audio/mpeg\r\nPath:audio\r\n"
-        clip = self.mp3 * max(1, chars // 8)  # longer text, longer speech
+        clip = self.mp3 * self.clips_for(chars)
         half = len(clip) // 2
         for part in (clip[:half], clip[half:]):
             await ws.send_bytes(len(header).to_bytes(2, "big") + header + part)
