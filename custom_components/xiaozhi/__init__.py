@@ -19,6 +19,8 @@ PLATFORMS = [
     Platform.BUTTON,
     Platform.CONVERSATION,
     Platform.SELECT,
+    Platform.STT,
+    Platform.TTS,
 ]
 # Platforms whose entities come from subentries: reloaded alone when subentries change.
 SUBENTRY_PLATFORMS = [Platform.BUTTON, Platform.CONVERSATION, Platform.STT, Platform.TTS]
