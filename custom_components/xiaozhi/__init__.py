@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
 from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.device_registry import DeviceEntry
 
-from .const import AUTH_MODE_LOCAL_NETWORK, CONF_AUTH_MODE, DOMAIN, ISSUE_OPEN_TO_LOCAL_NETWORK
+from .const import (
+    AUTH_MODE_LOCAL_NETWORK,
+    CONF_AUTH_MODE,
+    DOMAIN,
+    ISSUE_OPEN_TO_LOCAL_NETWORK,
+    SUBENTRY_CONVERSATION,
+    SUBENTRY_STT,
+    SUBENTRY_TTS,
+)
 from .hub import XiaozhiConfigEntry, XiaozhiHub
 from .memory import async_get_memory
+from .subentry import SubentryReloader
 from .views import async_register_views
 
 PLATFORMS = [
@@ -19,11 +26,13 @@ PLATFORMS = [
     Platform.BUTTON,
     Platform.CONVERSATION,
     Platform.SELECT,
-    Platform.STT,
-    Platform.TTS,
 ]
-# Platforms whose entities come from subentries: reloaded alone when subentries change.
-SUBENTRY_PLATFORMS = [Platform.BUTTON, Platform.CONVERSATION, Platform.STT, Platform.TTS]
+# The platforms each subentry type has entities on: reloaded alone when such subentries change.
+SUBENTRY_PLATFORMS = {
+    SUBENTRY_CONVERSATION: [Platform.BUTTON, Platform.CONVERSATION],
+    SUBENTRY_STT: [Platform.STT],
+    SUBENTRY_TTS: [Platform.TTS],
+}
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> bool:
@@ -37,34 +46,17 @@ async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> b
         await hub.async_shutdown()
 
     entry.async_on_unload(hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _async_stop))
-    subentries = _subentries(entry)
+    subentries = SubentryReloader(hass, entry, SUBENTRY_PLATFORMS, PLATFORMS)
 
     async def _async_updated(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> None:
         """Options are read when used; subentry changes reload only their platforms."""
-        nonlocal subentries
         _async_update_issues(hass, entry)
-        if (current := _subentries(entry)) == subentries:
-            return
-        for subentry_id in subentries.keys() - current.keys():
-            await async_get_memory(hass).async_forget(subentry_id)
-        subentries = current
-        # Device channels stay open: reloading the hub would drop every device.
-        platforms = [platform for platform in SUBENTRY_PLATFORMS if platform in PLATFORMS]
-        async with entry.setup_lock:
-            await hass.config_entries.async_unload_platforms(entry, platforms)
-            await hass.config_entries.async_forward_entry_setups(entry, platforms)
+        for removed in await subentries.async_reload_changed():
+            await async_get_memory(hass).async_forget(removed)
 
     entry.async_on_unload(entry.add_update_listener(_async_updated))
     _async_update_issues(hass, entry)
     return True
-
-
-def _subentries(entry: XiaozhiConfigEntry) -> dict[str, tuple[str, str, dict[str, Any]]]:
-    """What the subentry platforms build their entities from."""
-    return {
-        subentry_id: (subentry.subentry_type, subentry.title, dict(subentry.data))
-        for subentry_id, subentry in entry.subentries.items()
-    }
 
 
 @callback

@@ -1,12 +1,12 @@
-"""Helpers for the hub's cloud AI services (config subentries): adding entities, API client."""
+"""The hub's cloud AI services (config subentries): their entities, devices and API client."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
-from homeassistant.config_entries import ConfigSubentry
-from homeassistant.const import CONF_API_KEY
+from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
+from homeassistant.const import CONF_API_KEY, Platform
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.device_registry import DeviceEntryType, DeviceInfo
 from homeassistant.helpers.entity import Entity
@@ -70,3 +70,48 @@ def agent_device_info(subentry: ConfigSubentry) -> DeviceInfo:
         model=subentry.data[CONF_MODEL],
         entry_type=DeviceEntryType.SERVICE,
     )
+
+
+class SubentryReloader:
+    """Reloads the platforms of the subentries that changed; the hub and its devices stay up."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: XiaozhiConfigEntry,
+        platforms: Mapping[str, list[Platform]],
+        set_up: list[Platform],
+    ) -> None:
+        """Remember the subentries the platforms (of those `set_up`) were set up with."""
+        self._hass = hass
+        self._entry = entry
+        self._platforms = {
+            kind: [p for p in kind_platforms if p in set_up]
+            for kind, kind_platforms in platforms.items()
+        }
+        self._seen = self._snapshot()
+
+    def _snapshot(self) -> dict[str, tuple[str, str, dict[str, Any]]]:
+        return {
+            subentry_id: (subentry.subentry_type, subentry.title, dict(subentry.data))
+            for subentry_id, subentry in self._entry.subentries.items()
+        }
+
+    async def async_reload_changed(self) -> set[str]:
+        """Reload the platforms of added, changed and removed subentries; return the removed."""
+        previous, self._seen = self._seen, self._snapshot()
+        changed = {
+            subentry_id
+            for subentry_id in previous.keys() | self._seen.keys()
+            if previous.get(subentry_id) != self._seen.get(subentry_id)
+        }
+        types = {(previous.get(i) or self._seen[i])[0] for i in changed}
+        platforms = {p for kind in types for p in self._platforms.get(kind, [])}
+        if platforms:
+            config_entries = self._hass.config_entries
+            async with self._entry.setup_lock:
+                if self._entry.state is not ConfigEntryState.LOADED:
+                    return set()  # unloaded meanwhile: the next setup starts afresh
+                await config_entries.async_unload_platforms(self._entry, platforms)
+                await config_entries.async_forward_entry_setups(self._entry, platforms)
+        return previous.keys() - self._seen.keys()
