@@ -103,8 +103,6 @@ class LlmServer:
                 return web.Response(status=503)
             case Malformed(body=text):
                 return web.Response(text=text, content_type="text/event-stream")
-        if not body.get("stream"):
-            return web.json_response(_completion(reply, body["model"]))
         return await self._stream(request, reply, body["model"])
 
     async def _stream(self, request: web.Request, reply: Stream, model: str) -> web.StreamResponse:
@@ -156,23 +154,6 @@ class LlmServer:
 def _error(error: Error) -> web.Response:
     body = {"error": {"message": error.message, "type": "error", "code": error.code}}
     return web.json_response(body, status=error.status)
-
-
-def _completion(reply: Stream, model: str) -> dict[str, Any]:
-    text = "".join(part.text for part in reply.parts if isinstance(part, Text))
-    return {
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "created": 0,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop",
-            }
-        ],
-    }
 
 
 async def async_start(server: LlmServer) -> web.AppRunner:

@@ -211,6 +211,17 @@ async def test_service_failure_is_spoken_on_the_device(
         assert len(device.received.of_type("tts", "start")) == 1
 
 
+async def test_failure_is_said_in_the_conversation_language(
+    hass: HomeAssistant, llm_server: LlmServer, ota_url: str
+) -> None:
+    llm_server.script(Error(401))
+    result = await conversation.async_converse(
+        hass, "开灯", None, Context(), language="zh-CN", agent_id=agent_id(hass)
+    )
+    assert result.response.response_type.value == "error"
+    assert result.response.speech["plain"]["speech"].startswith("抱歉，AI 服务拒绝了 API 密钥")
+
+
 async def test_failure_mid_answer_ends_the_answer_with_the_error(
     hass: HomeAssistant, llm_server: LlmServer, ota_url: str
 ) -> None:

@@ -166,6 +166,25 @@ async def test_agent_entities_follow_their_subentry_without_reloading_the_hub(
     assert device.name == "Agent"
     assert device.model == MODEL
 
+    # Another type of service comes and goes without touching the agent.
+    agent_entity = hass.data["entity_components"]["conversation"].get_entity(agent)
+    result = await start(hass, SUBENTRY_TTS)
+    result = await configure(hass, result, {CONF_SERVICE: "edge"})
+    result = await configure(
+        hass,
+        result,
+        {
+            CONF_NAME: "Edge",
+            CONF_VOICE: "zh-CN-XiaoxiaoNeural",
+            CONF_RATE: 0,
+            CONF_PITCH: 0,
+            CONF_VOLUME: 0,
+            CONF_TIMEOUT: 15.0,
+        },
+    )
+    await hass.async_block_till_done()
+    assert hass.data["entity_components"]["conversation"].get_entity(agent) is agent_entity
+
     # Reconfigure: memory off removes the button; the new settings are in use.
     result = await reconfigure(hass, subentry_id, SUBENTRY_CONVERSATION)
     assert result["step_id"] == "settings"

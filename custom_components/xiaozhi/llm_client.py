@@ -121,8 +121,9 @@ class ToolCallAssembler:
         """Take the tool-call deltas of a chunk."""
         for choice in chunk.choices:
             for delta in choice.delta.tool_calls or ():
-                call = self._calls.setdefault(delta.index, _PartialToolCall())
-                call.id = delta.id or call.id or f"call_{delta.index}"
+                index = delta.index if isinstance(delta.index, int) else 0  # some omit it
+                call = self._calls.setdefault(index, _PartialToolCall())
+                call.id = delta.id or call.id or f"call_{index}"
                 if (function := delta.function) is not None:
                     call.name += function.name or ""
                     if function.arguments:
@@ -185,16 +186,23 @@ async def async_stream_chat(
 async def async_validate(
     client: openai.AsyncOpenAI, *, model: str, timeout: float
 ) -> ErrorKind | None:
-    """Ask for a one-token answer: checks the URL, the key and the model at once."""
+    """Stream a one-token answer, as the agent will: checks the URL, the key and the model.
+
+    Streamed, because some models (Qwen3 with thinking) refuse non-streamed requests.
+    """
     try:
-        await client.chat.completions.create(
+        async for _item in async_stream_chat(
+            client,
             model=model,
             messages=[{"role": "user", "content": "hi"}],
+            tools=None,
+            temperature=0,
             max_tokens=VALIDATION_MAX_TOKENS,
             timeout=timeout,
-        )
-    except (openai.OpenAIError, TimeoutError) as err:
-        return error_kind(err)
+        ):
+            pass
+    except LlmError as err:
+        return err.kind
     return None
 
 
