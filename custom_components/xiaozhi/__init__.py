@@ -26,6 +26,8 @@ PLATFORMS = [
     Platform.BUTTON,
     Platform.CONVERSATION,
     Platform.SELECT,
+    Platform.STT,
+    Platform.TTS,
 ]
 # The platforms each subentry type has entities on: reloaded alone when such subentries change.
 SUBENTRY_PLATFORMS = {
