@@ -46,9 +46,9 @@ async def ha_core(hass: HomeAssistant) -> None:
         assert await async_setup_component(hass, component, {})
 
 
-def make_hub_entry() -> MockConfigEntry:
-    """Return a hub config entry (not yet added)."""
-    return MockConfigEntry(domain=DOMAIN, title="Xiaozhi", data={})
+def make_hub_entry(**options: Any) -> MockConfigEntry:
+    """Return a hub config entry (not yet added) with these options."""
+    return MockConfigEntry(domain=DOMAIN, title="Xiaozhi", data={}, options=options)
 
 
 @pytest.fixture

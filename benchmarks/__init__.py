@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that start real pieces and print numbers (see scripts/bench)."""

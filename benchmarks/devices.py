@@ -1,0 +1,239 @@
+"""Many emulated devices in their own process, so their work does not load the hub's event loop.
+
+    python -m benchmarks.devices OTA_URL {idle,load,turns} --devices N [--seconds S] [--turns T]
+
+The hub must let devices in without a code (auth mode "local_network"). The process prints one
+JSON line when its devices are connected, then waits for commands on stdin: `go` runs the mode's
+work and prints its report; `stop` closes every device and prints a last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import sys
+from typing import Any
+
+import aiohttp
+
+from custom_components.xiaozhi.core.const import PLAYBACK_LEAD_FRAMES
+from custom_components.xiaozhi.core.emulator import DeviceEmulator
+from custom_components.xiaozhi.core.messages import ListenMode
+
+from .microphone import (
+    FRAME_S,
+    MANUAL_SPEECH_FRAMES,
+    REPLY_TIMEOUT_S,
+    Utterance,
+    barge_in,
+    make_utterance,
+    manual_turn,
+    percentiles,
+    send_in_real_time,
+)
+
+CONNECT_CONCURRENCY = 10  # devices booting at once (their OTA check and handshake)
+WARMUP_SHARE = 10  # the first report of `turns` comes after 1/10 of the turns
+LOAD_STAGGER_S = 5.0  # device i starts its first turn i/N of this after the first device
+
+
+class Fleet:
+    """N devices sharing one HTTP client."""
+
+    def __init__(self, ota_url: str, count: int) -> None:
+        """Describe the fleet; `connect` boots it."""
+        self.ota_url = ota_url
+        self.count = count
+        self.devices: list[DeviceEmulator] = []
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+    async def connect(self) -> None:
+        """Boot every device (OTA check, then the WebSocket), a few at a time."""
+        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+        async def boot() -> DeviceEmulator:
+            async with gate:
+                device = DeviceEmulator(self.ota_url, relisten=False, http=self.http)
+                await device.check_ota()
+                if device.activation_code is not None:
+                    raise RuntimeError("the hub wants a code: set its auth mode to local_network")
+                await device.connect()
+                return device
+
+        self.devices = list(await asyncio.gather(*(boot() for _ in range(self.count))))
+
+    async def close(self) -> None:
+        """Close every channel and the client."""
+        await asyncio.gather(*(device.close() for device in self.devices))
+        await self.http.close()
+
+
+# --- load: realtime mode, microphones always on, replies playing --------------------------------
+
+
+async def realtime_device(
+    device: DeviceEmulator, utterance: Utterance, delay: float, until: float
+) -> list[list[float]]:
+    """Talk, let the reply play while the microphone stays on, repeat; return reply frame times."""
+    loop = asyncio.get_running_loop()
+    replies: list[list[float]] = []
+    await asyncio.sleep(delay)  # people do not all speak at the same instant
+    while loop.time() < until:
+        frames_before = len(device.received.audio)
+        messages_before = len(device.received.messages)
+        await device.listen_start(ListenMode.REALTIME)
+        microphone = loop.create_task(send_in_real_time(device, utterance.packets, loop.time()))
+        try:
+            await device.wait_for("tts", "stop", after=messages_before, timeout=REPLY_TIMEOUT_S)
+        finally:
+            microphone.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await microphone
+        replies.append([t for t, _ in device.received.audio[frames_before:]])
+    return replies
+
+
+def pacing_report(replies: list[list[float]]) -> dict[str, Any]:
+    """Jitter of the steady frames, and frames that came after the device's buffer ran dry."""
+    jitter: list[float] = []
+    late = 0
+    for times in replies:
+        if not times:
+            continue
+        steady = times[PLAYBACK_LEAD_FRAMES:]
+        jitter.extend(abs(b - a - FRAME_S) for a, b in itertools.pairwise(steady))
+        late += sum(1 for k, t in enumerate(times) if t > times[0] + k * FRAME_S)
+    return {
+        "replies": sum(1 for times in replies if times),
+        "frames": sum(len(times) for times in replies),
+        "frames_per_reply": sorted({len(times) for times in replies}),
+        "jitter_s": percentiles(jitter, 50, 99),
+        "late_frames": late,
+    }
+
+
+async def run_load(fleet: Fleet, seconds: float) -> dict[str, Any]:
+    """Every device in realtime mode for `seconds`."""
+    loop = asyncio.get_running_loop()
+    utterance = make_utterance(tail_s=8.0)
+    until = loop.time() + seconds
+    lags: list[float] = []
+
+    async def probe() -> None:
+        while True:
+            started = loop.time()
+            await asyncio.sleep(0.02)
+            lags.append(loop.time() - started - 0.02)
+
+    prober = loop.create_task(probe())
+    stagger = min(LOAD_STAGGER_S, seconds / 2) / fleet.count
+    results = await asyncio.gather(
+        *(
+            realtime_device(device, utterance, index * stagger, until)
+            for index, device in enumerate(fleet.devices)
+        )
+    )
+    prober.cancel()
+    report = pacing_report([reply for device in results for reply in device])
+    report["devices"] = fleet.count
+    report["device_process_loop_lag_s"] = percentiles(lags, 99)
+    return report
+
+
+# --- turns: many short manual-mode turns, for the leak check --------------------------------------
+
+
+class TurnCounter:
+    """Turns done, and how many ran at once."""
+
+    def __init__(self) -> None:
+        """Nothing done yet."""
+        self.turns = 0
+        self.frames = 0
+        self.running = 0
+        self.peak = 0
+
+
+async def quick_turns(
+    device: DeviceEmulator, packets: list[bytes], turns: int, counter: TurnCounter
+) -> None:
+    """Say something short, wait for the reply's first frame, barge in; `turns` times."""
+    for _ in range(turns):
+        counter.running += 1
+        counter.peak = max(counter.peak, counter.running)
+        first = await manual_turn(device, packets)
+        await barge_in(device)
+        counter.frames += len(device.received.audio) - first
+        counter.turns += 1
+        counter.running -= 1
+        device.received.audio.clear()  # keep the emulator's own memory flat
+        device.received.messages.clear()
+
+
+async def run_turns(fleet: Fleet, turns: int, counter: TurnCounter) -> dict[str, Any]:
+    """`turns` quick turns on every device at once."""
+    packets = make_utterance().packets[:MANUAL_SPEECH_FRAMES]
+    done_before, frames_before = counter.turns, counter.frames
+    await asyncio.gather(
+        *(quick_turns(device, packets, turns, counter) for device in fleet.devices)
+    )
+    return {
+        "turns": counter.turns - done_before,
+        "frames": counter.frames - frames_before,
+        "peak": counter.peak,
+    }
+
+
+# --- the command loop ----------------------------------------------------------------------------
+
+
+def report(data: dict[str, Any]) -> None:
+    """One JSON line to the benchmark."""
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
+
+
+async def main(args: argparse.Namespace) -> None:
+    """Connect, then obey stdin."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    fleet = Fleet(args.ota_url, args.devices)
+    counter = TurnCounter()
+    turn_batches = [
+        max(1, args.turns // WARMUP_SHARE),
+        args.turns - max(1, args.turns // WARMUP_SHARE),
+    ]
+    try:
+        await fleet.connect()
+        report({"connected": len(fleet.devices)})
+        while command := (await reader.readline()).decode().strip():
+            if command == "stop":
+                break
+            if args.mode == "load":
+                report(await run_load(fleet, args.seconds))
+            elif args.mode == "turns" and turn_batches:
+                report(await run_turns(fleet, turn_batches.pop(0), counter))
+            else:
+                report({})
+    finally:
+        await fleet.close()
+    report({"closed": True})
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ota_url")
+    parser.add_argument("mode", choices=["idle", "load", "turns"])
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--turns", type=int, default=10, help="turns per device")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

@@ -1,0 +1,457 @@
+"""Voice-turn benchmarks: a real Home Assistant in this process, devices over loopback.
+
+The scenarios take the pieces the test suite builds (HA with the integration, instant test
+providers, a device factory) and return plain dicts; `benchmarks/test_hub.py` runs them at full
+size and prints the table, `tests/test_bench_smoke.py` runs them small to keep them working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from dataclasses import dataclass
+import gc
+import json
+import os
+from pathlib import Path
+import resource
+import sys
+import time
+import tracemalloc
+from typing import Any
+
+from homeassistant.components.assist_pipeline import async_get_pipeline, async_update_pipeline
+from homeassistant.core import HomeAssistant
+
+from custom_components.xiaozhi.assist_satellite import XiaozhiSatellite
+from custom_components.xiaozhi.const import DOMAIN
+from custom_components.xiaozhi.core.emulator import DeviceEmulator
+from custom_components.xiaozhi.core.messages import ListenMode
+from custom_components.xiaozhi.core.timings import Stage
+from custom_components.xiaozhi.hub import XiaozhiHub
+from tests.providers import Providers
+
+from .microphone import (
+    MANUAL_SPEECH_FRAMES,
+    Utterance,
+    barge_in,
+    make_utterance,
+    manual_turn,
+    percentiles,
+    send_in_real_time,
+)
+
+type MakeDevice = Callable[..., Awaitable[DeviceEmulator]]
+
+LOOP_PROBE_S = 0.02  # how often the event-loop lag probe wakes up
+STREAMED_SENTENCES = (
+    "Sure, the kitchen light is on now. "
+    "I also lowered the blinds a little for you. "
+    "Tell me if you want anything else."
+)
+TOKEN_S = 0.05  # the streaming agent's pace: 20 words a second
+MEMORY_TURN_DEVICES = 20  # devices taking turns at once in the leak check
+
+
+@dataclass
+class HubBench:
+    """Home Assistant with the integration and the test providers, and a device factory."""
+
+    hass: HomeAssistant
+    providers: Providers
+    make_device: MakeDevice
+    ota_url: str
+
+    @property
+    def hub(self) -> XiaozhiHub:
+        """The integration's hub."""
+        hub: XiaozhiHub = self.hass.config_entries.async_entries(DOMAIN)[0].runtime_data
+        return hub
+
+    def satellite(self, device: DeviceEmulator) -> XiaozhiSatellite:
+        """The satellite entity serving `device`."""
+        voice = self.hub.devices[device.device_id].voice
+        assert isinstance(voice, XiaozhiSatellite)
+        return voice
+
+    async def use(self, *, streaming_tts: bool, word_delay: float) -> None:
+        """Answer with the test agent (at `word_delay` per word) and the tone TTS."""
+        self.providers.agent.word_delay = word_delay
+        tts = self.providers.streaming_tts if streaming_tts else self.providers.tts
+        await async_update_pipeline(
+            self.hass,
+            async_get_pipeline(self.hass),
+            conversation_engine=self.providers.agent.entity_id,
+            tts_engine=tts.entity_id,
+        )
+
+
+# --- what the user feels ---------------------------------------------------------------------
+
+
+async def user_latency(bench: HubBench, turns: int) -> dict[str, Any]:
+    """End of real speech -> first reply frame on the wire, auto mode, default settings."""
+    await bench.use(streaming_tts=False, word_delay=0)
+    device = await bench.make_device()
+    await device.connect()
+    utterance = make_utterance()
+    latencies, overheads, stages = [], [], []
+    for turn in range(turns):
+        bench.providers.agent.reply = f"Okay, the kitchen light is on. Request {turn}."
+        opened, first = await _auto_turn(device, utterance)
+        timings = bench.satellite(device).last_turn_timings
+        latencies.append(first - (opened + utterance.speech_end_s))
+        overheads.append(first - timings.marks[Stage.SPEECH_END])
+        stages.append(timings.since_speech_end())
+        await barge_in(device)
+    await device.close()
+    return {
+        "turns": turns,
+        "speech_end_to_first_frame_s": percentiles(latencies, 50, 95),
+        "vad_end_to_first_frame_s": percentiles(overheads, 50, 95),
+        "vad_end_after_speech_s": percentiles(
+            [lat - over for lat, over in zip(latencies, overheads, strict=True)], 50, 95
+        ),
+        "stages_ms": _stage_percentiles(stages),
+    }
+
+
+async def _auto_turn(device: DeviceEmulator, utterance: Utterance) -> tuple[float, float]:
+    """Say the command in auto mode; return (microphone opened, first reply frame) times."""
+    loop = asyncio.get_running_loop()
+    before = len(device.received.audio)
+    await device.listen_start(ListenMode.AUTO)
+    opened = loop.time()
+    microphone = loop.create_task(send_in_real_time(device, utterance.packets, opened))
+    try:
+        await device.wait_for_audio(before + 1)
+    finally:
+        microphone.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await microphone
+    return opened, device.received.audio[before][0]
+
+
+# --- hub overhead --------------------------------------------------------------------------------
+
+
+async def hub_overhead(bench: HubBench, turns: int) -> dict[str, Any]:
+    """Manual mode: `listen stop` -> first reply frame, with providers that answer at once."""
+    await bench.use(streaming_tts=False, word_delay=0)
+    device = await bench.make_device()
+    await device.connect()
+    utterance = make_utterance()
+    packets = utterance.packets[:MANUAL_SPEECH_FRAMES]
+    overheads, stages = [], []
+    session = bench.hub.devices[device.device_id].session
+    assert session is not None
+    codec_before = session.codec_stats.as_dict()
+    for turn in range(turns):
+        bench.providers.agent.reply = f"Okay. Request {turn}."
+        first = await manual_turn(device, packets)
+        timings = bench.satellite(device).last_turn_timings
+        overheads.append(device.received.audio[first][0] - timings.marks[Stage.SPEECH_END])
+        stages.append(timings.since_speech_end())
+        await barge_in(device)
+    codec = session.codec_stats.as_dict()
+    await device.close()
+    return {
+        "turns": turns,
+        "listen_stop_to_first_frame_s": percentiles(overheads, 50, 95, 99),
+        "stages_ms": _stage_percentiles(stages),
+        "decode_us_per_frame": _delta_per_frame(codec, codec_before, "decode"),
+        "encode_us_per_frame": _delta_per_frame(codec, codec_before, "encode"),
+    }
+
+
+def _stage_percentiles(stages: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    names = [stage.value for stage in Stage if stage is not Stage.SPEECH_END]
+    return {
+        name: percentiles([s[name] for s in stages if name in s], 50, 95, 99)
+        for name in names
+        if any(name in s for s in stages)
+    }
+
+
+def _delta_per_frame(now: dict[str, float], before: dict[str, float], kind: str) -> float:
+    frames = now[f"frames_{kind}d"] - before[f"frames_{kind}d"]
+    return (now[f"{kind}_s"] - before[f"{kind}_s"]) / frames * 1e6 if frames else float("nan")
+
+
+# --- streaming -----------------------------------------------------------------------------------
+
+
+async def streaming(bench: HubBench, turns: int) -> dict[str, Any]:
+    """An agent streaming 3 sentences at TOKEN_S a word: first audio vs. its last token."""
+    await bench.use(streaming_tts=True, word_delay=TOKEN_S)
+    bench.providers.agent.reply = STREAMED_SENTENCES
+    device = await bench.make_device()
+    await device.connect()
+    packets = make_utterance().packets[:MANUAL_SPEECH_FRAMES]
+    loop = asyncio.get_running_loop()
+    first_audio: list[float] = []
+    last_token: list[float] = []
+    for _ in range(turns):
+        before = len(device.received.audio)
+        await device.listen_start(ListenMode.MANUAL)
+        await send_in_real_time(device, packets, loop.time())
+        bench.providers.agent.finished_at = None
+        await device.listen_stop()
+        speech_end = loop.time()
+        await device.wait_for_audio(before + 1)
+        first_audio.append(device.received.audio[before][0] - speech_end)
+        after = len(device.received.messages)
+        await device.wait_for("tts", "stop", after=after - 1)
+        assert bench.providers.agent.finished_at is not None
+        last_token.append(bench.providers.agent.finished_at - speech_end)
+    await device.close()
+    return {
+        "turns": turns,
+        "words": len(STREAMED_SENTENCES.split()),
+        "speech_end_to_first_frame_s": percentiles(first_audio, 50, 95),
+        "speech_end_to_last_token_s": percentiles(last_token, 50, 95),
+    }
+
+
+# --- load and memory, with the devices in another process ------------------------------------
+
+
+class LoopLagProbe:
+    """How late the event loop wakes a task that asked to sleep LOOP_PROBE_S."""
+
+    def __init__(self) -> None:
+        """Not started."""
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(LOOP_PROBE_S)
+            self.lags.append(loop.time() - started - LOOP_PROBE_S)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[LoopLagProbe]:
+        """Probe while the block runs."""
+        self.lags.clear()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        try:
+            yield self
+        finally:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def rss_mib() -> float:
+    """Resident memory of this process now, in MiB."""
+    gc.collect()
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def cpu_s() -> float:
+    """CPU seconds this process has used (all threads: the loop, executors, VAD)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class DeviceProcess:
+    """`benchmarks.devices` in a child process: many emulated devices, driven by stdin lines."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        """Wrap a started child."""
+        self.process = process
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def start(cls, ota_url: str, *args: str) -> AsyncIterator[DeviceProcess]:
+        """Start the child; kill it if the block fails."""
+        root = Path(__file__).resolve().parent.parent
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks.devices",
+            ota_url,
+            *args,
+            cwd=root,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            yield cls(process)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    async def read(self) -> dict[str, Any]:
+        """The child's next report (one JSON object per line)."""
+        assert self.process.stdout is not None
+        line = await self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"device process ended ({await self.process.wait()})")
+        report: dict[str, Any] = json.loads(line)
+        return report
+
+    async def tell(self, command: str) -> None:
+        """Send the child one command line."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(command.encode() + b"\n")
+        await self.process.stdin.drain()
+
+
+async def load(bench: HubBench, counts: list[int], seconds: float) -> dict[str, Any]:
+    """Devices streaming their microphones in realtime mode while replies play to all of them."""
+    await bench.use(streaming_tts=False, word_delay=0)
+    bench.providers.agent.reply = "Okay, the kitchen light is on now, and the door is locked."
+    results: dict[str, Any] = {}
+    probe = LoopLagProbe()
+    for count in counts:
+        async with DeviceProcess.start(
+            bench.ota_url, "load", "--devices", str(count), "--seconds", str(seconds)
+        ) as child:
+            await child.read()  # connected
+            cpu_before, wall_before = cpu_s(), time.monotonic()
+            async with probe.running():
+                await child.tell("go")
+                report = await child.read()
+            cpu = cpu_s() - cpu_before
+            wall = time.monotonic() - wall_before
+        report["loop_lag_s"] = percentiles(probe.lags, 50, 99)
+        report["hub_cpu_percent_per_device"] = round(cpu / wall / count * 100, 2)
+        report["hub_cpu_percent"] = round(cpu / wall * 100, 1)
+        results[str(count)] = report
+    return results
+
+
+def traced_mib() -> float:
+    """Python heap in use now (tracemalloc), in MiB."""
+    return tracemalloc.get_traced_memory()[0] / 2**20
+
+
+@contextlib.asynccontextmanager
+async def rss_peak(every_s: float = 0.05) -> AsyncIterator[list[float]]:
+    """Sample RSS while the block runs; the list holds the samples."""
+    samples: list[float] = []
+
+    async def sample() -> None:
+        while True:
+            samples.append(rss_mib())
+            await asyncio.sleep(every_s)
+
+    task = asyncio.get_running_loop().create_task(sample())
+    try:
+        yield samples
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def memory(bench: HubBench, idle_devices: int, turns: int) -> dict[str, Any]:
+    """Memory per idle connected device, per device in a turn, and growth over many turns.
+
+    RSS is what the system sees; tracemalloc counts the Python heap only (not libopus or the
+    VAD model), but is not blurred by memory freed earlier and reused.
+    """
+    await bench.use(streaming_tts=False, word_delay=0)
+    bench.providers.agent.reply = "Okay."
+    result: dict[str, Any] = {}
+    tracemalloc.start()
+    try:
+        rss_before, heap_before = rss_mib(), traced_mib()
+        async with DeviceProcess.start(
+            bench.ota_url, "idle", "--devices", str(idle_devices)
+        ) as child:
+            await child.read()
+            await asyncio.sleep(1.0)
+            rss_connected, heap_connected = rss_mib(), traced_mib()
+            await child.tell("stop")
+            await child.read()
+        result["idle_devices"] = idle_devices
+        result["rss_per_idle_device_kib"] = (rss_connected - rss_before) / idle_devices * 1024
+        result["heap_per_idle_device_kib"] = (heap_connected - heap_before) / idle_devices * 1024
+
+        devices = min(idle_devices, MEMORY_TURN_DEVICES)
+        async with DeviceProcess.start(
+            bench.ota_url, "turns", "--devices", str(devices), "--turns", str(turns // devices)
+        ) as child:
+            await child.read()  # connected
+            rss_idle, heap_idle = rss_mib(), traced_mib()
+            tasks_idle = len(asyncio.all_tasks())
+            async with rss_peak() as samples:
+                await child.tell("go")
+                warm = await child.read()  # a tenth of the turns: caches and pools are warm
+            rss_warm, heap_warm = rss_mib(), traced_mib()
+            await child.tell("go")
+            done = await child.read()
+            await asyncio.sleep(0.5)
+            rss_end, heap_end = rss_mib(), traced_mib()
+            tasks_end = len(asyncio.all_tasks())
+            await child.tell("stop")
+            await child.read()
+    finally:
+        tracemalloc.stop()
+    result["turns"] = warm["turns"] + done["turns"]
+    result["turn_frames"] = warm["frames"] + done["frames"]
+    result["concurrent_turns"] = warm["peak"]
+    result["rss_per_active_turn_kib"] = max(0.0, max(samples) - rss_idle) / devices * 1024
+    result["rss_growth_after_warmup_mib"] = rss_end - rss_warm
+    result["heap_growth_after_warmup_mib"] = heap_end - heap_warm
+    result["heap_growth_per_turn_bytes"] = (heap_end - heap_warm) * 2**20 / max(1, done["turns"])
+    result["heap_idle_to_end_mib"] = heap_end - heap_idle
+    result["tasks_growth"] = tasks_end - tasks_idle
+    return result
+
+
+# --- all of it -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much of each scenario to run."""
+
+    latency_turns: int
+    overhead_turns: int
+    streaming_turns: int
+    load_counts: list[int]
+    load_seconds: float
+    idle_devices: int
+    memory_turns: int
+
+
+FULL = Sizes(
+    latency_turns=50,
+    overhead_turns=200,
+    streaming_turns=10,
+    load_counts=[1, 10, 50, 100],
+    load_seconds=15.0,
+    idle_devices=100,
+    memory_turns=1000,
+)
+SMOKE = Sizes(
+    latency_turns=2,
+    overhead_turns=3,
+    streaming_turns=1,
+    load_counts=[5],
+    load_seconds=4.0,
+    idle_devices=5,
+    memory_turns=20,
+)
+
+
+async def run_all(bench: HubBench, sizes: Sizes) -> dict[str, Any]:
+    """Every scenario, one after the other."""
+    # The test harness runs the loop in asyncio's debug mode, which records a stack trace for
+    # every task and callback; Home Assistant in production does not.
+    bench.hass.loop.set_debug(False)
+    return {
+        "user_latency": await user_latency(bench, sizes.latency_turns),
+        "hub_overhead": await hub_overhead(bench, sizes.overhead_turns),
+        "streaming": await streaming(bench, sizes.streaming_turns),
+        "load": await load(bench, sizes.load_counts, sizes.load_seconds),
+        "memory": await memory(bench, sizes.idle_devices, sizes.memory_turns),
+    }

@@ -1,0 +1,52 @@
+"""The benchmark scenarios, small: they keep working and measure real turns and frames."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeassistant.core import HomeAssistant
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from benchmarks.hub import SMOKE, HubBench, run_all
+from benchmarks.report import format_table
+
+from .conftest import make_hub_entry
+from .providers import Providers
+
+
+@pytest.fixture
+def hub_entry() -> MockConfigEntry:
+    """Devices in another process join without a code."""
+    return make_hub_entry(auth_mode="local_network")
+
+
+@pytest.mark.timeout(300)
+async def test_benchmarks_measure_real_turns(
+    hass: HomeAssistant, providers: Providers, make_device: Any, ota_url: str
+) -> None:
+    results = await run_all(HubBench(hass, providers, make_device, ota_url), SMOKE)
+    assert format_table(results)
+
+    user = results["user_latency"]
+    assert user["turns"] == SMOKE.latency_turns
+    assert user["stages_ms"]["first_frame"]["p50"] > 0  # a frame really went out after the VAD
+    assert user["speech_end_to_first_frame_s"]["p50"] > user["vad_end_to_first_frame_s"]["p50"]
+    overhead = results["hub_overhead"]
+    assert overhead["turns"] == SMOKE.overhead_turns
+    assert set(overhead["stages_ms"]) >= {"stt_end", "intent_end", "tts_ready", "first_frame"}
+    assert overhead["decode_us_per_frame"] > 0
+    assert overhead["encode_us_per_frame"] > 0
+    streaming = results["streaming"]
+    assert (
+        streaming["speech_end_to_first_frame_s"]["p50"]
+        < streaming["speech_end_to_last_token_s"]["p50"]
+    )
+    (load,) = results["load"].values()
+    assert load["devices"] == SMOKE.load_counts[0]
+    assert load["replies"] >= load["devices"]  # every device heard at least one whole reply
+    assert load["frames"] > load["replies"] * 10
+    assert load["loop_lag_s"]["p99"] >= 0
+    memory = results["memory"]
+    assert memory["turns"] >= SMOKE.memory_turns
+    assert memory["turn_frames"] >= memory["turns"]  # each turn got reply audio before the abort
