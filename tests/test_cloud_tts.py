@@ -9,7 +9,7 @@ from typing import Any
 from unittest.mock import patch
 
 from homeassistant.components import tts
-from homeassistant.config_entries import ConfigSubentryData
+from homeassistant.config_entries import ConfigSubentry, ConfigSubentryData
 from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
@@ -241,7 +241,9 @@ async def test_edge_options_voices_and_languages(
     ]
 
     # Per-call options win over the subentry's; English gets an English voice by default.
-    await speak(hass, EDGE, ["Hello there. ", "Bye."], {"voice": "zh-CN-YunxiNeural", "rate": -20})
+    await speak(
+        hass, EDGE, ["Hello there. ", "Bye."], {"voice": "zh-CN-YunxiNeural", "rate": "-20%"}
+    )
     await speak(hass, EDGE, ["Hello there. ", "Bye."], language="en-US")
     voices = [(r["voice"].split(", ")[1].rstrip(")"), r["rate"]) for r in edge_server.ssml]
     assert voices == [
@@ -253,6 +255,22 @@ async def test_edge_options_voices_and_languages(
 
     with pytest.raises(HomeAssistantError, match="Invalid Edge TTS option"):
         await speak(hass, EDGE, ["你好。"], {"pitch": 500})
+
+
+async def test_a_new_subentry_adds_its_entity(
+    hass: HomeAssistant, ha_core: None, edge_server: EdgeServer, dashscope: DashScopeServer
+) -> None:
+    entry = await setup_hub(hass, edge_subentry())
+    subentry = ConfigSubentry(**cosyvoice_subentry(dashscope.url))
+    hass.config_entries.async_add_subentry(entry, subentry)
+    await hass.async_block_till_done(wait_background_tasks=True)
+
+    entity = er.async_get(hass).async_get(COSYVOICE)
+    assert entity is not None
+    assert entity.config_subentry_id == subentry.subentry_id
+    audio, _ = await speak(hass, COSYVOICE, ["你好。"])
+    assert audio
+    assert hass.states.get(EDGE) is not None
 
 
 async def test_edge_unreachable_fails_within_the_timeout(

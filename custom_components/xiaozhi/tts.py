@@ -199,10 +199,10 @@ class EdgeTtsEntity(CloudTtsEntity):
         """Speak each sentence as soon as its text is complete."""
         options = request.options
         try:
-            prosody = {
-                "rate": edge.format_rate(_number(options, OPTION_RATE)),
-                "pitch": edge.format_pitch(_number(options, OPTION_PITCH)),
-                "volume": edge.format_volume(_number(options, OPTION_VOLUME)),
+            prosody = {  # numbers (10) or Edge's own form ("+10%")
+                "rate": edge.format_rate(options.get(OPTION_RATE) or 0),
+                "pitch": edge.format_pitch(options.get(OPTION_PITCH) or 0),
+                "volume": edge.format_volume(options.get(OPTION_VOLUME) or 0),
             }
         except ValueError as err:
             raise HomeAssistantError(f"Invalid Edge TTS option: {err}") from err
