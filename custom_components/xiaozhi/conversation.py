@@ -221,7 +221,7 @@ class XiaozhiConversationEntity(
         turn = _Turn()
         try:
             for _ in range(MAX_TOOL_ITERATIONS):
-                stream = self._async_stream(chat_log, memory_prompt(recalled) if recalled else None)
+                stream = self._stream(chat_log, memory_prompt(recalled) if recalled else None)
                 async for _content in chat_log.async_add_delta_content_stream(
                     self.entity_id, self._async_deltas(stream, chat_log, turn, user_input.language)
                 ):
@@ -244,7 +244,7 @@ class XiaozhiConversationEntity(
             )
         return result
 
-    def _async_stream(
+    def _stream(
         self, chat_log: conversation.ChatLog, memory: str | None
     ) -> AsyncIterator[StreamItem]:
         data = self.subentry.data

@@ -120,7 +120,7 @@ class _ServiceFlow(ConfigSubentryFlow):
         """The name field, for a new subentry only (its title)."""
         if not self._is_new:
             return {}
-        return {probatio.Required(CONF_NAME, default=default or "AI"): str}
+        return {probatio.Required(CONF_NAME, default=default): str}
 
     def _finish(
         self, user_input: dict[str, Any], optional: tuple[str, ...] = ()
@@ -135,7 +135,7 @@ class _ServiceFlow(ConfigSubentryFlow):
                 self._data.pop(key, None)
         self._data.update(user_input)
         if self._is_new:
-            return self.async_create_entry(title=title or "AI", data=self._data)
+            return self.async_create_entry(title=title, data=self._data)
         return self.async_update_and_abort(
             self._get_entry(), self._get_reconfigure_subentry(), data=self._data
         )
@@ -211,7 +211,9 @@ class ConversationFlow(_ServiceFlow):
         ]
         schema = probatio.Schema(
             {
-                **self._name_field(self._data.get(CONF_MODEL, "")),
+                **self._name_field(
+                    self._data[CONF_MODEL] or LLM_PRESETS[self._data[CONF_PRESET]].vendor
+                ),
                 probatio.Required(CONF_BASE_URL): _URL,
                 probatio.Required(CONF_API_KEY): _PASSWORD,
                 probatio.Required(CONF_MODEL): str,
