@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import timedelta
 from typing import Any
 
 from homeassistant.components import conversation
@@ -10,8 +11,9 @@ from homeassistant.components.assist_pipeline import async_get_pipeline, async_u
 from homeassistant.const import CONF_API_KEY, CONF_LLM_HASS_API, CONF_PROMPT, STATE_ON
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import entity_registry as er, llm
+from homeassistant.util import dt as dt_util
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.xiaozhi.const import (
     CONF_BASE_URL,
@@ -27,7 +29,7 @@ from custom_components.xiaozhi.const import (
 )
 from custom_components.xiaozhi.core.emulator import DeviceEmulator, speech_pcm
 from custom_components.xiaozhi.core.messages import ListenMode
-from custom_components.xiaozhi.memory import STORAGE_KEY
+from custom_components.xiaozhi.memory import SAVE_DELAY_S, STORAGE_KEY
 
 from .llm_server import (
     API_KEY,
@@ -48,7 +50,7 @@ from .test_assist_satellite import speak
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
 SUBENTRY_ID = "agent-subentry"
 TIMEOUT_S = 1.5  # the agent's configured timeout: a stalled service fails this fast
-SENTENCE_GAP_S = 0.4
+SENTENCE_GAP_S = 0.5  # the reply goes on for 1 s after its first sentence
 TURN_ON = "intent__HassTurnOn"  # Assist's tools are named after the integration providing them
 REPLY = [
     "Done, the kitchen light is on now, so you can see what you are cooking. ",
@@ -276,3 +278,15 @@ async def test_memory_is_stored(
     assert "User: I like tea.\nAssistant: Noted, tea." in llm_server.system_prompt()
     await converse(hass, "Thanks", "device-1")
     assert "User: What do I like?" in llm_server.system_prompt()
+
+
+async def test_memory_is_deleted_with_the_hub(
+    hass: HomeAssistant, llm_server: LlmServer, hass_storage: dict[str, Any], ota_url: str
+) -> None:
+    await converse(hass, "Remember me", "device-1")
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=SAVE_DELAY_S + 1))
+    await hass.async_block_till_done()
+    assert hass_storage[STORAGE_KEY]["data"][SUBENTRY_ID]["device-1"]
+    await hass.config_entries.async_remove(hass.config_entries.async_entries(DOMAIN)[0].entry_id)
+    await hass.async_block_till_done()
+    assert STORAGE_KEY not in hass_storage

@@ -83,6 +83,11 @@ async def async_unload_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> 
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
 
 
+async def async_remove_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> None:
+    """The hub is deleted: its agents' memory goes with it."""
+    await async_get_memory(hass).async_remove()
+
+
 async def async_remove_config_entry_device(
     hass: HomeAssistant, entry: XiaozhiConfigEntry, device_entry: DeviceEntry
 ) -> bool:

@@ -13,6 +13,7 @@ import logging
 from typing import Any, Final, Literal
 
 from homeassistant.components import conversation
+from homeassistant.components.conversation.models import AbstractConversationAgent
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.const import CONF_LLM_HASS_API, CONF_PROMPT, MATCH_ALL
 from homeassistant.core import HomeAssistant
@@ -160,9 +161,7 @@ class _Turn:
     error: LlmError | None = None
 
 
-class XiaozhiConversationEntity(
-    conversation.ConversationEntity, conversation.AbstractConversationAgent
-):
+class XiaozhiConversationEntity(conversation.ConversationEntity, AbstractConversationAgent):
     """A conversation agent on an OpenAI-compatible chat-completions API."""
 
     _attr_has_entity_name = True

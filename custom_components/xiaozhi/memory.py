@@ -81,6 +81,11 @@ class Memory:
         if (await self._async_data()).pop(subentry_id, None) is not None:
             self._async_schedule_save()
 
+    async def async_remove(self) -> None:
+        """Forget everything and delete the stored file."""
+        self._data = {}
+        await self._store.async_remove()
+
     @callback
     def _async_schedule_save(self) -> None:
         self._store.async_delay_save(lambda: self._data or {}, SAVE_DELAY_S)
