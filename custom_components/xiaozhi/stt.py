@@ -12,8 +12,6 @@ from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
-from homeassistant.helpers.httpx_client import get_async_client
-import openai
 
 from .cloud import SpeechServiceError, openai_stt, paraformer
 from .cloud.audio import wav_file
@@ -28,13 +26,12 @@ from .const import (
     SUBENTRY_STT,
 )
 from .hub import XiaozhiConfigEntry
-from .service_entity import XiaozhiServiceEntity, service_timeout
+from .subentry import XiaozhiServiceEntity, async_create_openai_client, service_timeout
 
 _LOGGER = logging.getLogger(__name__)
 
 PARALLEL_UPDATES = 0
 
-NO_API_KEY: Final = "none"  # self-hosted OpenAI-compatible servers often take any key
 OPENAI_LANGUAGES: Final = [
     "ar-SA", "cs-CZ", "da-DK", "de-DE", "el-GR", "en-GB", "en-US", "es-ES", "fi-FI", "fr-FR",
     "he-IL", "hi-IN", "hu-HU", "id-ID", "it-IT", "ja-JP", "ko-KR", "nb-NO", "nl-NL", "pl-PL",
@@ -69,13 +66,9 @@ async def async_setup_entry(
 
 async def _async_openai_entity(hass: HomeAssistant, subentry: ConfigSubentry) -> OpenAiSttEntity:
     data = subentry.data
-    client = openai.AsyncOpenAI(
-        api_key=data.get(CONF_API_KEY) or NO_API_KEY,
-        base_url=data.get(CONF_BASE_URL) or openai_stt.DEFAULT_BASE_URL,
-        http_client=get_async_client(hass),  # type: ignore[arg-type]  # httpx, as HA's own
+    client = await async_create_openai_client(
+        hass, {**data, CONF_BASE_URL: data.get(CONF_BASE_URL) or openai_stt.DEFAULT_BASE_URL}
     )
-    # The library reads platform data once, with blocking calls: do it off the event loop.
-    await hass.async_add_executor_job(client.platform_headers)
     transcriber = openai_stt.OpenAiTranscriber(
         client,
         model=data.get(CONF_MODEL) or openai_stt.DEFAULT_MODEL,

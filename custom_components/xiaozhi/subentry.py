@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
 from homeassistant.const import CONF_API_KEY, Platform
@@ -18,6 +18,8 @@ from .const import (
     CONF_BASE_URL,
     CONF_MODEL,
     CONF_PRESET,
+    CONF_TIMEOUT,
+    DEFAULT_SERVICE_TIMEOUT_S,
     DOMAIN,
     LLM_PRESETS,
     PRESET_CUSTOM,
@@ -26,6 +28,13 @@ from .const import (
 from .hub import XiaozhiConfigEntry
 from .llm_client import API_RETRIES
 
+NO_API_KEY: Final = "none"  # self-hosted OpenAI-compatible servers often take any key
+
+
+def service_timeout(subentry: ConfigSubentry) -> float:
+    """Seconds before a request to the subentry's service is given up."""
+    return float(subentry.data.get(CONF_TIMEOUT) or DEFAULT_SERVICE_TIMEOUT_S)
+
 
 async def async_create_openai_client(
     hass: HomeAssistant, data: Mapping[str, Any]
@@ -33,7 +42,7 @@ async def async_create_openai_client(
     """A client for an OpenAI-compatible service, on HA's shared HTTP client."""
     client = openai.AsyncOpenAI(
         base_url=data[CONF_BASE_URL],
-        api_key=data[CONF_API_KEY],
+        api_key=data.get(CONF_API_KEY) or NO_API_KEY,
         max_retries=API_RETRIES,
         # HA's httpx client: the library accepts it at runtime only (typed for httpx2).
         http_client=cast(Any, get_async_client(hass)),
@@ -61,15 +70,38 @@ def agent_preset(subentry: ConfigSubentry) -> LlmPreset:
     return LLM_PRESETS.get(subentry.data.get(CONF_PRESET, ""), LLM_PRESETS[PRESET_CUSTOM])
 
 
-def agent_device_info(subentry: ConfigSubentry) -> DeviceInfo:
-    """The service device of a conversation agent (its entities may come up in any order)."""
+def service_device_info(subentry: ConfigSubentry, manufacturer: str, model: str) -> DeviceInfo:
+    """The service device of a subentry, named after it (its entities share it)."""
     return DeviceInfo(
         identifiers={(DOMAIN, subentry.subentry_id)},
         name=subentry.title,
-        manufacturer=agent_preset(subentry).vendor,
-        model=subentry.data[CONF_MODEL],
+        manufacturer=manufacturer,
+        model=str(subentry.data.get(CONF_MODEL) or model),
         entry_type=DeviceEntryType.SERVICE,
     )
+
+
+def agent_device_info(subentry: ConfigSubentry) -> DeviceInfo:
+    """The service device of a conversation agent (its entities may come up in any order)."""
+    return service_device_info(subentry, agent_preset(subentry).vendor, subentry.data[CONF_MODEL])
+
+
+class XiaozhiServiceEntity(Entity):
+    """One subentry's entity, on a service device named after the subentry.
+
+    The entity is the device's main feature, so it takes the device's name; TTS entities set
+    their own name instead (HA's TTS manager refuses an engine whose name is None).
+    """
+
+    _attr_has_entity_name = True
+    _attr_name: str | None = None
+    _attr_should_poll = False
+
+    def __init__(self, subentry: ConfigSubentry, *, manufacturer: str, model: str) -> None:
+        """Name the entity and its device after the subentry."""
+        self.subentry = subentry
+        self._attr_unique_id = subentry.subentry_id
+        self._attr_device_info = service_device_info(subentry, manufacturer, model)
 
 
 class SubentryReloader:

@@ -37,7 +37,7 @@ from .const import (
     SUBENTRY_TTS,
 )
 from .hub import XiaozhiConfigEntry
-from .service_entity import XiaozhiServiceEntity, service_timeout
+from .subentry import XiaozhiServiceEntity, service_timeout
 
 _LOGGER = logging.getLogger(__name__)
 
