@@ -90,11 +90,17 @@ class HubBench:
 # --- what the user feels ---------------------------------------------------------------------
 
 
-async def user_latency(bench: HubBench, turns: int) -> dict[str, Any]:
-    """End of real speech -> first reply frame on the wire, auto mode, default settings."""
+async def user_latency(bench: HubBench, turns: int, sensitivity: str = "default") -> dict[str, Any]:
+    """End of real speech -> first reply frame on the wire, auto mode, at a VAD sensitivity."""
     await bench.use(streaming_tts=False, word_delay=0)
     device = await bench.make_device()
     await device.connect()
+    await bench.hass.services.async_call(
+        "select",
+        "select_option",
+        {"entity_id": bench.satellite(device).vad_sensitivity_entity_id, "option": sensitivity},
+        blocking=True,
+    )
     utterance = make_utterance()
     latencies, overheads, stages = [], [], []
     for turn in range(turns):
@@ -108,6 +114,7 @@ async def user_latency(bench: HubBench, turns: int) -> dict[str, Any]:
     await device.close()
     return {
         "turns": turns,
+        "sensitivity": sensitivity,
         "speech_end_to_first_frame_s": percentiles(latencies, 50, 95),
         "vad_end_to_first_frame_s": percentiles(overheads, 50, 95),
         "vad_end_after_speech_s": percentiles(
@@ -415,6 +422,7 @@ class Sizes:
     """How much of each scenario to run."""
 
     latency_turns: int
+    aggressive_turns: int
     overhead_turns: int
     streaming_turns: int
     load_counts: list[int]
@@ -425,6 +433,7 @@ class Sizes:
 
 FULL = Sizes(
     latency_turns=50,
+    aggressive_turns=20,
     overhead_turns=200,
     streaming_turns=10,
     load_counts=[1, 10, 50, 100],
@@ -434,6 +443,7 @@ FULL = Sizes(
 )
 SMOKE = Sizes(
     latency_turns=2,
+    aggressive_turns=1,
     overhead_turns=3,
     streaming_turns=1,
     load_counts=[5],
@@ -450,6 +460,7 @@ async def run_all(bench: HubBench, sizes: Sizes) -> dict[str, Any]:
     bench.hass.loop.set_debug(False)
     return {
         "user_latency": await user_latency(bench, sizes.latency_turns),
+        "user_latency_aggressive": await user_latency(bench, sizes.aggressive_turns, "aggressive"),
         "hub_overhead": await hub_overhead(bench, sizes.overhead_turns),
         "streaming": await streaming(bench, sizes.streaming_turns),
         "load": await load(bench, sizes.load_counts, sizes.load_seconds),

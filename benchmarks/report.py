@@ -19,15 +19,17 @@ def _pcts(values: dict[str, float], *, scale_ms: bool = True) -> str:
 def format_table(results: dict[str, Any]) -> str:
     """A plain-text table of the headline numbers, one line each."""
     rows: list[tuple[str, str]] = []
-    user = results["user_latency"]
-    rows.append(
-        (
-            f"end of speech -> first frame, auto mode ({user['turns']} turns)",
-            _pcts(user["speech_end_to_first_frame_s"]),
+    for key in ("user_latency", "user_latency_aggressive"):
+        user = results[key]
+        rows.append(
+            (
+                f"end of speech -> first frame, auto mode, {user['sensitivity']} VAD"
+                f" ({user['turns']} turns)",
+                _pcts(user["speech_end_to_first_frame_s"]),
+            )
         )
-    )
-    rows.append(("  of which: VAD end after speech", _pcts(user["vad_end_after_speech_s"])))
-    rows.append(("  of which: VAD end -> first frame", _pcts(user["vad_end_to_first_frame_s"])))
+        rows.append(("  of which: VAD end after speech", _pcts(user["vad_end_after_speech_s"])))
+        rows.append(("  of which: VAD end -> first frame", _pcts(user["vad_end_to_first_frame_s"])))
     overhead = results["hub_overhead"]
     rows.append(
         (
