@@ -106,7 +106,7 @@ async def user_latency(bench: HubBench, turns: int, sensitivity: str = "default"
     for turn in range(turns):
         bench.providers.agent.reply = f"Okay, the kitchen light is on. Request {turn}."
         opened, first = await _auto_turn(device, utterance)
-        timings = bench.satellite(device).last_turn_timings
+        timings = bench.hub.devices[device.device_id].last_turn
         latencies.append(first - (opened + utterance.speech_end_s))
         overheads.append(first - timings.marks[Stage.SPEECH_END])
         stages.append(timings.since_speech_end())
@@ -157,7 +157,7 @@ async def hub_overhead(bench: HubBench, turns: int) -> dict[str, Any]:
     for turn in range(turns):
         bench.providers.agent.reply = f"Okay. Request {turn}."
         first = await manual_turn(device, packets)
-        timings = bench.satellite(device).last_turn_timings
+        timings = bench.hub.devices[device.device_id].last_turn
         overheads.append(device.received.audio[first][0] - timings.marks[Stage.SPEECH_END])
         stages.append(timings.since_speech_end())
         await barge_in(device)

@@ -21,9 +21,10 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.core import SessionState
-from custom_components.xiaozhi.core.const import PLAYBACK_LEAD_FRAMES
+from custom_components.xiaozhi.core.const import PLAYBACK_LEAD_FRAMES, TTS_START_SETTLE_S
 from custom_components.xiaozhi.core.emulator import DeviceEmulator, speech_pcm
 from custom_components.xiaozhi.core.messages import ListenMode
+from custom_components.xiaozhi.core.timings import Stage
 
 from . import audio
 from .conftest import make_hub_entry
@@ -147,6 +148,13 @@ async def test_voice_turn_manual_mode(
     assert hass.states.get(providers.light.entity_id).state == STATE_ON
     assert reply_seconds(device) >= 1.0
     assert_paced(device)
+    # Where the time went, as diagnostics show it: the first frame waited for the device to have
+    # switched to speaking (`tts start` goes out with the transcript), nothing else did.
+    hub = hass.config_entries.async_entries(DOMAIN)[0].runtime_data
+    stages = hub.devices[device.device_id].last_turn.since_speech_end()
+    assert set(stages) == {s.value for s in Stage} - {Stage.SPEECH_END.value}
+    assert max(stages, key=stages.__getitem__) == Stage.FIRST_FRAME
+    assert stages[Stage.FIRST_FRAME] >= stages[Stage.STT_END] + TTS_START_SETTLE_S * 1000 - 1
     await asyncio.sleep(0.2)
     # Manual mode: no follow-up turn; the channel stays open and idle.
     assert not device.closed

@@ -30,6 +30,8 @@ async def test_diagnostics_redact_the_token(
     hub = await get_diagnostics_for_config_entry(hass, hass_client, entry)
     assert hub["devices"][device.device_id]["connected"] is True
     assert hub["devices"][device.device_id]["session"]["protocol_version"] == 1
+    assert hub["devices"][device.device_id]["session"]["codec"]["frames_decoded"] == 0
+    assert hub["devices"][device.device_id]["last_turn_ms_after_speech_end"] == {}
     registry_device = dr.async_get(hass).async_get_device_by_identifier(
         (DOMAIN, device.device_id), entry.entry_id
     )

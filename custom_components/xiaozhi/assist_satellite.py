@@ -101,7 +101,6 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
         self._turn: _Turn | None = None
         self._run: asyncio.Task[None] | None = None
         self._dropped_audio = False
-        self.last_turn_timings = TurnTimings()
 
     # --- entity plumbing -------------------------------------------------------------------------
 
@@ -223,7 +222,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
         )
         wake_word, self._wake_word = self._wake_word, None
         turn = self._turn = _Turn(session)
-        self.last_turn_timings = turn.timings  # the latest turn's, filled in as it goes
+        self.device.last_turn = turn.timings
         self._run = self._entry.async_create_background_task(
             self.hass, self._async_run_turn(turn, mic, wake_word), f"xiaozhi turn {self.entity_id}"
         )

@@ -11,6 +11,7 @@ from homeassistant.helpers.device_registry import CONNECTION_NETWORK_MAC, Device
 
 from .const import DOMAIN, MANUFACTURER
 from .core import DeviceSession, SessionHost
+from .core.timings import TurnTimings
 
 
 @dataclass
@@ -24,6 +25,7 @@ class XiaozhiDevice:
     token: str | None = None  # set once the user bound the device with its activation code
     session: DeviceSession | None = None
     voice: SessionHost | None = None  # the satellite that turns its audio into pipeline runs
+    last_turn: TurnTimings = field(default_factory=TurnTimings)  # the latest, filled as it goes
     _listeners: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     @property

@@ -30,7 +30,9 @@ def _device(device: XiaozhiDevice) -> dict[str, Any]:
             "protocol_version": session.device.protocol_version,
             "client_hello": session.hello.to_dict() if session.hello else None,
             "reply_audio": session.reply_audio.to_dict(),
+            "codec": session.codec_stats.as_dict(),
         },
+        "last_turn_ms_after_speech_end": device.last_turn.since_speech_end(),
     }
 
 
