@@ -12,6 +12,7 @@ from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import device_registry as dr, entity_registry as er, llm
 import pytest
 
+from custom_components.xiaozhi import async_remove_config_entry_device
 from custom_components.xiaozhi.const import (
     CONF_BASE_URL,
     CONF_LANGUAGE,
@@ -345,6 +346,13 @@ async def test_tts_flows(hass: HomeAssistant) -> None:
     assert result["reason"] == "reconfigure_successful"
     assert hub(hass).subentries[edge_id].data[CONF_VOICE] == "zh-CN-YunxiNeural"
     assert hub(hass).subentries[edge_id].title == "Edge"
+
+    # The service's device cannot be deleted on its own: the subentry owns it.
+    service = dr.async_get(hass).async_get_device_by_identifier(
+        (DOMAIN, edge_id), hub(hass).entry_id
+    )
+    assert service is not None
+    assert not await async_remove_config_entry_device(hass, hub(hass), service)
 
 
 async def test_diagnostics_redact_api_keys(hass: HomeAssistant, llm_server: LlmServer) -> None:

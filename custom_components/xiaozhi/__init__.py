@@ -91,8 +91,13 @@ async def async_remove_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> 
 async def async_remove_config_entry_device(
     hass: HomeAssistant, entry: XiaozhiConfigEntry, device_entry: DeviceEntry
 ) -> bool:
-    """Let the user remove a device: its token is revoked, it must be activated again."""
-    for domain, device_id in device_entry.identifiers:
-        if domain == DOMAIN:
-            entry.runtime_data.async_forget(device_id)
+    """Let the user remove a device: its token is revoked, it must be activated again.
+
+    A cloud service's device goes with its subentry, not on its own.
+    """
+    identifiers = [key for domain, key in device_entry.identifiers if domain == DOMAIN]
+    if any(key in entry.subentries for key in identifiers):
+        return False
+    for device_id in identifiers:
+        entry.runtime_data.async_forget(device_id)
     return True
