@@ -248,11 +248,13 @@ async def test_stt_flows(hass: HomeAssistant) -> None:
     result = await configure(hass, result, {CONF_SERVICE: "dashscope"})
     assert result["step_id"] == "dashscope"
     assert suggested(result, CONF_MODEL) == "paraformer-realtime-v2"
+    assert suggested(result, CONF_BASE_URL) == "wss://dashscope.aliyuncs.com/api-ws/v1/inference"
     result = await configure(
         hass,
         result,
         {
             CONF_NAME: "Paraformer",
+            CONF_BASE_URL: "wss://dashscope.aliyuncs.com/api-ws/v1/inference",
             CONF_API_KEY: "sk-2",
             CONF_MODEL: "paraformer-realtime-v2",
             CONF_TIMEOUT: 15.0,
@@ -260,6 +262,7 @@ async def test_stt_flows(hass: HomeAssistant) -> None:
     )
     assert result["data"] == {
         CONF_SERVICE: "dashscope",
+        CONF_BASE_URL: "wss://dashscope.aliyuncs.com/api-ws/v1/inference",
         CONF_API_KEY: "sk-2",
         CONF_MODEL: "paraformer-realtime-v2",
         CONF_TIMEOUT: 15.0,
@@ -272,6 +275,7 @@ async def test_stt_flows(hass: HomeAssistant) -> None:
         hass,
         result,
         {
+            CONF_BASE_URL: "wss://dashscope-intl.aliyuncs.com/api-ws/v1/inference",
             CONF_API_KEY: "sk-3",
             CONF_MODEL: "paraformer-v2",
             CONF_LANGUAGE: "en",
@@ -281,6 +285,10 @@ async def test_stt_flows(hass: HomeAssistant) -> None:
     assert result["reason"] == "reconfigure_successful"
     assert hub(hass).subentries[paraformer].data[CONF_API_KEY] == "sk-3"
     assert hub(hass).subentries[paraformer].data[CONF_LANGUAGE] == "en"
+    assert (
+        hub(hass).subentries[paraformer].data[CONF_BASE_URL]
+        == "wss://dashscope-intl.aliyuncs.com/api-ws/v1/inference"
+    )
 
 
 async def test_tts_flows(hass: HomeAssistant) -> None:
@@ -320,6 +328,7 @@ async def test_tts_flows(hass: HomeAssistant) -> None:
         result,
         {
             CONF_NAME: "CosyVoice",
+            CONF_BASE_URL: "wss://dashscope.aliyuncs.com/api-ws/v1/inference",
             CONF_API_KEY: "sk-4",
             CONF_MODEL: "cosyvoice-v2",
             CONF_VOICE: "longxiaochun_v2",

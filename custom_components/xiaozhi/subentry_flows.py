@@ -23,6 +23,7 @@ from homeassistant.helpers.selector import (
 )
 import probatio
 
+from .cloud.dashscope import DEFAULT_URL as DASHSCOPE_URL
 from .const import (
     CONF_BASE_URL,
     CONF_LANGUAGE,
@@ -326,12 +327,17 @@ class SttFlow(_SpeechFlow):
         return self._service_form(
             SERVICE_DASHSCOPE,
             {
+                probatio.Required(CONF_BASE_URL): _URL,
                 probatio.Required(CONF_API_KEY): _PASSWORD,
                 probatio.Required(CONF_MODEL): str,
                 probatio.Optional(CONF_LANGUAGE): str,
                 probatio.Required(CONF_TIMEOUT): _TIMEOUT,
             },
-            {CONF_MODEL: DEFAULT_STT_DASHSCOPE_MODEL, CONF_TIMEOUT: DEFAULT_SERVICE_TIMEOUT_S},
+            {
+                CONF_BASE_URL: DASHSCOPE_URL,
+                CONF_MODEL: DEFAULT_STT_DASHSCOPE_MODEL,
+                CONF_TIMEOUT: DEFAULT_SERVICE_TIMEOUT_S,
+            },
         )
 
 
@@ -377,12 +383,14 @@ class TtsFlow(_SpeechFlow):
         return self._service_form(
             SERVICE_DASHSCOPE,
             {
+                probatio.Required(CONF_BASE_URL): _URL,
                 probatio.Required(CONF_API_KEY): _PASSWORD,
                 probatio.Required(CONF_MODEL): str,
                 probatio.Required(CONF_VOICE): str,
                 probatio.Required(CONF_TIMEOUT): _TIMEOUT,
             },
             {
+                CONF_BASE_URL: DASHSCOPE_URL,
                 CONF_MODEL: DEFAULT_TTS_DASHSCOPE_MODEL,
                 CONF_VOICE: DEFAULT_TTS_DASHSCOPE_VOICE,
                 CONF_TIMEOUT: DEFAULT_SERVICE_TIMEOUT_S,
