@@ -7,9 +7,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 
-import aiohttp
-
-from .dashscope import DEFAULT_URL, DashScopeTask
+from .dashscope import DashScopeModel, DashScopeTask
 from .errors import SpeechServiceError
 
 DEFAULT_MODEL: Final = "cosyvoice-v2"
@@ -67,24 +65,10 @@ def _pieces(text: str) -> list[str]:
     return [text[i : i + MAX_TEXT_PER_MESSAGE] for i in range(0, len(text), MAX_TEXT_PER_MESSAGE)]
 
 
-class CosyVoiceClient:
+class CosyVoiceClient(DashScopeModel):
     """Synthesise streamed text into streamed 24 kHz PCM with CosyVoice."""
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        api_key: str,
-        *,
-        url: str = DEFAULT_URL,
-        model: str = DEFAULT_MODEL,
-        timeout: float,
-    ) -> None:
-        """Set the service up; nothing is sent until `synthesize`."""
-        self._session = session
-        self._api_key = api_key
-        self._url = url
-        self._model = model
-        self._timeout = timeout
+    default_model = DEFAULT_MODEL
 
     async def synthesize(
         self,
@@ -95,27 +79,18 @@ class CosyVoiceClient:
         volume: int = DEFAULT_VOLUME,
     ) -> AsyncIterator[bytes]:
         """Start a task (connection errors raise here); return its PCM as it is made."""
-        task = await DashScopeTask.start(
-            self._session,
-            url=self._url,
-            api_key=self._api_key,
-            payload={
-                "task_group": "audio",
-                "task": "tts",
-                "function": "SpeechSynthesizer",
-                "model": self._model,
-                "parameters": {
-                    "text_type": "PlainText",
-                    "voice": voice,
-                    "format": AUDIO_FORMAT,
-                    "sample_rate": SAMPLE_RATE,
-                    "volume": volume,
-                    "rate": rate,
-                    "pitch": 1.0,
-                },
-                "input": {},
+        task = await self._start_task(
+            "tts",
+            "SpeechSynthesizer",
+            {
+                "text_type": "PlainText",
+                "voice": voice,
+                "format": AUDIO_FORMAT,
+                "sample_rate": SAMPLE_RATE,
+                "volume": volume,
+                "rate": rate,
+                "pitch": 1.0,
             },
-            timeout=self._timeout,
         )
         return self._audio(task, text)
 

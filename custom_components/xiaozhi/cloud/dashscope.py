@@ -162,3 +162,42 @@ class DashScopeTask:
                 return
             if name not in (EVENT_STARTED, EVENT_RESULT):
                 _LOGGER.debug("Ignoring DashScope event %s", name)
+
+
+class DashScopeModel:
+    """A DashScope model used through one task per request on the inference WebSocket."""
+
+    default_model: str
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        api_key: str,
+        *,
+        url: str = DEFAULT_URL,
+        model: str | None = None,
+        timeout: float,
+    ) -> None:
+        """Set the service up; nothing is sent until a task starts."""
+        self._session = session
+        self._api_key = api_key
+        self._url = url
+        self._model = model or self.default_model
+        self._timeout = timeout
+
+    async def _start_task(self, task: str, function: str, parameters: Payload) -> DashScopeTask:
+        """Start an audio task with this model; connection and auth errors raise here."""
+        return await DashScopeTask.start(
+            self._session,
+            url=self._url,
+            api_key=self._api_key,
+            payload={
+                "task_group": "audio",
+                "task": task,
+                "function": function,
+                "model": self._model,
+                "parameters": parameters,
+                "input": {},
+            },
+            timeout=self._timeout,
+        )

@@ -6,9 +6,7 @@ import asyncio
 from collections.abc import AsyncIterable, Callable
 from typing import Any, Final
 
-import aiohttp
-
-from .dashscope import DEFAULT_URL, DashScopeTask, Payload
+from .dashscope import DashScopeModel, DashScopeTask, Payload
 
 DEFAULT_MODEL: Final = "paraformer-realtime-v2"
 SAMPLE_RATE: Final = 16000
@@ -47,24 +45,10 @@ def _sentence_ended(sentence: dict[str, Any]) -> bool:
     return sentence.get("end_time") is not None  # what the SDK checks
 
 
-class ParaformerClient:
+class ParaformerClient(DashScopeModel):
     """Transcribe 16 kHz 16-bit mono PCM with Paraformer realtime."""
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        api_key: str,
-        *,
-        url: str = DEFAULT_URL,
-        model: str = DEFAULT_MODEL,
-        timeout: float,
-    ) -> None:
-        """Set the service up; nothing is sent until `transcribe`."""
-        self._session = session
-        self._api_key = api_key
-        self._url = url
-        self._model = model
-        self._timeout = timeout
+    default_model = DEFAULT_MODEL
 
     async def transcribe(
         self,
@@ -77,20 +61,7 @@ class ParaformerClient:
         parameters: Payload = {"format": AUDIO_FORMAT, "sample_rate": SAMPLE_RATE}
         if hint := language_hint(language):
             parameters["language_hints"] = [hint]
-        task = await DashScopeTask.start(
-            self._session,
-            url=self._url,
-            api_key=self._api_key,
-            payload={
-                "task_group": "audio",
-                "task": "asr",
-                "function": "recognition",
-                "model": self._model,
-                "parameters": parameters,
-                "input": {},
-            },
-            timeout=self._timeout,
-        )
+        task = await self._start_task("asr", "recognition", parameters)
         results = asyncio.create_task(self._collect(task, on_partial))
         try:
             frame = bytearray()
