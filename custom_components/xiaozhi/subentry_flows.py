@@ -117,6 +117,32 @@ class _ServiceFlow(ConfigSubentryFlow):
     def _loaded(self) -> bool:
         return self._get_entry().state is ConfigEntryState.LOADED
 
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Change the settings (not the provider or service they were made for)."""
+        if not self._loaded():
+            return self.async_abort(reason="entry_not_loaded")
+        self._data = dict(self._get_reconfigure_subentry().data)
+        return await self._async_step_settings()
+
+    async def _async_step_settings(self) -> SubentryFlowResult:
+        """Show the settings form of what was chosen."""
+        raise NotImplementedError
+
+    def _choice_form(
+        self, key: str, options: list[str], translation_key: str
+    ) -> SubentryFlowResult:
+        """The first step: pick one of `options`."""
+        selector = SelectSelector(
+            SelectSelectorConfig(
+                options=options, translation_key=translation_key, mode=SelectSelectorMode.LIST
+            )
+        )
+        return self.async_show_form(
+            step_id="user", data_schema=probatio.Schema({probatio.Required(key): selector})
+        )
+
     def _name_field(self, default: str) -> dict[Any, Any]:
         """The name field, for a new subentry only (its title)."""
         if not self._is_new:
@@ -163,26 +189,9 @@ class ConversationFlow(_ServiceFlow):
                 CONF_TIMEOUT: DEFAULT_SERVICE_TIMEOUT_S,
             }
             return await self.async_step_settings()
-        schema = probatio.Schema(
-            {
-                probatio.Required(CONF_PRESET): SelectSelector(
-                    SelectSelectorConfig(
-                        options=list(LLM_PRESETS),
-                        translation_key=CONF_PRESET,
-                        mode=SelectSelectorMode.LIST,
-                    )
-                )
-            }
-        )
-        return self.async_show_form(step_id="user", data_schema=schema)
+        return self._choice_form(CONF_PRESET, list(LLM_PRESETS), CONF_PRESET)
 
-    async def async_step_reconfigure(
-        self, user_input: dict[str, Any] | None = None
-    ) -> SubentryFlowResult:
-        """Change the settings of an agent."""
-        if not self._loaded():
-            return self.async_abort(reason="entry_not_loaded")
-        self._data = dict(self._get_reconfigure_subentry().data)
+    async def _async_step_settings(self) -> SubentryFlowResult:
         return await self.async_step_settings()
 
     async def async_step_settings(
@@ -252,30 +261,10 @@ class _SpeechFlow(_ServiceFlow):
             return self.async_abort(reason="entry_not_loaded")
         if user_input is not None:
             self._data = {CONF_SERVICE: user_input[CONF_SERVICE]}
-            return await self._async_step_service()
-        schema = probatio.Schema(
-            {
-                probatio.Required(CONF_SERVICE): SelectSelector(
-                    SelectSelectorConfig(
-                        options=self.services,
-                        translation_key=f"{self._subentry_type}_service",
-                        mode=SelectSelectorMode.LIST,
-                    )
-                )
-            }
-        )
-        return self.async_show_form(step_id="user", data_schema=schema)
+            return await self._async_step_settings()
+        return self._choice_form(CONF_SERVICE, self.services, f"{self._subentry_type}_service")
 
-    async def async_step_reconfigure(
-        self, user_input: dict[str, Any] | None = None
-    ) -> SubentryFlowResult:
-        """Change the settings of the service (not the service itself)."""
-        if not self._loaded():
-            return self.async_abort(reason="entry_not_loaded")
-        self._data = dict(self._get_reconfigure_subentry().data)
-        return await self._async_step_service()
-
-    async def _async_step_service(self) -> SubentryFlowResult:
+    async def _async_step_settings(self) -> SubentryFlowResult:
         step = getattr(self, f"async_step_{self._data[CONF_SERVICE]}")
         result: SubentryFlowResult = await step()
         return result
