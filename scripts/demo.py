@@ -244,15 +244,17 @@ async def light_state(http: aiohttp.ClientSession, base: str, token: str) -> str
         return state
 
 
-def start_provider(script: str, port: int, log: Any) -> subprocess.Popen[bytes]:
-    """Start one of the demo's Wyoming servers."""
+def start_provider(module: str, port: int, log: Any) -> subprocess.Popen[bytes]:
+    """Start one of the demo's Wyoming servers (a module of scripts.demo_providers)."""
     return subprocess.Popen(
         [
             sys.executable,
-            str(REPO / "scripts" / "demo_providers" / script),
+            "-m",
+            f"scripts.demo_providers.{module}",
             "--uri",
             f"tcp://127.0.0.1:{port}",
         ],
+        cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -384,8 +386,8 @@ async def run(args: argparse.Namespace) -> int:
     children: list[subprocess.Popen[bytes]] = []
     try:
         children += [
-            start_provider("wyoming_stt.py", stt_port, log),
-            start_provider("wyoming_tts.py", tts_port, log),
+            start_provider("wyoming_stt", stt_port, log),
+            start_provider("wyoming_tts", tts_port, log),
         ]
         await wait_for_port(stt_port)
         await wait_for_port(tts_port)

@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 import io
+from pathlib import Path
 import socket
 import sys
 import time
@@ -268,11 +269,17 @@ def test_pick_voice() -> None:
 
 @pytest.mark.parametrize("module", [wyoming_stt, wyoming_tts], ids=["stt", "tts"])
 async def test_runs_as_a_script(socket_enabled: None, module: ModuleType) -> None:
-    """`python wyoming_xxx.py --uri tcp://...` logs one ready line, then answers Describe."""
+    """`python -m scripts.demo_providers.wyoming_xxx --uri tcp://...` logs a ready line, then
+    answers Describe (as `scripts/demo` starts them)."""
     uri = f"tcp://{HOST}:{free_port()}"
-    assert module.__file__ is not None
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, module.__file__, "--uri", uri, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        module.__name__,
+        "--uri",
+        uri,
+        cwd=Path(__file__).parent.parent,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stderr is not None

@@ -2,14 +2,12 @@
 
 Decodes 16 kHz 16-bit mono PCM against a small grammar of Home Assistant style commands
 (GRAMMAR below), using the acoustic model and dictionary that ship inside the pocketsphinx
-wheel: nothing is downloaded. Run: python scripts/demo_providers/wyoming_stt.py --uri tcp://...
+wheel: nothing is downloaded. Run: python -m scripts.demo_providers.wyoming_stt --uri tcp://...
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 from importlib.metadata import version
 import logging
 import threading
@@ -22,6 +20,8 @@ from wyoming.audio import AudioChunk, AudioChunkConverter, AudioStart, AudioStop
 from wyoming.event import Event
 from wyoming.info import AsrModel, AsrProgram, Attribution, Describe, Info
 from wyoming.server import AsyncEventHandler, AsyncServer
+
+from scripts.demo_providers import runner
 
 _LOGGER = logging.getLogger("wyoming_stt")
 
@@ -161,27 +161,5 @@ async def start(uri: str) -> AsyncServer:
     return server
 
 
-async def serve(uri: str) -> None:
-    """Serve until cancelled."""
-    server = await start(uri)
-    _LOGGER.info("pocketsphinx STT ready on %s", uri)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await server.stop()
-
-
-def main() -> None:
-    """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--uri", required=True, help="tcp://HOST:PORT or unix://PATH")
-    parser.add_argument("--debug", action="store_true", help="log every transcription")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    _LOGGER.setLevel(logging.DEBUG if args.debug else logging.INFO)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.uri))
-
-
 if __name__ == "__main__":
-    main()
+    runner.main(__doc__.splitlines()[0], start, _LOGGER)

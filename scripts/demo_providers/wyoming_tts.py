@@ -1,14 +1,12 @@
 """Offline text-to-speech over the Wyoming protocol, with the espeak-ng binary.
 
 Speaks English and Mandarin Chinese (UTF-8 text) and answers with 16-bit mono PCM at espeak's
-native 22050 Hz. Run: python scripts/demo_providers/wyoming_tts.py --uri tcp://HOST:PORT
+native 22050 Hz. Run: python -m scripts.demo_providers.wyoming_tts --uri tcp://HOST:PORT
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import logging
 import re
 import shutil
@@ -21,6 +19,8 @@ from wyoming.event import Event
 from wyoming.info import Attribution, Describe, Info, TtsProgram, TtsVoice
 from wyoming.server import AsyncEventHandler, AsyncServer
 from wyoming.tts import Synthesize, SynthesizeStop, SynthesizeStopped
+
+from scripts.demo_providers import runner
 
 _LOGGER = logging.getLogger("wyoming_tts")
 
@@ -181,27 +181,5 @@ async def start(uri: str) -> AsyncServer:
     return server
 
 
-async def serve(uri: str) -> None:
-    """Serve until cancelled."""
-    server = await start(uri)
-    _LOGGER.info("espeak-ng TTS ready on %s", uri)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await server.stop()
-
-
-def main() -> None:
-    """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--uri", required=True, help="tcp://HOST:PORT or unix://PATH")
-    parser.add_argument("--debug", action="store_true", help="log every synthesis")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    _LOGGER.setLevel(logging.DEBUG if args.debug else logging.INFO)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.uri))
-
-
 if __name__ == "__main__":
-    main()
+    runner.main(__doc__.splitlines()[0], start, _LOGGER)
