@@ -17,6 +17,7 @@ from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.core import OTA_PATH
 from custom_components.xiaozhi.core.emulator import DeviceEmulator
 
+from .cloud_servers import BlackHole, DashScopeServer, EdgeServer, mp3_clip
 from .providers import TEST_DOMAIN, Providers, ProvidersFlow, async_setup_providers
 
 TEST_TOKEN = "test-hub-token"
@@ -119,3 +120,42 @@ async def make_device(
     yield _make
     for device in devices:
         await device.close()
+
+
+# --- loopback cloud services (tests/cloud_servers.py) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mp3() -> bytes:
+    """A short MP3 clip like the ones Edge sends."""
+    return mp3_clip()
+
+
+@pytest.fixture
+async def dashscope(socket_enabled: None) -> AsyncIterator[DashScopeServer]:
+    """A DashScope endpoint on loopback; fails the test if a command was malformed."""
+    server = await DashScopeServer().start()
+    yield server
+    await server.close()
+    assert server.errors == []
+
+
+@pytest.fixture
+async def edge_server(socket_enabled: None, mp3: bytes) -> AsyncIterator[EdgeServer]:
+    """The Edge service on loopback, with edge-tts pointed at it (its URLs are constants)."""
+    server = await EdgeServer(mp3).start()
+    with (
+        patch("edge_tts.communicate.WSS_URL", server.wss_url),
+        patch("edge_tts.voices.VOICE_LIST", server.voices_url),
+    ):
+        yield server
+    await server.close()
+    assert server.errors == []
+
+
+@pytest.fixture
+async def black_hole(socket_enabled: None) -> AsyncIterator[BlackHole]:
+    """A port that accepts connections and never answers."""
+    hole = await BlackHole().start()
+    yield hole
+    await hole.close()

@@ -57,14 +57,6 @@ METADATA = stt.SpeechMetadata(
 
 
 @pytest.fixture
-async def dashscope(socket_enabled: None) -> AsyncIterator[DashScopeServer]:
-    server = await DashScopeServer().start()
-    yield server
-    await server.close()
-    assert server.errors == []
-
-
-@pytest.fixture
 async def openai_server(socket_enabled: None) -> AsyncIterator[OpenAiServer]:
     server = await OpenAiServer().start()
     yield server

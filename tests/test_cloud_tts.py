@@ -41,7 +41,6 @@ from .cloud_servers import (
     BlackHole,
     DashScopeServer,
     EdgeServer,
-    mp3_clip,
 )
 
 EDGE = "tts.edge_tts"
@@ -57,32 +56,6 @@ WAV_16K = {
     tts.ATTR_PREFERRED_SAMPLE_CHANNELS: 1,
     tts.ATTR_PREFERRED_SAMPLE_BYTES: 2,
 }
-
-
-@pytest.fixture(scope="module")
-def mp3() -> bytes:
-    return mp3_clip()
-
-
-@pytest.fixture
-async def edge_server(socket_enabled: None, mp3: bytes) -> AsyncIterator[EdgeServer]:
-    """The Edge service on loopback; edge-tts's URL constants point at it."""
-    server = await EdgeServer(mp3).start()
-    with (
-        patch("edge_tts.communicate.WSS_URL", server.wss_url),
-        patch("edge_tts.voices.VOICE_LIST", server.voices_url),
-    ):
-        yield server
-    await server.close()
-    assert server.errors == []
-
-
-@pytest.fixture
-async def dashscope(socket_enabled: None) -> AsyncIterator[DashScopeServer]:
-    server = await DashScopeServer().start()
-    yield server
-    await server.close()
-    assert server.errors == []
 
 
 def edge_subentry(**data: Any) -> ConfigSubentryData:

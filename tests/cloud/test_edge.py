@@ -26,7 +26,7 @@ SHORT_TIMEOUT_S = 0.5
 WAIT_S = 10.0
 
 
-async def test_each_sentence_is_spoken_as_soon_as_it_is_complete(edge: EdgeServer) -> None:
+async def test_each_sentence_is_spoken_as_soon_as_it_is_complete(edge_server: EdgeServer) -> None:
     first_audio = asyncio.Event()
     order: list[str] = []
 
@@ -48,29 +48,34 @@ async def test_each_sentence_is_spoken_as_soon_as_it_is_complete(edge: EdgeServe
         audio += chunk
 
     assert order == ["first audio", "last text"]
-    assert [request["text"] for request in edge.ssml] == ["你好，我是小智。", "今天天气很好。"]
+    assert [request["text"] for request in edge_server.ssml] == [
+        "你好，我是小智。",
+        "今天天气很好。",
+    ]
     assert (
-        edge.ssml[0]
+        edge_server.ssml[0]
         | {
             "voice": "Microsoft Server Speech Text to Speech Voice (zh-CN, YunxiNeural)",
             "rate": "+10%",
             "pitch": "-5Hz",
             "volume": "+0%",
         }
-        == edge.ssml[0]
+        == edge_server.ssml[0]
     )
-    assert bytes(audio) == edge.audio_for(["你好，我是小智。", "今天天气很好。"])  # whole, in order
-    assert "Sec-MS-GEC" in edge.queries[0]  # the library built its own request
+    assert bytes(audio) == edge_server.audio_for(
+        ["你好，我是小智。", "今天天气很好。"]
+    )  # whole, in order
+    assert "Sec-MS-GEC" in edge_server.queries[0]  # the library built its own request
 
 
-async def test_voice_list_is_fetched_once(edge: EdgeServer) -> None:
+async def test_voice_list_is_fetched_once(edge_server: EdgeServer) -> None:
     client = EdgeTtsClient(timeout=TIMEOUT_S)
     assert client.voices == list(FALLBACK_VOICES)
     voices = await client.async_voices()
     assert EdgeVoice("ja-JP-NanamiNeural", "ja-JP", "Female") in voices
     assert voices[0].name == "Xiaoxiao (Female)"
     assert await client.async_voices() == voices
-    assert edge.voice_list_requests == 1
+    assert edge_server.voice_list_requests == 1
 
 
 async def test_voice_list_falls_back_when_unreachable(socket_enabled: None) -> None:
@@ -92,12 +97,12 @@ async def test_refused_connection_fails_at_once(socket_enabled: None) -> None:
 
 @pytest.mark.parametrize("where", ["no answer to connect", "no answer to text"])
 async def test_silent_service_fails_within_the_timeout(
-    edge: EdgeServer, black_hole: BlackHole, where: str
+    edge_server: EdgeServer, black_hole: BlackHole, where: str
 ) -> None:
-    url = edge.wss_url
+    url = edge_server.wss_url
     if where == "no answer to connect":
         url = f"ws://{HOST}:{black_hole.port}/edge/v1?x=1"
-    edge.stall = True
+    edge_server.stall = True
     client = EdgeTtsClient(timeout=SHORT_TIMEOUT_S)
     start = time.monotonic()
     with (
