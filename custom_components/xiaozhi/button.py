@@ -32,12 +32,11 @@ async def async_setup_entry(
             unique_id = f"{subentry.subentry_id}-{FORGET_MEMORY.key}"
             if entity_id := registry.async_get_entity_id(Platform.BUTTON, DOMAIN, unique_id):
                 registry.async_remove(entity_id)
-    async_add_subentry_entities(
-        entry,
-        SUBENTRY_CONVERSATION,
-        async_add_entities,
-        lambda subentry: ([ForgetMemoryButton(subentry)] if subentry.data.get(CONF_MEMORY) else []),
-    )
+
+    async def buttons(subentry: ConfigSubentry) -> list[ForgetMemoryButton]:
+        return [ForgetMemoryButton(subentry)] if subentry.data.get(CONF_MEMORY) else []
+
+    await async_add_subentry_entities(entry, SUBENTRY_CONVERSATION, async_add_entities, buttons)
 
 
 class ForgetMemoryButton(ButtonEntity):

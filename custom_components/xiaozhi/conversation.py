@@ -68,19 +68,12 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add an agent for each conversation subentry."""
-    clients = {
-        subentry.subentry_id: await async_create_openai_client(hass, subentry.data)
-        for subentry in entry.subentries.values()
-        if subentry.subentry_type == SUBENTRY_CONVERSATION
-    }
-    async_add_subentry_entities(
-        entry,
-        SUBENTRY_CONVERSATION,
-        async_add_entities,
-        lambda subentry: [
-            XiaozhiConversationEntity(entry, subentry, clients[subentry.subentry_id])
-        ],
-    )
+
+    async def agents(subentry: ConfigSubentry) -> list[XiaozhiConversationEntity]:
+        client = await async_create_openai_client(hass, subentry.data)
+        return [XiaozhiConversationEntity(entry, subentry, client)]
+
+    await async_add_subentry_entities(entry, SUBENTRY_CONVERSATION, async_add_entities, agents)
 
 
 def _tool_param(

@@ -26,7 +26,12 @@ from .const import (
     SUBENTRY_STT,
 )
 from .hub import XiaozhiConfigEntry
-from .subentry import XiaozhiServiceEntity, async_create_openai_client, service_timeout
+from .subentry import (
+    XiaozhiServiceEntity,
+    async_add_subentry_entities,
+    async_create_openai_client,
+    service_timeout,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -49,19 +54,17 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add one STT entity per speech-to-text subentry."""
-    for subentry in entry.subentries.values():
-        if subentry.subentry_type != SUBENTRY_STT:
-            continue
+
+    async def entities(subentry: ConfigSubentry) -> list[CloudSttEntity]:
         service = subentry.data.get(CONF_SERVICE)
-        entity: CloudSttEntity
         if service == SERVICE_OPENAI:
-            entity = await _async_openai_entity(hass, subentry)
-        elif service == SERVICE_DASHSCOPE:
-            entity = ParaformerSttEntity(subentry, _paraformer_client(hass, subentry))
-        else:
-            _LOGGER.error("Unknown speech-to-text service %r in %s", service, subentry.title)
-            continue
-        async_add_entities([entity], config_subentry_id=subentry.subentry_id)
+            return [await _async_openai_entity(hass, subentry)]
+        if service == SERVICE_DASHSCOPE:
+            return [ParaformerSttEntity(subentry, _paraformer_client(hass, subentry))]
+        _LOGGER.error("Unknown speech-to-text service %r in %s", service, subentry.title)
+        return []
+
+    await async_add_subentry_entities(entry, SUBENTRY_STT, async_add_entities, entities)
 
 
 async def _async_openai_entity(hass: HomeAssistant, subentry: ConfigSubentry) -> OpenAiSttEntity:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, cast
 
 from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
 from homeassistant.const import CONF_API_KEY, Platform
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers.device_registry import DeviceEntryType, DeviceInfo
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
@@ -52,17 +52,17 @@ async def async_create_openai_client(
     return client
 
 
-@callback
-def async_add_subentry_entities(
+async def async_add_subentry_entities(
     entry: XiaozhiConfigEntry,
     subentry_type: str,
     async_add_entities: AddConfigEntryEntitiesCallback,
-    entities_of: Callable[[ConfigSubentry], Iterable[Entity]],
+    entities_of: Callable[[ConfigSubentry], Awaitable[Iterable[Entity]]],
 ) -> None:
     """Add a platform's entities for every subentry of a type."""
     for subentry in entry.subentries.values():
         if subentry.subentry_type == subentry_type:
-            async_add_entities(entities_of(subentry), config_subentry_id=subentry.subentry_id)
+            entities = await entities_of(subentry)
+            async_add_entities(entities, config_subentry_id=subentry.subentry_id)
 
 
 def agent_preset(subentry: ConfigSubentry) -> LlmPreset:

@@ -37,7 +37,7 @@ from .const import (
     SUBENTRY_TTS,
 )
 from .hub import XiaozhiConfigEntry
-from .subentry import XiaozhiServiceEntity, service_timeout
+from .subentry import XiaozhiServiceEntity, async_add_subentry_entities, service_timeout
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -57,14 +57,12 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add one TTS entity per text-to-speech subentry."""
-    for subentry in entry.subentries.values():
-        if subentry.subentry_type != SUBENTRY_TTS:
-            continue
+
+    async def entities(subentry: ConfigSubentry) -> list[tts.TextToSpeechEntity]:
         service = subentry.data.get(CONF_SERVICE)
-        entity: tts.TextToSpeechEntity
         if service == SERVICE_EDGE:
-            entity = EdgeTtsEntity(subentry, edge.EdgeTtsClient(timeout=service_timeout(subentry)))
-        elif service == SERVICE_DASHSCOPE:
+            return [EdgeTtsEntity(subentry, edge.EdgeTtsClient(timeout=service_timeout(subentry)))]
+        if service == SERVICE_DASHSCOPE:
             client = cosyvoice.CosyVoiceClient(
                 async_get_clientsession(hass),
                 subentry.data.get(CONF_API_KEY, ""),
@@ -72,11 +70,11 @@ async def async_setup_entry(
                 model=subentry.data.get(CONF_MODEL) or cosyvoice.DEFAULT_MODEL,
                 timeout=service_timeout(subentry),
             )
-            entity = CosyVoiceTtsEntity(subentry, client)
-        else:
-            _LOGGER.error("Unknown text-to-speech service %r in %s", service, subentry.title)
-            continue
-        async_add_entities([entity], config_subentry_id=subentry.subentry_id)
+            return [CosyVoiceTtsEntity(subentry, client)]
+        _LOGGER.error("Unknown text-to-speech service %r in %s", service, subentry.title)
+        return []
+
+    await async_add_subentry_entities(entry, SUBENTRY_TTS, async_add_entities, entities)
 
 
 async def _ha_errors(audio: AsyncIterator[bytes]) -> AsyncGenerator[bytes]:
