@@ -71,7 +71,7 @@ class HubBench:
 
     def satellite(self, device: DeviceEmulator) -> XiaozhiSatellite:
         """The satellite entity serving `device`."""
-        voice = self.hub.devices[device.device_id].voice
+        voice = self.hub.devices[device.device_id].handler
         assert isinstance(voice, XiaozhiSatellite)
         return voice
 

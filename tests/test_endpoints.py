@@ -88,8 +88,9 @@ async def test_handshake_and_audio_in_each_framing(
 ) -> None:
     device = await make_device(protocol_version=version)
     received: list[int] = []
-    xiaozhi = hub(hass)
-    xiaozhi.audio_received = lambda session, pcm: received.append(len(pcm))  # type: ignore[method-assign]
+    satellite = hub(hass).devices[device.device_id].handler
+    assert satellite is not None
+    satellite.audio_received = lambda session, pcm: received.append(len(pcm))  # type: ignore[method-assign]
 
     started = time.monotonic()
     hello = await device.connect()

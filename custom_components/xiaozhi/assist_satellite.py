@@ -32,7 +32,14 @@ from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import CONF_SILENCE_TIMEOUT, DEFAULT_SILENCE_TIMEOUT_S, DOMAIN
-from .core import DeviceSession, SessionHost, SessionState, XiaozhiError
+from .core import (
+    DeviceSession,
+    SessionEnded,
+    SessionEvent,
+    SessionStarted,
+    SessionState,
+    XiaozhiError,
+)
 from .core.const import CloseCode
 from .core.messages import Abort, Listen, ListenMode, ListenState
 from .core.sentences import SentenceSplitter, split_sentences
@@ -81,7 +88,7 @@ class _Turn:
     timings: TurnTimings = field(default_factory=TurnTimings)
 
 
-class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
+class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
     """A xiaozhi device as an Assist satellite."""
 
     entity_description = AssistSatelliteEntityDescription(key="assist_satellite")
@@ -107,12 +114,12 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
     async def async_added_to_hass(self) -> None:
         """Receive the device's voice events."""
         await super().async_added_to_hass()
-        self.device.voice = self
+        self.device.handler = self
 
         @callback
         def detach() -> None:
-            if self.device.voice is self:
-                self.device.voice = None
+            if self.device.handler is self:
+                self.device.handler = None
 
         self.async_on_remove(detach)
 
@@ -155,9 +162,26 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
         if config.active_wake_words not in ([], [FIRMWARE_WAKE_WORD.id]):
             raise HomeAssistantError("The wake word of a xiaozhi device is set in its firmware")
 
-    # --- device events (SessionHost) -------------------------------------------------------------
+    # --- device events (SessionHandler) ----------------------------------------------------------
 
-    def listen_received(self, session: DeviceSession, message: Listen) -> None:
+    @callback
+    def session_event(self, session: DeviceSession, event: SessionEvent) -> None:
+        """Handle the events of the device's current session; a replaced one's are dropped."""
+        if isinstance(event, SessionStarted):
+            self.device.set_session(session)
+            return
+        if session is not self.device.session:
+            return
+        match event:
+            case Listen():
+                self._listen_received(session, event)
+            case Abort():
+                self._abort_received()
+            case SessionEnded():
+                self.device.set_session(None)
+                self._session_ended()
+
+    def _listen_received(self, session: DeviceSession, message: Listen) -> None:
         """Start a turn on `listen start`; end the microphone on `listen stop`."""
         if message.state is ListenState.DETECT:
             self._wake_word = message.text or FIRMWARE_WAKE_WORD.wake_word
@@ -167,8 +191,11 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
             self._mark(Stage.SPEECH_END)
             self._end_mic()
 
+    @callback
     def audio_received(self, session: DeviceSession, pcm: bytes) -> None:
         """Feed the open turn, ending it when the user stops talking (auto and realtime)."""
+        if session is not self.device.session:
+            return
         if (mic := self._mic) is None:
             if (
                 self._barge_in is not None
@@ -198,12 +225,12 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity, SessionHost):
                     self.hass, session.close(CloseCode.NORMAL, "no speech"), "xiaozhi close"
                 )
 
-    def abort_received(self, session: DeviceSession, message: Abort) -> None:
+    def _abort_received(self) -> None:
         """Barge-in: the session stopped the audio already; drop the run."""
         self._cancel_turn()
         self.tts_response_finished()
 
-    def session_ended(self, session: DeviceSession) -> None:
+    def _session_ended(self) -> None:
         """The device went away: drop the run."""
         self._cancel_turn()
         self._wake_word = None

@@ -10,7 +10,7 @@ from homeassistant.core import CALLBACK_TYPE, callback
 from homeassistant.helpers.device_registry import CONNECTION_NETWORK_MAC, DeviceInfo
 
 from .const import DOMAIN, MANUFACTURER
-from .core import DeviceSession, SessionHost
+from .core import DeviceSession, SessionHandler
 from .core.timings import TurnTimings
 
 
@@ -24,7 +24,7 @@ class XiaozhiDevice:
     chip_model: str | None = None
     token: str | None = None  # set once the user bound the device with its activation code
     session: DeviceSession | None = None
-    voice: SessionHost | None = None  # the satellite that turns its audio into pipeline runs
+    handler: SessionHandler | None = None  # its satellite, which the device's sessions report to
     last_turn: TurnTimings = field(default_factory=TurnTimings)  # the latest, filled as it goes
     _listeners: list[Callable[[], None]] = field(default_factory=list, repr=False)
 

@@ -40,17 +40,17 @@ from .const import (
     TOKEN_BYTES,
 )
 from .core import (
+    WEBSOCKET_PATH,
     Activation,
     CloseCode,
     DeviceIdentity,
     DeviceSession,
     OtaRequest,
-    SessionHost,
+    SessionEvent,
+    SessionHandler,
     WebsocketConfig,
-    XiaozhiHost,
     XiaozhiServer,
 )
-from .core.messages import Abort, Listen, Mcp
 from .devices import XiaozhiDevice
 
 _LOGGER = logging.getLogger(__name__)
@@ -93,8 +93,20 @@ class PendingActivation:
     attempts: int = 0
 
 
-class XiaozhiHub(XiaozhiHost):
-    """Answers OTA checks, serves device channels and routes each device's events."""
+class _Unhandled:
+    """Serves a bound device whose satellite is not in HA (disabled): its events go nowhere."""
+
+    def session_event(self, session: DeviceSession, event: SessionEvent) -> None:
+        """Ignore the event."""
+
+    def audio_received(self, session: DeviceSession, pcm: bytes) -> None:
+        """Ignore the audio."""
+
+
+class XiaozhiHub:
+    """Answers OTA checks and lets bound devices open channels to their satellites."""
+
+    websocket_path = WEBSOCKET_PATH
 
     def __init__(self, hass: HomeAssistant, entry: XiaozhiConfigEntry) -> None:
         """Create the hub for a config entry, with the devices it already knows."""
@@ -306,7 +318,15 @@ class XiaozhiHub(XiaozhiHost):
             return default_url
         return str(url.with_host(base.host or "").with_port(base.port))
 
-    async def authorize(self, device: DeviceIdentity, token: str | None) -> bool:
+    async def open_channel(
+        self, device: DeviceIdentity, token: str | None
+    ) -> SessionHandler | None:
+        """Resolve a bound device presenting its own token to its satellite; None if refused."""
+        if not self._authorize(device, token):
+            return None
+        return self.devices[device.device_id].handler or _Unhandled()
+
+    def _authorize(self, device: DeviceIdentity, token: str | None) -> bool:
         """Accept a bound device presenting its own token."""
         known = self.devices.get(device.device_id)
         if known is None or known.token is None:
@@ -336,54 +356,6 @@ class XiaozhiHub(XiaozhiHost):
         """Set device clocks to HA's time zone."""
         offset = dt_util.now().utcoffset() or timedelta()
         return int(offset.total_seconds() // 60)
-
-    # --- session events, routed to the device's satellite ----------------------------------------
-
-    def session_started(self, session: DeviceSession) -> None:
-        """Bind the channel to its device."""
-        device = self.devices.get(session.device.device_id)
-        if device is None:  # removed while connecting
-            return
-        device.set_session(session)
-        _LOGGER.debug("Device %s connected (session %s)", device.device_id, session.session_id)
-        if device.voice is not None:
-            device.voice.session_started(session)
-
-    def audio_received(self, session: DeviceSession, pcm: bytes) -> None:
-        """Forward microphone audio."""
-        if (voice := self._voice(session)) is not None:
-            voice.audio_received(session, pcm)
-
-    def listen_received(self, session: DeviceSession, message: Listen) -> None:
-        """Forward listen messages."""
-        if (voice := self._voice(session)) is not None:
-            voice.listen_received(session, message)
-
-    def abort_received(self, session: DeviceSession, message: Abort) -> None:
-        """Forward aborts."""
-        if (voice := self._voice(session)) is not None:
-            voice.abort_received(session, message)
-
-    def mcp_received(self, session: DeviceSession, message: Mcp) -> None:
-        """Forward MCP messages."""
-        if (voice := self._voice(session)) is not None:
-            voice.mcp_received(session, message)
-
-    def session_ended(self, session: DeviceSession) -> None:
-        """Unbind the channel from its device."""
-        device = self.devices.get(session.device.device_id)
-        if device is None or device.session is not session:
-            return  # a replaced connection
-        device.set_session(None)
-        _LOGGER.debug("Device %s disconnected", device.device_id)
-        if device.voice is not None:
-            device.voice.session_ended(session)
-
-    def _voice(self, session: DeviceSession) -> SessionHost | None:
-        device = self.devices.get(session.device.device_id)
-        if device is None or device.session is not session:
-            return None
-        return device.voice
 
     async def async_shutdown(self) -> None:
         """Close every device channel."""

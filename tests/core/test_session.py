@@ -8,7 +8,12 @@ import json
 
 import pytest
 
-from custom_components.xiaozhi.core import SessionHost, SessionState
+from custom_components.xiaozhi.core import (
+    SessionEnded,
+    SessionEvent,
+    SessionStarted,
+    SessionState,
+)
 from custom_components.xiaozhi.core.const import (
     PLAYBACK_LEAD_FRAMES,
     TTS_START_SETTLE_S,
@@ -47,21 +52,21 @@ class RecordingLink:
         return [t for t, kind, _ in self.sent if kind == "audio"]
 
 
-class RecordingHost(SessionHost):
+class RecordingHost:
     def __init__(self) -> None:
         self.events: list[object] = []
 
-    def session_started(self, session: DeviceSession) -> None:
-        self.events.append("started")
+    def session_event(self, session: DeviceSession, event: SessionEvent) -> None:
+        match event:
+            case SessionStarted():
+                self.events.append("started")
+            case SessionEnded():
+                self.events.append("ended")
+            case _:
+                self.events.append(event)
 
-    def listen_received(self, session: DeviceSession, message: Listen) -> None:
-        self.events.append(message)
-
-    def abort_received(self, session: DeviceSession, message: Abort) -> None:
-        self.events.append(message)
-
-    def session_ended(self, session: DeviceSession) -> None:
-        self.events.append("ended")
+    def audio_received(self, session: DeviceSession, pcm: bytes) -> None:
+        pass
 
 
 @pytest.fixture

@@ -6,10 +6,17 @@ integration, in the add-on, and standalone (`python -m core.emulator` from this 
 
 from .const import ACTIVATE_PATH, OTA_PATH, WEBSOCKET_PATH, CloseCode
 from .errors import ProtocolError, XiaozhiError
-from .host import SessionHost, XiaozhiHost
+from .host import DeviceGate, SessionHandler
 from .ota import Activation, OtaRequest, WebsocketConfig
 from .server import XiaozhiServer
-from .session import DeviceIdentity, DeviceSession, SessionState
+from .session import (
+    DeviceIdentity,
+    DeviceSession,
+    SessionEnded,
+    SessionEvent,
+    SessionStarted,
+    SessionState,
+)
 
 __all__ = [
     "ACTIVATE_PATH",
@@ -17,14 +24,17 @@ __all__ = [
     "WEBSOCKET_PATH",
     "Activation",
     "CloseCode",
+    "DeviceGate",
     "DeviceIdentity",
     "DeviceSession",
     "OtaRequest",
     "ProtocolError",
-    "SessionHost",
+    "SessionEnded",
+    "SessionEvent",
+    "SessionHandler",
+    "SessionStarted",
     "SessionState",
     "WebsocketConfig",
     "XiaozhiError",
-    "XiaozhiHost",
     "XiaozhiServer",
 ]

@@ -1,49 +1,35 @@
-"""The small interface a host (the HA integration, the add-on) implements to run the core."""
+"""What the core asks of whoever runs it (the HA integration, the add-on).
+
+Two small interfaces, each with one job:
+- a `DeviceGate` decides who gets in: it answers OTA checks and activation polls and, once per
+  connection, resolves a device's credentials to the handler of its session;
+- a `SessionHandler` (the device's satellite in HA) receives that session's events directly.
+"""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
-
-from .const import WEBSOCKET_PATH
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .messages import Abort, Listen, Mcp
     from .ota import Activation, OtaRequest, WebsocketConfig
-    from .session import DeviceIdentity, DeviceSession
+    from .session import DeviceIdentity, DeviceSession, SessionEvent
 
 
-class SessionHost:
-    """What a host does with device sessions; every event handler defaults to doing nothing.
+class SessionHandler(Protocol):
+    """Receives the events of one device's sessions; runs on the event loop, never blocks."""
 
-    Handlers run on the event loop and must not block: hand work to tasks.
-    """
-
-    def session_started(self, session: DeviceSession) -> None:
-        """Handle a device that finished its hello; the session may now send."""
+    def session_event(self, session: DeviceSession, event: SessionEvent) -> None:
+        """Handle a session event: started, ended, or a message from the device."""
 
     def audio_received(self, session: DeviceSession, pcm: bytes) -> None:
         """Handle microphone audio: 16-bit mono PCM at 16 kHz."""
 
-    def listen_received(self, session: DeviceSession, message: Listen) -> None:
-        """Handle the device starting or stopping to listen, or hearing its wake word."""
 
-    def abort_received(self, session: DeviceSession, message: Abort) -> None:
-        """Handle the user interrupting the reply; playback has already stopped."""
+class DeviceGate(Protocol):
+    """Decides which devices are served, and who handles each one's session."""
 
-    def mcp_received(self, session: DeviceSession, message: Mcp) -> None:
-        """Handle a JSON-RPC message from the device's MCP server."""
+    websocket_path: str
 
-    def session_ended(self, session: DeviceSession) -> None:
-        """Handle the channel closing (once, only for sessions that started)."""
-
-
-class XiaozhiHost(SessionHost, ABC):
-    """A host of the OTA and WebSocket endpoints."""
-
-    websocket_path: str = WEBSOCKET_PATH
-
-    @abstractmethod
     async def ota_answer(
         self, request: OtaRequest, default_url: str
     ) -> WebsocketConfig | Activation:
@@ -52,14 +38,13 @@ class XiaozhiHost(SessionHost, ABC):
         `default_url` is the channel URL derived from the device's own request.
         """
 
-    @abstractmethod
     async def activation_done(self, device_id: str) -> bool:
         """Return whether the user confirmed the device's activation code."""
 
-    @abstractmethod
-    async def authorize(self, device: DeviceIdentity, token: str | None) -> bool:
-        """Return whether a device may open a channel with this token."""
+    async def open_channel(
+        self, device: DeviceIdentity, token: str | None
+    ) -> SessionHandler | None:
+        """Return the handler of a device allowed to open a channel with this token, else None."""
 
     def timezone_offset_minutes(self) -> int:
         """Return the offset from UTC the device clock should show, in minutes east."""
-        return 0

@@ -19,7 +19,7 @@ from .const import (
     CloseCode,
 )
 from .errors import FramingError, OtaRequestError, ProtocolError
-from .host import XiaozhiHost
+from .host import DeviceGate
 from .ota import OtaRequest, build_ota_response, normalize_device_id
 from .session import DeviceIdentity, DeviceSession, SessionState
 
@@ -58,9 +58,9 @@ class WebSocketLink:
 class XiaozhiServer:
     """Serves devices: answers OTA checks and runs a `DeviceSession` per WebSocket."""
 
-    def __init__(self, host: XiaozhiHost) -> None:
-        """Serve devices on behalf of `host`."""
-        self.host = host
+    def __init__(self, gate: DeviceGate) -> None:
+        """Serve the devices `gate` lets in."""
+        self.gate = gate
         self.sessions: set[DeviceSession] = set()
         self._by_device: dict[str, DeviceSession] = {}
         self._closing = False
@@ -80,14 +80,14 @@ class XiaozhiServer:
         except _BodyTooLargeError:
             _LOGGER.warning("Rejected OTA request from %s: body too large", request.remote)
             return _error(413, f"body exceeds {MAX_OTA_BODY_BYTES} bytes")
-        config = await self.host.ota_answer(
-            ota_request, default_websocket_url(request, self.host.websocket_path)
+        config = await self.gate.ota_answer(
+            ota_request, default_websocket_url(request, self.gate.websocket_path)
         )
         answer = build_ota_response(
             ota_request,
             config,
             now_ms=time.time_ns() // 1_000_000,
-            timezone_offset_minutes=self.host.timezone_offset_minutes(),
+            timezone_offset_minutes=self.gate.timezone_offset_minutes(),
         )
         _LOGGER.debug("OTA check from %s (%s)", ota_request.device_id, ota_request.user_agent)
         return web.json_response(answer)
@@ -105,7 +105,7 @@ class XiaozhiServer:
             return _error(400, str(err))
         except _BodyTooLargeError:
             return _error(413, f"body exceeds {MAX_OTA_BODY_BYTES} bytes")
-        if await self.host.activation_done(device_id):
+        if await self.gate.activation_done(device_id):
             return web.json_response({"status": "activated"})
         return web.json_response({"status": "waiting for the code"}, status=202)
 
@@ -120,7 +120,8 @@ class XiaozhiServer:
         except (OtaRequestError, FramingError) as err:
             _LOGGER.warning("Rejected connection from %s: %s", request.remote, err)
             return _error(400, str(err))
-        if not await self.host.authorize(device, bearer_token(request)):
+        handler = await self.gate.open_channel(device, bearer_token(request))
+        if handler is None:
             _LOGGER.warning(
                 "Refused device %s from %s: not authorized", device.device_id, request.remote
             )
@@ -134,7 +135,7 @@ class XiaozhiServer:
         # No heartbeat: the session's idle timeout already drops silent (dead) devices.
         ws = web.WebSocketResponse(max_msg_size=MAX_WEBSOCKET_FRAME_BYTES, timeout=CLOSE_TIMEOUT_S)
         await ws.prepare(request)
-        session = DeviceSession(WebSocketLink(ws, device.protocol_version), device, self.host)
+        session = DeviceSession(WebSocketLink(ws, device.protocol_version), device, handler)
         self.sessions.add(session)
         if (previous := self._by_device.get(device.device_id)) is not None:
             # One channel per device: the firmware opens a new one when the old one went stale.

@@ -1,8 +1,8 @@
 """One conversation channel with a device, whatever carries it.
 
 A `DeviceSession` does the hello handshake, tracks the listen state machine, decodes microphone
-audio for the host, sends stt/llm/tts/mcp messages and plays replies paced at real time. It talks
-through a `DeviceLink` (the WebSocket today, MQTT+UDP later) and reports to a `SessionHost`.
+audio for its handler, sends stt/llm/tts/mcp messages and plays replies paced at real time. It talks
+through a `DeviceLink` and reports to the `SessionHandler` its gate resolved at connect.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from .messages import (
 from .timings import CodecStats, Stage, TurnTimings
 
 if TYPE_CHECKING:
-    from .host import SessionHost
+    from .host import SessionHandler
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -86,6 +86,20 @@ class DeviceIdentity:
     client_id: str | None = None
     protocol_version: int = 1
     remote: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStarted:
+    """The hello is done; the session may send."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    """The channel closed (reported once, only for sessions that started)."""
+
+
+type SessionEvent = SessionStarted | SessionEnded | Listen | Abort | Mcp
+"""What a session reports to its handler, besides microphone audio."""
 
 
 class SessionState(StrEnum):
@@ -165,14 +179,14 @@ class DeviceSession:
         self,
         link: DeviceLink,
         device: DeviceIdentity,
-        host: SessionHost,
+        handler: SessionHandler,
         *,
         reply_audio: AudioParams = REPLY_AUDIO,
     ) -> None:
-        """Bind a session to its transport and host; call `start()` once connected."""
+        """Bind a session to its transport and handler; call `start()` once connected."""
         self.link = link
         self.device = device
-        self.host = host
+        self.handler = handler
         self.reply_audio = reply_audio
         self.session_id = str(uuid.uuid4())
         self.state = SessionState.CONNECTING
@@ -221,7 +235,7 @@ class DeviceSession:
         self.finish()
 
     def finish(self) -> None:
-        """Release everything once the link is gone; tell the host (once)."""
+        """Release everything once the link is gone; tell the handler (once)."""
         if self.state is SessionState.CLOSED:
             return
         was_ready = self.ready
@@ -231,7 +245,7 @@ class DeviceSession:
             self._watchdog.cancel()
         self._ended.set()
         if was_ready:
-            self.host.session_ended(self)
+            self.handler.session_event(self, SessionEnded())
 
     async def wait_closed(self) -> None:
         """Wait until the session has ended."""
@@ -280,14 +294,14 @@ class DeviceSession:
                 self._handle_listen(message)
             case Abort():
                 await self.abort_playback()
-                self.host.abort_received(self, message)
+                self.handler.session_event(self, message)
             case Mcp():
-                self.host.mcp_received(self, message)
+                self.handler.session_event(self, message)
             case Goodbye():
                 await self.close(CloseCode.NORMAL, "goodbye")
 
     def handle_audio(self, packet: bytes) -> None:
-        """Decode one Opus packet from the microphone and hand the PCM to the host."""
+        """Decode one Opus packet from the microphone and hand the PCM to the handler."""
         if self._decoder is None:
             raise ProtocolError("audio before hello")
         self._last_activity = self._loop.time()
@@ -302,7 +316,7 @@ class DeviceSession:
         self.codec_stats.decode_s += time.perf_counter() - started
         self.codec_stats.frames_decoded += 1
         if pcm:
-            self.host.audio_received(self, pcm)
+            self.handler.audio_received(self, pcm)
 
     async def _handle_hello(self, hello: ClientHello) -> None:
         hello.audio_params.check_decodable()
@@ -311,7 +325,7 @@ class DeviceSession:
         await self.send(ServerHello(session_id=self.session_id, audio_params=self.reply_audio))
         self.state = SessionState.IDLE
         _LOGGER.debug("%s: hello done (protocol v%s)", self, self.device.protocol_version)
-        self.host.session_started(self)
+        self.handler.session_event(self, SessionStarted())
 
     def _handle_listen(self, message: Listen) -> None:
         if message.state is ListenState.START:
@@ -319,7 +333,7 @@ class DeviceSession:
             self.state = SessionState.LISTENING
         elif message.state is ListenState.STOP:
             self.state = SessionState.IDLE
-        self.host.listen_received(self, message)
+        self.handler.session_event(self, message)
 
     def _warn_once(self, key: str, msg: str, *args: object) -> None:
         level = logging.DEBUG if key in self._warned else logging.WARNING
