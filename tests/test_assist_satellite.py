@@ -193,7 +193,7 @@ async def test_barge_in_stops_audio_and_next_turn_works(
     await device.abort()
     aborted_at = loop.time()
     stop = await device.wait_for("tts", "stop")
-    assert stop == {"type": "tts", "state": "stop"}
+    assert stop == {"type": "tts", "state": "stop", "session_id": device.session_id}
     await asyncio.sleep(0.3)
     late = [t for t, _ in device.received.audio if t > aborted_at]
     assert len(late) <= 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 import json
 import time
 from typing import Any
@@ -22,6 +22,7 @@ from custom_components.xiaozhi.core.const import (
     CloseCode,
 )
 from custom_components.xiaozhi.core.emulator import DeviceEmulator
+from custom_components.xiaozhi.core.reply import Reply
 from custom_components.xiaozhi.hub import XiaozhiHub
 
 from .audio import tone
@@ -119,11 +120,10 @@ async def test_reply_audio_round_trips_through_opus(
     session = await session_of(hass, device)
     reply_pcm = tone(1.2, 24000)
 
-    async def chunks() -> Any:
-        yield "你好，我是小智。"
+    async def audio() -> AsyncIterator[bytes]:
         yield reply_pcm
 
-    assert await session.play(chunks())
+    assert await session.speak(Reply.of(audio(), ["你好，我是小智。"]))
     await device.wait_for("tts", "stop")
     states = [m.get("state") for m in device.received.of_type("tts")]
     assert states == ["start", "sentence_start", "stop"]
@@ -238,10 +238,10 @@ async def test_bad_input_closes_cleanly(
     # The hub keeps serving the other device.
     session = await session_of(hass, well_behaved)
 
-    async def chunks() -> Any:
+    async def audio() -> AsyncIterator[bytes]:
         yield tone(0.3, 24000)
 
-    assert await session.play(chunks())
+    assert await session.speak(Reply.of(audio()))
     await well_behaved.wait_for("tts", "stop")
     assert len(well_behaved.received.audio) == 5
 
@@ -298,10 +298,10 @@ async def test_unload_and_reload_with_devices_connected(
     assert hello is not None
     session = await session_of(hass, again)
 
-    async def chunks() -> Any:
+    async def audio() -> AsyncIterator[bytes]:
         yield tone(0.12, 24000)
 
-    assert await session.play(chunks())
+    assert await session.speak(Reply.of(audio()))
     assert len(hub(hass).sessions) == 1
 
 

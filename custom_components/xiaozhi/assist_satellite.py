@@ -1,21 +1,37 @@
 """Every xiaozhi device is an Assist satellite: the voice loop, top to bottom.
 
-Device events (listen, audio, abort) come in through the hub; pipeline events go out as protocol
-messages: STT text -> `stt`; the agent's answer -> `llm` (emotion); TTS -> `tts start`,
-`sentence_start`, paced Opus audio, `tts stop`. This is the one place that maps pipeline events to
-the device protocol, whatever host or transport carries the session.
+The device's session reports to its satellite directly (it is the session's handler). Each turn
+is one pipeline run whose events are mapped to protocol messages here, the one place that does
+it: STT text -> `stt`; the agent's answer -> `llm` (emotion); TTS -> `tts start`, each sentence's
+`sentence_start` as its audio starts, paced Opus audio, `tts stop`. They go into the turn's
+`Reply`, which the session sends in order (`DeviceSession.speak`).
+
+End of speech is decided in one place per listening mode: the hub's Silero endpointer in auto
+and realtime mode, the device's `listen stop` in manual mode. HA's pipeline always runs its own
+voice detector on satellite audio too (assist_satellite builds the audio settings itself, with
+no way to turn it off), so the satellite asks it for a silence no command reaches: it never ends
+a command, only its 15 s command limit remains.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 import logging
 from typing import Any, Final
 
-from homeassistant.components.assist_pipeline import PipelineEvent, PipelineEventType
+from homeassistant.components.assist_pipeline import (
+    PipelineEvent,
+    PipelineEventType,
+    PipelineStage,
+)
+from homeassistant.components.assist_pipeline.pipeline import (
+    PipelineInput,
+    PipelineRun,
+    async_get_pipeline,
+)
 from homeassistant.components.assist_pipeline.vad import VadSensitivity
 from homeassistant.components.assist_satellite import (
     AssistSatelliteAnnouncement,
@@ -26,9 +42,9 @@ from homeassistant.components.assist_satellite import (
     AssistSatelliteWakeWord,
 )
 from homeassistant.const import Platform
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import Context, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers import chat_session, entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import CONF_SILENCE_TIMEOUT, DEFAULT_SILENCE_TIMEOUT_S, DOMAIN
@@ -37,11 +53,10 @@ from .core import (
     SessionEnded,
     SessionEvent,
     SessionStarted,
-    SessionState,
-    XiaozhiError,
 )
 from .core.const import CloseCode
-from .core.messages import Abort, Listen, ListenMode, ListenState
+from .core.messages import Abort, Alert, Listen, ListenMode, ListenState, Llm, Stt
+from .core.reply import Reply
 from .core.sentences import SentenceSplitter, split_sentences
 from .core.timings import Stage, TurnTimings
 from .core.vad import TRAILING_SILENCE_S, EndpointEvent, SpeechEndpointer
@@ -53,6 +68,9 @@ from .media import TTS_OPTIONS, tts_pcm, url_pcm
 _LOGGER = logging.getLogger(__name__)
 
 MAX_QUEUED_MIC_CHUNKS: Final = 100  # 6 s of 60 ms frames waiting for the pipeline
+PRE_ROLL_S: Final = 0.6  # realtime: audio kept from before a barge-in was noticed
+TYPED_TEXT_GRACE_S: Final = 0.3  # a wake word's `listen start` follows its `detect` at once
+HA_VAD_SILENCE_S: Final = 3600.0  # HA's own detector must never end a command (module doc)
 FIRMWARE_WAKE_WORD: Final = AssistSatelliteWakeWord(
     id="xiaozhi", wake_word="你好小智", trained_languages=["zh"]
 )
@@ -75,21 +93,23 @@ async def async_setup_entry(
 
 @dataclass
 class _Turn:
-    """State of one pipeline run."""
+    """One pipeline run: the utterance it hears (if spoken) and the reply it sends."""
 
     session: DeviceSession
-    tts_token: str | None = None
-    reply: asyncio.Task[None] | None = None
-    subtitles: deque[str] = field(default_factory=deque)
-    splitter: SentenceSplitter = field(default_factory=SentenceSplitter)
-    streaming: bool = False
-    error: tuple[str, str] | None = None
-    outbox: list[asyncio.Task[None]] = field(default_factory=list)
+    mic: asyncio.Queue[bytes | None] | None  # open while the utterance is heard
+    endpointer: SpeechEndpointer | None  # None: the device's `listen stop` ends the utterance
+    reply: Reply = field(default_factory=Reply)
     timings: TurnTimings = field(default_factory=TurnTimings)
+    splitter: SentenceSplitter = field(default_factory=SentenceSplitter)
+    tts_token: str | None = None
+    streamed_text: bool = False  # the sentences came from the agent's stream
+    error: tuple[str, str] | None = None
+    typed: bool = False  # the user's words came as text
+    dropped_audio: bool = False
 
 
 class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
-    """A xiaozhi device as an Assist satellite."""
+    """A xiaozhi device as an Assist satellite, and the handler of its sessions."""
 
     entity_description = AssistSatelliteEntityDescription(key="assist_satellite")
     _attr_name = None
@@ -101,18 +121,17 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         """Create the satellite of a device."""
         XiaozhiEntity.__init__(self, device)
         self._entry = entry
-        self._mic: asyncio.Queue[bytes | None] | None = None
-        self._endpointer: SpeechEndpointer | None = None
-        self._barge_in: SpeechEndpointer | None = None
-        self._wake_word: str | None = None
         self._turn: _Turn | None = None
-        self._run: asyncio.Task[None] | None = None
-        self._dropped_audio = False
+        self._wake_word: str | None = None
+        self._typed_text: asyncio.TimerHandle | None = None
+        self._barge_in: SpeechEndpointer | None = None  # realtime: hears the user over a reply
+        self._pre_roll: deque[bytes] = deque()
+        self._pre_roll_bytes = 0
 
     # --- entity plumbing -------------------------------------------------------------------------
 
     async def async_added_to_hass(self) -> None:
-        """Receive the device's voice events."""
+        """Handle the device's sessions."""
         await super().async_added_to_hass()
         self.device.handler = self
 
@@ -125,7 +144,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
 
     async def async_will_remove_from_hass(self) -> None:
         """Stop any turn in progress."""
-        self._cancel_turn()
+        self._end_turn()
         await super().async_will_remove_from_hass()
 
     @property
@@ -149,6 +168,11 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         )
 
     @callback
+    def _resolve_vad_sensitivity(self) -> float:
+        """HA's own detector must not end commands: the hub's or the device decides (see top)."""
+        return HA_VAD_SILENCE_S
+
+    @callback
     def async_get_configuration(self) -> AssistSatelliteConfiguration:
         """The wake word is fixed in the firmware."""
         return AssistSatelliteConfiguration(
@@ -162,7 +186,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         if config.active_wake_words not in ([], [FIRMWARE_WAKE_WORD.id]):
             raise HomeAssistantError("The wake word of a xiaozhi device is set in its firmware")
 
-    # --- device events (SessionHandler) ----------------------------------------------------------
+    # --- device events (the session's handler) ---------------------------------------------------
 
     @callback
     def session_event(self, session: DeviceSession, event: SessionEvent) -> None:
@@ -173,85 +197,109 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         if session is not self.device.session:
             return
         match event:
-            case Listen():
-                self._listen_received(session, event)
+            case Listen(state=ListenState.START):
+                self._cancel_typed_text()
+                self._start_turn(session)
+            case Listen(state=ListenState.STOP):
+                if (turn := self._turn) is not None and turn.mic is not None:
+                    self._mark(turn, Stage.SPEECH_END)
+                    self._end_mic(turn)
+            case Listen(state=ListenState.DETECT, text=text):
+                self._wake_word = text or FIRMWARE_WAKE_WORD.wake_word
+                if text:
+                    self._expect_typed_text(session, text)
             case Abort():
-                self._abort_received()
+                # The session already stopped the reply; in realtime mode listening goes on.
+                self._end_turn()
+                self._continue_realtime(session)
             case SessionEnded():
+                self._end_turn()
+                self._cancel_typed_text()
+                self._wake_word = None
                 self.device.set_session(None)
-                self._session_ended()
-
-    def _listen_received(self, session: DeviceSession, message: Listen) -> None:
-        """Start a turn on `listen start`; end the microphone on `listen stop`."""
-        if message.state is ListenState.DETECT:
-            self._wake_word = message.text or FIRMWARE_WAKE_WORD.wake_word
-        elif message.state is ListenState.START:
-            self._start_turn(session)
-        elif message.state is ListenState.STOP:
-            self._mark(Stage.SPEECH_END)
-            self._end_mic()
 
     @callback
     def audio_received(self, session: DeviceSession, pcm: bytes) -> None:
-        """Feed the open turn, ending it when the user stops talking (auto and realtime)."""
+        """Feed the utterance being heard; in realtime mode, hear the user over a reply."""
         if session is not self.device.session:
             return
-        if (mic := self._mic) is None:
-            if (
-                self._barge_in is not None
-                and session.state is SessionState.SPEAKING
-                and self._barge_in.process(pcm) is EndpointEvent.SPEECH_START
-            ):
-                _LOGGER.debug("%s: user barged in", self.entity_id)
-                self._start_turn(session)
-            return
-        if mic.full():
-            if not self._dropped_audio:
+        if session.listen_mode is ListenMode.REALTIME:
+            self._keep_pre_roll(pcm)
+        turn = self._turn
+        if turn is not None and turn.mic is not None:
+            self._hear(turn, pcm)
+        elif (
+            self._barge_in is not None and self._barge_in.process(pcm) is EndpointEvent.SPEECH_START
+        ):
+            _LOGGER.debug("%s: user barged in", self.entity_id)
+            session.interrupt()
+            self._start_turn(session, pre_roll=True)
+
+    def _hear(self, turn: _Turn, pcm: bytes) -> None:
+        """Feed the utterance, ending it when the user stops talking (auto and realtime)."""
+        assert turn.mic is not None
+        if turn.mic.full():
+            if not turn.dropped_audio:
                 _LOGGER.warning("%s: pipeline is not keeping up; dropping audio", self.entity_id)
-                self._dropped_audio = True
+                turn.dropped_audio = True
         else:
-            mic.put_nowait(pcm)
-        if self._endpointer is not None and self._turn is not None:
-            event = self._endpointer.process(pcm)
-            if event is EndpointEvent.SPEECH_END:
-                self._mark(Stage.SPEECH_END)
-                self._end_mic()
-            elif event is EndpointEvent.NO_SPEECH:
-                # Nobody is talking to it: end the conversation, the device goes idle.
-                _LOGGER.debug("%s: no speech; ending the conversation", self.entity_id)
-                self._cancel_turn()
-                self.tts_response_finished()
-                self._entry.async_create_background_task(
-                    self.hass, session.close(CloseCode.NORMAL, "no speech"), "xiaozhi close"
-                )
+            turn.mic.put_nowait(pcm)
+        if turn.endpointer is None:
+            return
+        event = turn.endpointer.process(pcm)
+        if event is EndpointEvent.SPEECH_END:
+            self._mark(turn, Stage.SPEECH_END)
+            self._end_mic(turn)
+        elif event is EndpointEvent.NO_SPEECH:
+            # Nobody is talking to it: end the conversation, the device goes idle.
+            _LOGGER.debug("%s: no speech; ending the conversation", self.entity_id)
+            self._end_turn()
+            self._entry.async_create_background_task(
+                self.hass, turn.session.close(CloseCode.NORMAL, "no speech"), "xiaozhi close"
+            )
 
-    def _abort_received(self) -> None:
-        """Barge-in: the session stopped the audio already; drop the run."""
-        self._cancel_turn()
-        self.tts_response_finished()
+    def _keep_pre_roll(self, pcm: bytes) -> None:
+        self._pre_roll.append(pcm)
+        self._pre_roll_bytes += len(pcm)
+        while self._pre_roll_bytes - len(self._pre_roll[0]) >= PRE_ROLL_S * 32000:
+            self._pre_roll_bytes -= len(self._pre_roll.popleft())
 
-    def _session_ended(self) -> None:
-        """The device went away: drop the run."""
-        self._cancel_turn()
-        self._wake_word = None
-        self.tts_response_finished()
+    def _expect_typed_text(self, session: DeviceSession, text: str) -> None:
+        """Text with no `listen start` right after it was typed, not a wake word heard."""
+        self._cancel_typed_text()
+        self._typed_text = self.hass.loop.call_later(
+            TYPED_TEXT_GRACE_S, self._start_turn, session, text
+        )
+
+    def _cancel_typed_text(self) -> None:
+        if self._typed_text is not None:
+            self._typed_text.cancel()
+            self._typed_text = None
 
     # --- turns -----------------------------------------------------------------------------------
 
     @callback
-    def _start_turn(self, session: DeviceSession) -> None:
-        self._cancel_turn(stop_audio=True)
-        mic: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=MAX_QUEUED_MIC_CHUNKS)
-        self._mic = mic
-        self._dropped_audio = False
-        self._endpointer = (
-            None if session.listen_mode is ListenMode.MANUAL else self._new_endpointer()
+    def _start_turn(
+        self, session: DeviceSession, text: str | None = None, *, pre_roll: bool = False
+    ) -> None:
+        """Start a pipeline run on the device's microphone, or on typed `text`."""
+        self._typed_text = None
+        self._end_turn()
+        manual = session.listen_mode is ListenMode.MANUAL
+        typed = text is not None
+        turn = self._turn = _Turn(
+            session,
+            mic=None if typed else asyncio.Queue(maxsize=MAX_QUEUED_MIC_CHUNKS),
+            endpointer=None if manual or typed else self._new_endpointer(),
+            typed=typed,
         )
-        wake_word, self._wake_word = self._wake_word, None
-        turn = self._turn = _Turn(session)
+        if pre_roll:
+            for pcm in list(self._pre_roll):
+                self._hear(turn, pcm)
         self.device.last_turn = turn.timings
-        self._run = self._entry.async_create_background_task(
-            self.hass, self._async_run_turn(turn, mic, wake_word), f"xiaozhi turn {self.entity_id}"
+        wake_word, self._wake_word = self._wake_word, None
+        self._entry.async_create_background_task(
+            self.hass, self._async_run_turn(turn, wake_word, text), f"xiaozhi turn {self.entity_id}"
         )
 
     def _new_endpointer(self) -> SpeechEndpointer:
@@ -261,163 +309,176 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         timeout = self._entry.options.get(CONF_SILENCE_TIMEOUT, DEFAULT_SILENCE_TIMEOUT_S)
         return SpeechEndpointer(trailing_silence_s=silence, no_speech_timeout_s=float(timeout))
 
-    def _mark(self, stage: Stage, turn: _Turn | None = None) -> None:
-        if (turn := turn or self._turn) is not None:
-            turn.timings.mark(stage, self.hass.loop.time())
+    def _mark(self, turn: _Turn, stage: Stage) -> None:
+        turn.timings.mark(stage, self.hass.loop.time())
+
+    def _end_mic(self, turn: _Turn) -> None:
+        """End the utterance: the pipeline's STT stage finishes; realtime hears barge-ins."""
+        if (mic := turn.mic) is None:
+            return
+        turn.mic = turn.endpointer = None
+        while mic.full():  # make room for the end marker
+            mic.get_nowait()
+        mic.put_nowait(None)
+        if turn.session.listen_mode is ListenMode.REALTIME:
+            self._barge_in = self._new_endpointer()
 
     @callback
-    def _end_mic(self) -> None:
-        """End the audio stream of the open turn: the pipeline's STT stage finishes."""
-        if self._mic is not None:
-            mic, self._mic = self._mic, None
-            self._endpointer = None
-            while mic.full():  # make room for the end marker
-                mic.get_nowait()
-            mic.put_nowait(None)
+    def _end_turn(self) -> None:
+        """Drop the turn in progress: its reply stops at once, its run is cancelled."""
+        self._barge_in = None
+        if (turn := self._turn) is None:
+            return
+        self._turn = None
+        self._end_mic(turn)
+        self._barge_in = None
+        turn.reply.interrupt()
 
-    @callback
-    def _cancel_turn(self, *, stop_audio: bool = False) -> None:
-        self._end_mic()
-        if (turn := self._turn) is not None:
-            self._turn = None
-            if stop_audio:
-                turn.session.stop_playback()
-            if turn.reply is not None:
-                turn.reply.cancel()
-        if self._run is not None:
-            self._run.cancel()
-            self._run = None
+    def _continue_realtime(self, session: DeviceSession) -> None:
+        """In realtime mode the microphone stays open: hear the next utterance."""
+        if (
+            session.listen_mode is ListenMode.REALTIME
+            and session.ready
+            and self._turn is None
+            and self.device.session is session
+        ):
+            self._start_turn(session)
 
-    async def _async_run_turn(
-        self, turn: _Turn, mic: asyncio.Queue[bytes | None], wake_word: str | None
-    ) -> None:
+    async def _async_run_turn(self, turn: _Turn, wake_word: str | None, text: str | None) -> None:
+        """Run the pipeline while the session sends its reply; then follow the listening mode."""
+        session = turn.session
+        run = self._entry.async_create_background_task(
+            self.hass, self._async_run_pipeline(turn, wake_word, text), "xiaozhi pipeline"
+        )
         try:
-            await self.async_accept_pipeline_from_satellite(
-                _mic_stream(mic), wake_word_phrase=wake_word
-            )
-            if turn.outbox:
-                await asyncio.gather(*turn.outbox)
-            if turn.reply is not None:
-                await turn.reply
+            await session.speak(turn.reply, turn.timings)
         finally:
-            if self._mic is mic:
-                self._end_mic()
+            run.cancel()
             if self._turn is turn:
                 self._turn = None
-                self._run = None
-        await self._async_finish_turn(turn)
-
-    async def _async_finish_turn(self, turn: _Turn) -> None:
-        """Leave the device in a sane state: never speaking, never streaming into nothing."""
-        session = turn.session
-        if turn.reply is None:
+                self._barge_in = None
             self.tts_response_finished()
-        if turn.error is not None and turn.error[0] != NO_TEXT_ERROR:
-            language = "zh" if self.hass.config.language.startswith("zh") else "en"
-            await session.send_alert(ERROR_STATUS[language], turn.error[1], "sad")
-        await session.stop_speaking()
-        if turn.error is not None and session.listen_mode not in (None, ListenMode.MANUAL):
+        if (failure := turn.reply.audio_error) is not None and turn.error is None:
+            turn.error = ("tts-failed", str(failure))
+            await session.send(self._error_alert(str(failure)))
+        if turn.error is not None and session.listen_mode is not ListenMode.MANUAL:
             # The device would keep streaming its microphone into nothing: let it go idle.
             _LOGGER.debug("%s: ending the conversation after %s", self.entity_id, turn.error)
             await session.close(CloseCode.NORMAL, turn.error[0])
+        elif not turn.reply.interrupted:
+            self._continue_realtime(session)
+
+    async def _async_run_pipeline(
+        self, turn: _Turn, wake_word: str | None, text: str | None
+    ) -> None:
+        try:
+            if text is not None:
+                await self._async_run_text(text)
+            elif turn.mic is not None:
+                await self.async_accept_pipeline_from_satellite(
+                    _mic_stream(turn.mic), wake_word_phrase=wake_word
+                )
+        except HomeAssistantError as err:
+            _LOGGER.warning("%s: the pipeline failed: %s", self.entity_id, err)
+            turn.error = ("pipeline-failed", str(err))
+        finally:
+            self._end_mic(turn)
+            turn.reply.finish()
+
+    async def _async_run_text(self, text: str) -> None:
+        """Run typed text from the agent onward, as `async_accept_pipeline_from_satellite` would.
+
+        assist_satellite has no public way to start a run at the agent, so this mirrors its
+        chat session and context handling for that one case.
+        """
+        context = Context()
+        self.async_set_context(context)
+        with chat_session.async_get_chat_session(self.hass, self._conversation_id) as session:
+            self._conversation_id = session.conversation_id
+            pipeline_input = PipelineInput(
+                session=session,
+                intent_input=text,
+                device_id=self.registry_entry.device_id if self.registry_entry else None,
+                satellite_id=self.entity_id,
+                run=PipelineRun(
+                    self.hass,
+                    context=context,
+                    pipeline=async_get_pipeline(self.hass, pipeline_id=self._resolve_pipeline()),
+                    start_stage=PipelineStage.INTENT,
+                    end_stage=PipelineStage.TTS,
+                    event_callback=self._internal_on_pipeline_event,
+                    tts_audio_output=self.tts_options,
+                ),
+            )
+            await pipeline_input.execute(validate=True)
 
     # --- pipeline events -> device ---------------------------------------------------------------
 
     def on_pipeline_event(self, event: PipelineEvent) -> None:
-        """Map pipeline events to protocol messages."""
-        turn = self._turn
-        if turn is None:
+        """Map pipeline events to protocol messages, in the turn's reply."""
+        if (turn := self._turn) is None:
             return
+        reply = turn.reply
         data = event.data or {}
         match event.type:
             case PipelineEventType.RUN_START:
                 turn.tts_token = (data.get("tts_output") or {}).get("token")
-            case PipelineEventType.STT_VAD_END:
-                self._mark(Stage.SPEECH_END, turn)
-                self._end_mic()
             case PipelineEventType.STT_END:
-                self._mark(Stage.STT_END, turn)
-                self._end_mic()
+                self._mark(turn, Stage.STT_END)
+                self._end_mic(turn)
                 text = data["stt_output"]["text"]
-                self._post(turn, self._async_heard(turn, text))
+                reply.send(Stt(text=text))
+                if text:  # switch the device to speaking early: it drops audio that races it
+                    reply.start_speaking()
+            case PipelineEventType.INTENT_START if turn.typed:
+                self._mark(turn, Stage.SPEECH_END)
+                reply.send(Stt(text=data.get("intent_input") or ""))  # shown as the user's words
+                reply.start_speaking()
             case PipelineEventType.INTENT_PROGRESS:
                 if (delta := data.get("chat_log_delta")) and isinstance(
                     content := delta.get("content"), str
                 ):
-                    turn.subtitles.extend(turn.splitter.push(content))
+                    turn.streamed_text = True
+                    for sentence in turn.splitter.push(content):
+                        reply.sentence(sentence)
                 if data.get("tts_start_streaming") and turn.tts_token:
-                    turn.streaming = True
-                    self._start_reply(turn, turn.tts_token)
+                    self._play(turn, turn.tts_token)
             case PipelineEventType.INTENT_END:
-                self._mark(Stage.INTENT_END, turn)
+                self._mark(turn, Stage.INTENT_END)
                 output = data.get("intent_output") or {}
                 failed = (output.get("response") or {}).get("response_type") == "error"
-                emotion = EMOTION_FAILED if failed else EMOTION_DONE
-                self._post(turn, turn.session.send_emotion(emotion))
-                if turn.streaming and (rest := turn.splitter.flush()):
-                    turn.subtitles.append(rest)
-            case PipelineEventType.TTS_START:
-                if not turn.streaming:
-                    turn.subtitles.extend(split_sentences(data.get("tts_input") or ""))
+                reply.send(Llm(emotion=EMOTION_FAILED if failed else EMOTION_DONE))
+                if rest := turn.splitter.flush():
+                    reply.sentence(rest)
+            case PipelineEventType.TTS_START if not turn.streamed_text:
+                for sentence in split_sentences(data.get("tts_input") or ""):
+                    reply.sentence(sentence)
             case PipelineEventType.TTS_END:
                 token = (data.get("tts_output") or {}).get("token") or turn.tts_token
-                if turn.reply is None and token:
-                    self._start_reply(turn, token)
+                if token:
+                    self._play(turn, token)
             case PipelineEventType.ERROR:
                 turn.error = (data.get("code", "error"), data.get("message", ""))
                 _LOGGER.debug("%s: pipeline error %s", self.entity_id, turn.error)
-                self._end_mic()
+                self._end_mic(turn)
+                if turn.error[0] != NO_TEXT_ERROR:
+                    reply.send(self._error_alert(turn.error[1]))
 
-    def _post(self, turn: _Turn, coro: Coroutine[Any, Any, None]) -> None:
-        """Send to the device in order, without blocking the pipeline."""
-        previous = turn.outbox[-1] if turn.outbox else None
+    def _error_alert(self, message: str) -> Alert:
+        language = "zh" if self.hass.config.language.startswith("zh") else "en"
+        return Alert(status=ERROR_STATUS[language], message=message, emotion="sad")
 
-        async def in_order() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
-            await coro
-
-        turn.outbox.append(
-            self._entry.async_create_background_task(self.hass, in_order(), "xiaozhi send")
-        )
-
-    async def _async_heard(self, turn: _Turn, text: str) -> None:
-        """Show what was heard, and switch the device to speaking early (it drops racing audio)."""
-        await turn.session.send_stt(text)
-        if text:
-            await turn.session.start_speaking()
-
-    def _start_reply(self, turn: _Turn, token: str) -> None:
-        self._mark(Stage.TTS_READY, turn)
-        turn.reply = self._entry.async_create_background_task(
-            self.hass, self._async_play_reply(turn, token), f"xiaozhi reply {self.entity_id}"
-        )
-
-    async def _async_play_reply(self, turn: _Turn, token: str) -> None:
-        session = turn.session
-        if turn.outbox:
-            await asyncio.gather(*turn.outbox, return_exceptions=True)
-        if session.listen_mode is ListenMode.REALTIME:
-            self._barge_in = self._new_endpointer()
-        try:
-            await session.play(self._reply_chunks(turn, token), turn.timings)
-        except (HomeAssistantError, XiaozhiError) as err:
-            _LOGGER.warning("%s: cannot play the reply: %s", self.entity_id, err)
-            turn.error = ("tts-failed", str(err))
-        finally:
-            self._barge_in = None
-            self.tts_response_finished()
-
-    async def _reply_chunks(self, turn: _Turn, token: str) -> AsyncIterator[bytes | str]:
-        """Reply audio with each sentence's text just before the audio that follows it."""
+    def _play(self, turn: _Turn, token: str) -> None:
+        if turn.reply.has_audio:
+            return
+        self._mark(turn, Stage.TTS_READY)
         rate = turn.session.reply_audio.sample_rate
-        async for pcm in tts_pcm(self.hass, token, rate):
-            self._mark(Stage.FIRST_PCM, turn)
-            while turn.subtitles:
-                yield turn.subtitles.popleft()
+        turn.reply.play(self._marked(turn, tts_pcm(self.hass, token, rate)))
+
+    async def _marked(self, turn: _Turn, audio: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for pcm in audio:
+            self._mark(turn, Stage.FIRST_PCM)
             yield pcm
-        while turn.subtitles:
-            yield turn.subtitles.popleft()
 
     # --- HA-initiated speech ---------------------------------------------------------------------
 
@@ -433,8 +494,9 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
     async def async_announce(self, announcement: AssistSatelliteAnnouncement) -> None:
         """Play an announcement on the open channel; return when it has played."""
         session = self._connected_session()
-        self._cancel_turn(stop_audio=True)
-        await session.play(self._announcement_chunks(session, announcement))
+        self._end_turn()
+        audio = self._announcement_audio(session, announcement)
+        await session.speak(Reply.of(audio, split_sentences(announcement.message)))
 
     async def async_start_conversation(
         self, start_announcement: AssistSatelliteAnnouncement
@@ -442,15 +504,13 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         """Play the announcement; the device then listens again and its turn continues it."""
         await self.async_announce(start_announcement)
 
-    async def _announcement_chunks(
+    async def _announcement_audio(
         self, session: DeviceSession, announcement: AssistSatelliteAnnouncement
-    ) -> AsyncIterator[bytes | str]:
+    ) -> AsyncIterator[bytes]:
         rate = session.reply_audio.sample_rate
         if announcement.preannounce_media_id:
             async for pcm in url_pcm(self.hass, announcement.preannounce_media_id, rate):
                 yield pcm
-        for sentence in split_sentences(announcement.message):
-            yield sentence
         source: AsyncIterable[bytes]
         if announcement.tts_token:
             source = tts_pcm(self.hass, announcement.tts_token, rate)

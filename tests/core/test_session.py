@@ -17,10 +17,12 @@ from custom_components.xiaozhi.core import (
 from custom_components.xiaozhi.core.const import (
     PLAYBACK_LEAD_FRAMES,
     TTS_START_SETTLE_S,
+    TTS_STOP_GRACE_S,
     CloseCode,
 )
 from custom_components.xiaozhi.core.errors import ProtocolError, UnsupportedAudioError
 from custom_components.xiaozhi.core.messages import Abort, ClientHello, Listen, ListenMode
+from custom_components.xiaozhi.core.reply import Reply
 from custom_components.xiaozhi.core.session import DeviceIdentity, DeviceSession
 from tests.audio import tone
 
@@ -79,11 +81,13 @@ async def session() -> AsyncIterator[tuple[DeviceSession, RecordingLink, Recordi
     await session.close()
 
 
-async def reply(seconds: float, sentence: str = "好的。") -> AsyncIterator[bytes | str]:
-    yield sentence
-    pcm = tone(seconds, 24000)
-    for i in range(0, len(pcm), 4000):  # odd-sized chunks, as a TTS stream gives them
-        yield pcm[i : i + 4000]
+def reply(seconds: float, sentence: str = "好的。") -> Reply:
+    async def audio() -> AsyncIterator[bytes]:
+        pcm = tone(seconds, 24000)
+        for i in range(0, len(pcm), 4000):  # odd-sized chunks, as a TTS stream gives them
+            yield pcm[i : i + 4000]
+
+    return Reply.of(audio(), [sentence])
 
 
 async def test_hello_answered_with_session_id(
@@ -136,7 +140,7 @@ async def test_playback_is_paced_at_real_time(
     session: tuple[DeviceSession, RecordingLink, RecordingHost],
 ) -> None:
     s, link, _ = session
-    assert await s.play(reply(1.5)) is True
+    assert await s.speak(reply(1.5)) is True
     texts = link.texts()
     assert [t.get("state") for t in texts[1:]] == ["start", "sentence_start", "stop"]
     assert texts[2]["text"] == "好的。"
@@ -155,9 +159,9 @@ async def test_playback_is_paced_at_real_time(
     ]
     assert min(steady) > FRAME_S - 0.015
     assert sum(steady) / len(steady) == pytest.approx(FRAME_S, abs=0.005)
-    # `tts stop` waits until the device has played what it holds.
+    # `tts stop` waits until the device has played what it holds, and a grace more.
     stop_time = link.sent[-1][0]
-    assert stop_time - times[-1] >= PLAYBACK_LEAD_FRAMES * FRAME_S - 0.03
+    assert stop_time - times[-1] >= PLAYBACK_LEAD_FRAMES * FRAME_S + TTS_STOP_GRACE_S - 0.03
 
 
 async def test_abort_stops_audio_at_once(
@@ -165,19 +169,19 @@ async def test_abort_stops_audio_at_once(
 ) -> None:
     s, link, host = session
     await s.handle_text('{"type": "listen", "state": "start", "mode": "auto"}')
-    playing = asyncio.create_task(s.play(reply(5.0)))
+    playing = asyncio.create_task(s.speak(reply(5.0)))
     await asyncio.sleep(0.5)
     await s.handle_text('{"type": "abort"}')
     aborted_at = asyncio.get_running_loop().time()
     assert await playing is False
     after = [t for t in link.audio_times() if t > aborted_at]
     assert after == []
-    assert link.texts()[-1] == {"type": "tts", "state": "stop"}
+    assert link.texts()[-1] == {"type": "tts", "state": "stop", "session_id": s.session_id}
     assert [t.get("state") for t in link.texts()].count("stop") == 1
     assert isinstance(host.events[-1], Abort)
     # The next reply plays in full.
     count = len(link.audio_times())
-    assert await s.play(reply(0.6)) is True
+    assert await s.speak(reply(0.6)) is True
     assert len(link.audio_times()) - count == 10
 
 
@@ -196,7 +200,7 @@ async def test_idle_timeout_closes_but_not_while_speaking(monkeypatch: pytest.Mo
     s = DeviceSession(link, DeviceIdentity("aa:bb:cc:dd:ee:ff"), host)
     s.start()
     await s.handle_text(HELLO)
-    await s.play(reply(0.5))  # longer than the idle timeout
+    await s.speak(reply(0.5))  # longer than the idle timeout
     assert not link.closed
     await asyncio.wait_for(s.wait_closed(), 1)
     assert link.close_code is CloseCode.IDLE_TIMEOUT

@@ -30,10 +30,11 @@ MAX_TEXT_MESSAGE_BYTES: Final = 32 * 1024  # an MCP tools/list page is < 8000 by
 MAX_JSON_DEPTH: Final = 32
 MAX_OPUS_PACKET_BYTES: Final = 4000  # 60 ms at Opus's top bitrate (510 kbit/s) is 3825 bytes
 MAX_OTA_BODY_BYTES: Final = 64 * 1024  # the system-info JSON is a few KiB
-# Floods: a device sends 16.7 audio frames/s, plus its buffered wake-word audio at once after
-# the hello (up to ~2 s), and a handful of JSON messages per turn.
-MAX_AUDIO_FRAMES_PER_S: Final = 25.0
-MAX_AUDIO_FRAME_BURST: Final = 60
+# Floods: a device sends audio at real time (any frame length the hello announces, 10-120 ms),
+# plus its buffered wake-word audio at once after the hello (up to ~2 s), and a handful of JSON
+# messages per turn. Audio is limited both in packets and in audio time per second.
+AUDIO_RATE_MARGIN: Final = 1.5  # times real time, for network jitter
+MAX_AUDIO_BURST_S: Final = 4.0  # seconds of audio at once
 MAX_TEXT_MESSAGES_PER_S: Final = 10.0
 MAX_TEXT_MESSAGE_BURST: Final = 30
 MAX_CONNECTIONS: Final = 200  # open device channels per hub
@@ -43,6 +44,8 @@ HELLO_TIMEOUT_S: Final = 10.0  # the firmware waits 10 s for our hello; we wait 
 IDLE_TIMEOUT_S: Final = 60.0  # close a quiet connection well before the firmware's 120 s timeout
 PLAYBACK_LEAD_FRAMES: Final = 5  # frames queued on the device ahead of real time (it holds 40)
 TTS_START_SETTLE_S: Final = 0.08  # the device flushes audio that races its `tts start`
+TTS_STOP_GRACE_S: Final = 0.2  # after the reply played: clients clear their buffer on `tts stop`
+MAX_REPLY_AHEAD_S: Final = 120.0  # reply audio read ahead of playback, at most
 CLOSE_TIMEOUT_S: Final = 5.0
 
 

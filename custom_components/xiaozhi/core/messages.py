@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 import json
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Final, Self
 
 from .const import (
     DEVICE_CHANNELS,
@@ -171,9 +171,15 @@ class Message:
         """Return the wire form."""
         return {"type": self.TYPE} | {k: v for k, v in self.fields().items() if v is not None}
 
-    def to_json(self) -> str:
-        """Return compact JSON text, UTF-8 kept as is (the firmware shows Chinese text)."""
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    def to_json(self, session_id: str | None = None) -> str:
+        """Return compact JSON text, UTF-8 kept as is (the firmware shows Chinese text).
+
+        Server messages carry the session id: the firmware ignores it, other clients read it.
+        """
+        data = self.to_dict()
+        if session_id is not None:
+            data["session_id"] = session_id
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 # --- device -> server ----------------------------------------------------------------------------
@@ -353,9 +359,35 @@ class Stt(Message):
         return {"text": self.text}
 
 
+# The emoji of each emotion the firmware knows (protocol.md §4.2); clients without faces show it.
+EMOTION_EMOJI: Final = {
+    "neutral": "😶",
+    "happy": "🙂",
+    "laughing": "😆",
+    "funny": "😂",
+    "sad": "😔",
+    "angry": "😠",
+    "crying": "😭",
+    "loving": "😍",
+    "embarrassed": "😳",
+    "surprised": "😯",
+    "shocked": "😱",
+    "thinking": "🤔",
+    "winking": "😉",
+    "cool": "😎",
+    "relaxed": "😌",
+    "delicious": "🤤",
+    "kissy": "😘",
+    "confident": "😏",
+    "sleepy": "😴",
+    "silly": "😜",
+    "confused": "🙄",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Llm(Message):
-    """The assistant's mood: `emotion` sets the face on the device."""
+    """The assistant's mood: `emotion` sets the face on the device, `text` is its emoji."""
 
     TYPE: ClassVar[str] = "llm"
     emotion: str
@@ -368,7 +400,10 @@ class Llm(Message):
 
     def fields(self) -> JsonObject:
         """Return the members other than `type`."""
-        return {"emotion": self.emotion, "text": self.text}
+        return {
+            "emotion": self.emotion,
+            "text": self.text or EMOTION_EMOJI.get(self.emotion, EMOTION_EMOJI["neutral"]),
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ through a `DeviceLink` and reports to the `SessionHandler` its gate resolved at 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 import logging
@@ -16,49 +16,45 @@ import time
 from typing import TYPE_CHECKING, Protocol
 import uuid
 
-from .codec import OpusDecoder, OpusEncoder, PcmFramer
+from .codec import OpusDecoder, OpusEncoder
 from .const import (
+    AUDIO_RATE_MARGIN,
     DEVICE_SAMPLE_RATE,
     HELLO_TIMEOUT_S,
     IDLE_TIMEOUT_S,
-    MAX_AUDIO_FRAME_BURST,
-    MAX_AUDIO_FRAMES_PER_S,
+    MAX_AUDIO_BURST_S,
     MAX_TEXT_MESSAGE_BURST,
     MAX_TEXT_MESSAGES_PER_S,
     PLAYBACK_LEAD_FRAMES,
+    SAMPLE_WIDTH,
     TTS_START_SETTLE_S,
+    TTS_STOP_GRACE_S,
     CloseCode,
 )
 from .errors import CodecError, FloodError, ProtocolError
 from .messages import (
     REPLY_AUDIO,
     Abort,
-    Alert,
     AudioParams,
     ClientHello,
     Goodbye,
-    JsonObject,
     Listen,
     ListenMode,
     ListenState,
-    Llm,
     Mcp,
     Message,
     ServerHello,
-    Stt,
     Tts,
     TtsState,
     parse_device_message,
 )
+from .reply import Reply
 from .timings import CodecStats, Stage, TurnTimings
 
 if TYPE_CHECKING:
     from .host import SessionHandler
 
 _LOGGER = logging.getLogger(__name__)
-
-type ReplyChunk = bytes | str
-"""Reply playback input: PCM (16-bit mono at the reply rate) or the text of the next sentence."""
 
 
 class DeviceLink(Protocol):
@@ -124,36 +120,33 @@ class PlaybackClock:
     ) -> None:
         """Follow the device's playback on the `time` clock; send nothing before `not_before`."""
         self.frame_seconds = frame_seconds
+        self.sent_s = 0.0  # audio handed to the device so far
         self._lead = lead_frames * frame_seconds
         self._time = time
         self._not_before = not_before
         self._played_until = 0.0
 
-    async def wait_for_room(self) -> None:
-        """Sleep until one more frame may be sent."""
+    def delay(self) -> float:
+        """Seconds to wait before one more frame may be sent."""
         now = self._time()
         if now < self._not_before:
-            await asyncio.sleep(self._not_before - now)
-            return
-        ahead = self._played_until - now
-        if ahead > self._lead:
-            await asyncio.sleep(ahead - self._lead)
+            return self._not_before - now
+        return max(self._played_until - now - self._lead, 0.0)
 
     def frame_sent(self) -> None:
         """Account for one frame handed to the device."""
         self._played_until = max(self._played_until, self._time()) + self.frame_seconds
+        self.sent_s += self.frame_seconds
 
-    async def drain(self) -> None:
-        """Sleep until the device has played everything sent."""
-        remaining = self._played_until - self._time()
-        if remaining > 0:
-            await asyncio.sleep(remaining)
+    def remaining(self) -> float:
+        """Seconds until the device has played everything sent."""
+        return max(self._played_until - self._time(), 0.0)
 
 
 class RateLimit:
     """A token bucket: `rate` events per second on average, bursts of up to `burst`."""
 
-    def __init__(self, rate: float, burst: int, time: Callable[[], float]) -> None:
+    def __init__(self, rate: float, burst: float, time: Callable[[], float]) -> None:
         """Start with a full bucket."""
         self.rate = rate
         self.burst = burst
@@ -161,14 +154,14 @@ class RateLimit:
         self._tokens = float(burst)
         self._updated = time()
 
-    def allow(self) -> bool:
-        """Take one token; False if the bucket is empty."""
+    def allow(self, cost: float = 1.0) -> bool:
+        """Take `cost` tokens; False if the bucket holds fewer."""
         now = self._time()
         self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
-        if self._tokens < 1:
+        if self._tokens < cost:
             return False
-        self._tokens -= 1
+        self._tokens -= cost
         return True
 
 
@@ -198,16 +191,16 @@ class DeviceSession:
         self.codec_stats = CodecStats()
         self._last_activity = self._loop.time()
         self._speaking_since = 0.0
-        self._playback: asyncio.Task[None] | None = None
+        self._reply: Reply | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._warned: set[str] = set()
         self._ended = asyncio.Event()
         self._text_limit = RateLimit(
             MAX_TEXT_MESSAGES_PER_S, MAX_TEXT_MESSAGE_BURST, self._loop.time
         )
-        self._audio_limit = RateLimit(
-            MAX_AUDIO_FRAMES_PER_S, MAX_AUDIO_FRAME_BURST, self._loop.time
-        )
+        # Set at the hello, from the frame length it announces.
+        self._frame_limit = RateLimit(0.0, 0.0, self._loop.time)
+        self._audio_time_limit = RateLimit(AUDIO_RATE_MARGIN, MAX_AUDIO_BURST_S, self._loop.time)
 
     def __repr__(self) -> str:
         """Name the device and session in logs."""
@@ -228,8 +221,8 @@ class DeviceSession:
         return self.state not in (SessionState.CONNECTING, SessionState.CLOSED)
 
     async def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "") -> None:
-        """Stop playback and close the link."""
-        self.stop_playback()
+        """Stop the reply and close the link."""
+        self.interrupt()
         if not self.link.closed:
             await self.link.close(code, reason)
         self.finish()
@@ -240,7 +233,7 @@ class DeviceSession:
             return
         was_ready = self.ready
         self.state = SessionState.CLOSED
-        self.stop_playback()
+        self.interrupt()
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
         self._ended.set()
@@ -293,7 +286,7 @@ class DeviceSession:
             case Listen():
                 self._handle_listen(message)
             case Abort():
-                await self.abort_playback()
+                self.interrupt()
                 self.handler.session_event(self, message)
             case Mcp():
                 self.handler.session_event(self, message)
@@ -305,8 +298,8 @@ class DeviceSession:
         if self._decoder is None:
             raise ProtocolError("audio before hello")
         self._last_activity = self._loop.time()
-        if not self._audio_limit.allow():
-            raise FloodError(f"more than {MAX_AUDIO_FRAMES_PER_S:.0f} audio frames/s")
+        if not self._frame_limit.allow():
+            raise FloodError(f"more than {self._frame_limit.rate:.0f} audio frames/s")
         started = time.perf_counter()
         try:
             pcm = self._decoder.decode(packet)
@@ -315,12 +308,19 @@ class DeviceSession:
             return
         self.codec_stats.decode_s += time.perf_counter() - started
         self.codec_stats.frames_decoded += 1
+        if not self._audio_time_limit.allow(len(pcm) / (DEVICE_SAMPLE_RATE * SAMPLE_WIDTH)):
+            raise FloodError("audio faster than real time")
         if pcm:
             self.handler.audio_received(self, pcm)
 
     async def _handle_hello(self, hello: ClientHello) -> None:
         hello.audio_params.check_decodable()
         self.hello = hello
+        # Packets per second follow the announced frame length; audio time is limited apart.
+        frames_per_s = 1000 / hello.audio_params.frame_duration
+        self._frame_limit = RateLimit(
+            AUDIO_RATE_MARGIN * frames_per_s, MAX_AUDIO_BURST_S * frames_per_s, self._loop.time
+        )
         self._decoder = OpusDecoder(DEVICE_SAMPLE_RATE)
         await self.send(ServerHello(session_id=self.session_id, audio_params=self.reply_audio))
         self.state = SessionState.IDLE
@@ -343,25 +343,9 @@ class DeviceSession:
     # --- output to the device --------------------------------------------------------------------
 
     async def send(self, message: Message) -> None:
-        """Send one JSON message (dropped silently once the link is closed)."""
+        """Send one JSON message with the session id (dropped once the link is closed)."""
         if not self.link.closed:
-            await self.link.send_text(message.to_json())
-
-    async def send_stt(self, text: str) -> None:
-        """Show what the user said."""
-        await self.send(Stt(text=text))
-
-    async def send_emotion(self, emotion: str, text: str | None = None) -> None:
-        """Set the face on the device's screen."""
-        await self.send(Llm(emotion=emotion, text=text))
-
-    async def send_mcp(self, payload: JsonObject) -> None:
-        """Send a JSON-RPC message to the device's MCP server."""
-        await self.send(Mcp(payload=payload))
-
-    async def send_alert(self, status: str, message: str, emotion: str = "neutral") -> None:
-        """Show a notice on the device."""
-        await self.send(Alert(status=status, message=message, emotion=emotion))
+            await self.link.send_text(message.to_json(session_id=self.session_id))
 
     async def start_speaking(self) -> None:
         """Send `tts start` (once); send it early, the device drops audio that races it."""
@@ -383,71 +367,86 @@ class DeviceSession:
         self._last_activity = self._loop.time()
         await self.send(Tts(state=TtsState.STOP))
 
-    async def play(
-        self, chunks: AsyncIterable[ReplyChunk], timings: TurnTimings | None = None
-    ) -> bool:
-        """Speak a reply; return False if an abort (or a newer reply) interrupted it.
+    @property
+    def speaking(self) -> bool:
+        """Whether a reply is being sent."""
+        return self._reply is not None
 
-        `timings`, if given, gets the moment the first frame went out.
+    def interrupt(self) -> None:
+        """Stop the reply being sent at once; its sender sends `tts stop`."""
+        if self._reply is not None:
+            self._reply.interrupt()
+
+    async def speak(self, reply: Reply, timings: TurnTimings | None = None) -> bool:
+        """Send one turn's output until it is done; return False if it was interrupted.
+
+        The turn's only sender: messages in order, `tts start` when asked, the reply audio paced
+        at real time with each sentence's text just before its first frame, then, once the
+        device has played it all and `TTS_STOP_GRACE_S` more, `tts stop`: the one place a reply
+        ends. A newer reply interrupts this one.
         """
-        self.stop_playback()
-        task = self._loop.create_task(
-            self._play(chunks, timings or TurnTimings()),
-            name=f"xiaozhi playback {self.device.device_id}",
-        )
-        self._playback = task
+        if self._reply is not None:
+            self._reply.interrupt()
+        self._reply = reply
         try:
-            await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if task.cancelled() and current is not None and not current.cancelling():
-                return False
-            raise
+            finished = await self._send_reply(reply, timings or TurnTimings())
         finally:
-            if self._playback is task:
-                self._playback = None
-        return True
-
-    def stop_playback(self) -> None:
-        """Stop sending reply audio at once."""
-        if self._playback is not None:
-            self._playback.cancel()
-            self._playback = None
-
-    async def abort_playback(self) -> None:
-        """Stop reply audio and send `tts stop`, so the device never stays speaking."""
-        self.stop_playback()
+            if self._reply is reply:
+                self._reply = None
         await self.stop_speaking()
+        return finished
 
-    async def _play(self, chunks: AsyncIterable[ReplyChunk], timings: TurnTimings) -> None:
+    async def _send_reply(self, reply: Reply, timings: TurnTimings) -> bool:
         if self._encoder is None:
             self._encoder = OpusEncoder(
                 self.reply_audio.sample_rate, self.reply_audio.frame_duration
             )
         encoder = self._encoder
-        framer = PcmFramer(encoder.frame_bytes)
-        try:
-            await self.start_speaking()
-            # The reply is fetched and encoded at once; only its first frame waits for the
-            # device to have switched to speaking.
-            clock = PlaybackClock(
-                self.reply_audio.frame_duration / 1000,
-                PLAYBACK_LEAD_FRAMES,
-                self._loop.time,
-                not_before=self._speaking_since + TTS_START_SETTLE_S,
-            )
-            async for chunk in chunks:
-                if isinstance(chunk, str):
-                    await self.send(Tts(state=TtsState.SENTENCE_START, text=chunk))
+        bytes_per_s = self.reply_audio.sample_rate * SAMPLE_WIDTH
+        frame_s = self.reply_audio.frame_duration / 1000
+        clock: PlaybackClock | None = None
+        while not reply.interrupted and not self.link.closed:
+            while reply.messages:
+                await self.send(reply.messages.popleft())
+            reply.read_audio(bytes_per_s)
+            if reply.speak_requested and clock is None:
+                await self.start_speaking()
+                # The reply is fetched and encoded at once; only its first frame waits for the
+                # device to have switched to speaking.
+                clock = PlaybackClock(
+                    frame_s,
+                    PLAYBACK_LEAD_FRAMES,
+                    self._loop.time,
+                    not_before=self._speaking_since + TTS_START_SETTLE_S,
+                )
+            if clock is not None and (
+                len(reply.pcm) >= encoder.frame_bytes or (reply.audio_ended and reply.pcm)
+            ):
+                if (delay := clock.delay()) > 0:
+                    await reply.wait(delay)
                     continue
-                for frame in framer.push(chunk):
-                    await self._send_frame(self._encode(encoder, frame, timings), clock, timings)
-            if (last := framer.flush()) is not None:
-                await self._send_frame(self._encode(encoder, last, timings), clock, timings)
-            await clock.drain()
-        finally:
-            if not self.link.closed:
-                await self.stop_speaking()
+                for text in reply.subtitles.due(clock.sent_s):
+                    await self.send(Tts(state=TtsState.SENTENCE_START, text=text))
+                pcm = reply.take_pcm(encoder.frame_bytes)
+                packet = self._encode(encoder, pcm.ljust(encoder.frame_bytes, b"\0"), timings)
+                clock.frame_sent()
+                await self.link.send_audio(packet, 0)
+                timings.mark(Stage.FIRST_FRAME, self._loop.time())
+                continue
+            if reply.done:
+                break
+            await reply.wait()
+        if reply.audio_error is not None:
+            _LOGGER.warning("%s: reply audio failed: %s", self, reply.audio_error)
+        for text in reply.subtitles.rest():
+            await self.send(Tts(state=TtsState.SENTENCE_START, text=text))
+        # Let the device play what it holds; clients that clear their buffer on `tts stop`
+        # would cut the tail without the grace.
+        if clock is not None:
+            stop_at = self._loop.time() + clock.remaining() + TTS_STOP_GRACE_S
+            while not reply.interrupted and (remaining := stop_at - self._loop.time()) > 0:
+                await reply.wait(remaining)
+        return not reply.interrupted and not self.link.closed
 
     def _encode(self, encoder: OpusEncoder, pcm: bytes, timings: TurnTimings) -> bytes:
         started = time.perf_counter()
@@ -456,11 +455,3 @@ class DeviceSession:
         self.codec_stats.frames_encoded += 1
         timings.mark(Stage.FIRST_ENCODED, self._loop.time())
         return packet
-
-    async def _send_frame(self, packet: bytes, clock: PlaybackClock, timings: TurnTimings) -> None:
-        await clock.wait_for_room()
-        if self.link.closed:
-            raise asyncio.CancelledError
-        clock.frame_sent()
-        await self.link.send_audio(packet, 0)
-        timings.mark(Stage.FIRST_FRAME, self._loop.time())
