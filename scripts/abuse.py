@@ -20,10 +20,11 @@ import sys
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "custom_components" / "xiaozhi"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.emulator import DeviceEmulator, speech_pcm
-from core.messages import ListenMode
+from custom_components.xiaozhi.core.messages import ListenMode
+from tools.audio import speech_pcm
+from tools.emulator import DeviceEmulator
 
 REPLY_TIMEOUT_S = 10.0
 SILENCE_FRAME = b"\0" * 1920

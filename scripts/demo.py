@@ -24,10 +24,11 @@ from typing import Any
 import aiohttp
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "custom_components" / "xiaozhi"))
+sys.path.insert(0, str(REPO))
 
-from core.emulator import DeviceEmulator, speech_pcm  # noqa: E402
-from core.messages import ListenMode  # noqa: E402
+from custom_components.xiaozhi.core.messages import ListenMode  # noqa: E402
+from tools.audio import speech_pcm  # noqa: E402
+from tools.emulator import DeviceEmulator  # noqa: E402
 
 HASS_START_TIMEOUT_S = 120.0
 PROVIDER_START_TIMEOUT_S = 30.0

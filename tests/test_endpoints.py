@@ -21,8 +21,8 @@ from custom_components.xiaozhi.core.const import (
     MAX_WEBSOCKET_FRAME_BYTES,
     CloseCode,
 )
-from custom_components.xiaozhi.core.emulator import DeviceEmulator
 from custom_components.xiaozhi.hub import XiaozhiHub
+from tools.emulator import DeviceEmulator
 
 from .audio import tone
 

@@ -3,43 +3,32 @@
 It makes the boot-time OTA check with the firmware's headers and body, opens the WebSocket with
 the firmware's headers, says hello, listens, streams 60 ms Opus frames from PCM or a WAV file in
 any binary protocol version, answers MCP like a device, and records everything the server sends
-(and the reply audio, decodable to a WAV). Tests, the demo and the benchmarks all use it, and a
-user can run it against their own Home Assistant:
-
-    python -m core.emulator --ota-url http://HA:8123/xiaozhi/ota/ --say "turn on the light"
-
-(run from `custom_components/xiaozhi`, or with `scripts/emulator` from a checkout).
+(and the reply audio, decodable to a WAV). Tests, the demo and the benchmarks all use it;
+`scripts/emulator` (`tools/cli.py`) runs it against a user's own Home Assistant.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 import json
 import logging
 from pathlib import Path
 import random
-import shutil
-import subprocess
-import sys
-import time
 from typing import Final
 import uuid
-import wave
 
 import aiohttp
 
-from . import framing
-from .codec import OpusDecoder, OpusEncoder, PcmFramer, samples_per_frame
-from .const import (
+from custom_components.xiaozhi.core import framing
+from custom_components.xiaozhi.core.codec import OpusDecoder, OpusEncoder
+from custom_components.xiaozhi.core.const import (
     DEVICE_FRAME_DURATION_MS,
     DEVICE_SAMPLE_RATE,
     HELLO_TIMEOUT_S,
     SAMPLE_WIDTH,
 )
-from .messages import (
+from custom_components.xiaozhi.core.messages import (
     ClientHello,
     JsonObject,
     ListenMode,
@@ -48,87 +37,21 @@ from .messages import (
     parse_server_message,
 )
 
+from .audio import pcm_frames, write_wav
+
 _LOGGER = logging.getLogger(__name__)
 
 FIRMWARE_VERSION: Final = "2.0.3"
 BOARD: Final = "xiaozhi-emulator"
-DEVICE_FRAME_BYTES: Final = (
-    samples_per_frame(DEVICE_SAMPLE_RATE, DEVICE_FRAME_DURATION_MS) * SAMPLE_WIDTH
-)
 DEVICE_OPUS_COMPLEXITY: Final = 0  # the firmware's encoder settings (protocol.md §3.5)
 REPLY_TIMEOUT_S: Final = 30.0
 ACTIVATION_POLL_S: Final = 3.0  # the firmware waits 3 s after a 202
-EMULATED_VOLUME: Final = 70
 
 
 def random_device_id() -> str:
     """Return a locally administered MAC, as the firmware formats its Device-Id."""
     octets = [0x02] + [random.randrange(256) for _ in range(5)]
     return ":".join(f"{o:02x}" for o in octets)
-
-
-def speech_pcm(text: str, voice: str = "en-us") -> bytes:
-    """Speak `text` with espeak-ng into what a device microphone sends: 16 kHz 16-bit mono.
-
-    Needs the `espeak-ng` and `ffmpeg` programs; `voice` "cmn" speaks Mandarin.
-    """
-    for program in ("espeak-ng", "ffmpeg"):
-        if shutil.which(program) is None:
-            raise ValueError(f"{program} is not installed; use --wav instead")
-    wav = subprocess.run(
-        ["espeak-ng", "-v", voice, "--stdout", text], capture_output=True, check=True
-    ).stdout
-    return subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-i",
-            "pipe:0",
-            "-ar",
-            str(DEVICE_SAMPLE_RATE),
-            "-ac",
-            "1",
-            "-f",
-            "s16le",
-            "pipe:1",
-        ],
-        input=wav,
-        capture_output=True,
-        check=True,
-    ).stdout
-
-
-def read_pcm(path: Path) -> bytes:
-    """Read 16 kHz 16-bit mono PCM from a WAV file or a raw .pcm file."""
-    if path.suffix.lower() != ".wav":
-        return path.read_bytes()
-    with wave.open(str(path), "rb") as wav:
-        params = (wav.getframerate(), wav.getsampwidth(), wav.getnchannels())
-        if params != (DEVICE_SAMPLE_RATE, SAMPLE_WIDTH, 1):
-            raise ValueError(
-                f"{path} is {params[0]} Hz, {8 * params[1]}-bit, {params[2]} channel(s); the "
-                f"device sends 16 kHz 16-bit mono (convert with: ffmpeg -i {path} -ar 16000 "
-                "-ac 1 -sample_fmt s16 out.wav)"
-            )
-        return wav.readframes(wav.getnframes())
-
-
-def write_wav(path: Path, pcm: bytes, sample_rate: int) -> None:
-    """Write 16-bit mono PCM as a WAV file."""
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(SAMPLE_WIDTH)
-        wav.setframerate(sample_rate)
-        wav.writeframes(pcm)
-
-
-def pcm_frames(pcm: bytes) -> Iterator[bytes]:
-    """Cut PCM into 60 ms device frames, the last one padded with silence."""
-    framer = PcmFramer(DEVICE_FRAME_BYTES)
-    yield from framer.push(pcm)
-    if (last := framer.flush()) is not None:
-        yield last
 
 
 @dataclass(slots=True)
@@ -531,85 +454,3 @@ class DeviceEmulator:
         if self._own_http and self._http is not None:
             await self._http.close()
             self._http = None
-
-
-async def run_turn(args: argparse.Namespace) -> int:
-    """Do one voice turn against a server and report what happened."""
-    t0 = time.monotonic()
-
-    def step(text: str) -> None:
-        print(f"[{time.monotonic() - t0:6.2f} s] {text}")
-
-    device = DeviceEmulator(
-        args.ota_url,
-        device_id=args.device_id,
-        protocol_version=args.protocol_version,
-        language=args.language,
-    )
-    try:
-        answer = await device.check_ota()
-        if (code := device.activation_code) is not None:
-            step(f"activation code {code}: add the device in Home Assistant (Settings > Devices)")
-            await device.activate(timeout=args.timeout * 10)
-            answer = await device.check_ota()
-        step(f"OTA answer: websocket {answer.get('websocket', {}).get('url')}")
-        hello = await device.connect()
-        assert hello is not None
-        step(f"hello: session {hello.session_id}, reply audio {hello.audio_params.sample_rate} Hz")
-        if args.wake_word:
-            await device.detect(args.wake_word)
-        mode = ListenMode(args.mode)
-        await device.listen_start(mode)
-        pcm = speech_pcm(args.say, args.voice) if args.say else read_pcm(args.wav)
-        sent = await device.stream_pcm(pcm)
-        step(f"sent {sent} frames ({sent * DEVICE_FRAME_DURATION_MS / 1000:.2f} s of audio)")
-        if mode is ListenMode.MANUAL:
-            await device.listen_stop()
-        else:  # a real microphone keeps streaming (silence) until the server answers
-            silence = asyncio.get_running_loop().create_task(
-                device.stream_pcm(b"\0" * DEVICE_FRAME_BYTES * int(REPLY_TIMEOUT_S / 0.06))
-            )
-        try:
-            stt = await device.wait_for("stt", timeout=args.timeout)
-            step(f"stt: {stt.get('text')}")
-            await device.wait_for("tts", "stop", timeout=args.timeout)
-        finally:
-            if mode is not ListenMode.MANUAL:
-                silence.cancel()
-        for kind, state in (("llm", None), ("tts", "sentence_start")):
-            for message in device.received.of_type(kind, state):
-                step(f"{kind}: {message.get('emotion') or message.get('text')}")
-        seconds = device.save_reply(args.out)
-        step(f"reply: {len(device.received.audio)} frames, {seconds:.2f} s saved to {args.out}")
-        return 0
-    except (TimeoutError, ConnectionError, aiohttp.ClientError, ValueError) as err:
-        step(f"failed: {err!r}")
-        return 1
-    finally:
-        await device.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the emulator from the command line."""
-    parser = argparse.ArgumentParser(description="Emulate a xiaozhi-esp32 device for one turn.")
-    parser.add_argument(
-        "--ota-url", required=True, help="e.g. http://192.168.1.10:8123/xiaozhi/ota/"
-    )
-    speech = parser.add_mutually_exclusive_group(required=True)
-    speech.add_argument("--wav", type=Path, help="speech to send: 16 kHz 16-bit mono WAV or .pcm")
-    speech.add_argument("--say", help="text to speak with espeak-ng instead of a WAV")
-    parser.add_argument("--voice", default="en-us", help="espeak-ng voice for --say (cmn: 中文)")
-    parser.add_argument("--out", type=Path, default=Path("reply.wav"), help="reply audio WAV")
-    parser.add_argument("--mode", choices=[m.value for m in ListenMode], default="auto")
-    parser.add_argument("--protocol-version", type=int, choices=(1, 2, 3))
-    parser.add_argument("--wake-word", help="send `listen detect` with this text first")
-    parser.add_argument("--device-id", help="MAC address (default: random)")
-    parser.add_argument("--language", default="en-US")
-    parser.add_argument("--timeout", type=float, default=REPLY_TIMEOUT_S)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    return asyncio.run(run_turn(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
