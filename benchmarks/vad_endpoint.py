@@ -28,7 +28,7 @@ from custom_components.xiaozhi.core.vad import (
     SpeechEndpointer,
 )
 from tools.audio import speech_pcm
-from tools.emulator import DEVICE_OPUS_COMPLEXITY
+from tools.microphone import DEVICE_OPUS_COMPLEXITY
 
 RATE = 16000
 FRAME_BYTES = 1920

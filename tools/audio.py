@@ -1,10 +1,12 @@
-"""Microphone audio for the emulator: speech from espeak-ng or a file, frames, WAV files."""
+"""Microphone audio for the emulator: speech from espeak-ng or a file, frames, noise, WAV files."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+import random
 import shutil
+import struct
 import subprocess
 import wave
 
@@ -83,3 +85,12 @@ def pcm_frames(pcm: bytes, frame_duration_ms: int = DEVICE_FRAME_DURATION_MS) ->
     yield from framer.push(pcm)
     if (last := framer.flush()) is not None:
         yield last
+
+
+def room_noise(size: int, level: float, rng: random.Random) -> bytes:
+    """Return `size` bytes of Gaussian noise with standard deviation `level` (0: silence)."""
+    samples = size // SAMPLE_WIDTH
+    if level <= 0:
+        return b"\0" * size
+    values = (max(-32768, min(32767, round(rng.gauss(0.0, level)))) for _ in range(samples))
+    return struct.pack(f"<{samples}h", *values)

@@ -13,59 +13,64 @@ import logging
 from pathlib import Path
 import sys
 import time
+from typing import Final
 
 import aiohttp
 
-from custom_components.xiaozhi.core.const import DEVICE_FRAME_DURATION_MS
+from custom_components.xiaozhi.core.const import DEVICE_SAMPLE_RATE, SAMPLE_WIDTH
 from custom_components.xiaozhi.core.messages import ListenMode
 
-from .audio import frame_bytes, read_pcm, speech_pcm
-from .emulator import REPLY_TIMEOUT_S, DeviceEmulator
+from .audio import read_pcm, speech_pcm
+from .emulator import FRAME_DURATIONS_MS, REPLY_TIMEOUT_S, DeviceEmulator
+
+ACTIVATION_TIMEOUT_FACTOR: Final = 10  # the user needs a while to type the code
 
 
 async def run_turn(args: argparse.Namespace) -> int:
-    """Do one voice turn against a server and report what happened."""
+    """Do one turn (spoken or typed) against a server and report what happened."""
     t0 = time.monotonic()
 
     def step(text: str) -> None:
         print(f"[{time.monotonic() - t0:6.2f} s] {text}")
 
+    mode = ListenMode(args.mode)
     device = DeviceEmulator(
         args.ota_url,
         device_id=args.device_id,
         protocol_version=args.protocol_version,
         language=args.language,
+        listen_mode=mode,
+        frame_duration=args.frame_duration,
+        web_client=args.web_client,
+        relisten=False,  # one turn
     )
     try:
-        answer = await device.check_ota()
+        await device.check_ota()
         if (code := device.activation_code) is not None:
             step(f"activation code {code}: add the device in Home Assistant (Settings > Devices)")
-            await device.activate(timeout=args.timeout * 10)
-            answer = await device.check_ota()
-        step(f"OTA answer: websocket {answer.get('websocket', {}).get('url')}")
+            await device.activate(timeout=args.timeout * ACTIVATION_TIMEOUT_FACTOR)
+            await device.check_ota()
+        step(f"OTA answer: websocket {device.websocket_settings.get('url')}")
         hello = await device.connect()
         assert hello is not None
         step(f"hello: session {hello.session_id}, reply audio {hello.audio_params.sample_rate} Hz")
-        if args.wake_word:
-            await device.detect(args.wake_word)
-        mode = ListenMode(args.mode)
-        await device.listen_start(mode)
-        pcm = speech_pcm(args.say, args.voice) if args.say else read_pcm(args.wav)
-        sent = await device.stream_pcm(pcm)
-        step(f"sent {sent} frames ({sent * DEVICE_FRAME_DURATION_MS / 1000:.2f} s of audio)")
-        if mode is ListenMode.MANUAL:
-            await device.listen_stop()
-        else:  # a real microphone keeps streaming (silence) until the server answers
-            silence = asyncio.get_running_loop().create_task(
-                device.stream_pcm(b"\0" * frame_bytes() * int(REPLY_TIMEOUT_S / 0.06))
-            )
-        try:
-            stt = await device.wait_for("stt", timeout=args.timeout)
-            step(f"stt: {stt.get('text')}")
-            await device.wait_for("tts", "stop", timeout=args.timeout)
-        finally:
-            if mode is not ListenMode.MANUAL:
-                silence.cancel()
+        if args.text is not None:
+            await device.send_text_input(args.text)
+            step(f"typed: {args.text}")
+        else:
+            pcm = speech_pcm(args.say, args.voice) if args.say else read_pcm(args.wav)
+            microphone = device.start_microphone()
+            if args.wake_word:
+                await device.detect(args.wake_word)
+            await device.listen_start(mode)
+            await microphone.say(pcm)
+            seconds = len(pcm) / SAMPLE_WIDTH / DEVICE_SAMPLE_RATE
+            step(f"said {seconds:.2f} s of audio in {args.frame_duration} ms frames")
+            if mode is ListenMode.MANUAL:
+                await device.listen_stop()
+        stt = await device.wait_for("stt", timeout=args.timeout)
+        step(f"stt: {stt.get('text')}")
+        await device.wait_for("tts", "stop", timeout=args.timeout)
         for kind, state in (("llm", None), ("tts", "sentence_start")):
             for message in device.received.of_type(kind, state):
                 step(f"{kind}: {message.get('emotion') or message.get('text')}")
@@ -88,9 +93,22 @@ def main(argv: list[str] | None = None) -> int:
     speech = parser.add_mutually_exclusive_group(required=True)
     speech.add_argument("--wav", type=Path, help="speech to send: 16 kHz 16-bit mono WAV or .pcm")
     speech.add_argument("--say", help="text to speak with espeak-ng instead of a WAV")
+    speech.add_argument("--text", help="typed text to send instead of speech (listen detect)")
     parser.add_argument("--voice", default="en-us", help="espeak-ng voice for --say (cmn: 中文)")
     parser.add_argument("--out", type=Path, default=Path("reply.wav"), help="reply audio WAV")
     parser.add_argument("--mode", choices=[m.value for m in ListenMode], default="auto")
+    parser.add_argument(
+        "--frame-duration",
+        type=int,
+        choices=FRAME_DURATIONS_MS,
+        default=60,
+        help="microphone Opus frame length in ms (the firmware: 60, py-xiaozhi: 20)",
+    )
+    parser.add_argument(
+        "--web-client",
+        action="store_true",
+        help="connect like a browser: device id, client id and token as query parameters",
+    )
     parser.add_argument("--protocol-version", type=int, choices=(1, 2, 3))
     parser.add_argument("--wake-word", help="send `listen detect` with this text first")
     parser.add_argument("--device-id", help="MAC address (default: random)")
