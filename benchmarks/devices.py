@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 
 from custom_components.xiaozhi.core.const import PLAYBACK_LEAD_FRAMES
-from custom_components.xiaozhi.core.emulator import DeviceEmulator
 from custom_components.xiaozhi.core.messages import ListenMode
+from tools.emulator import DeviceEmulator
 
 from .microphone import (
     FRAME_S,

@@ -26,11 +26,11 @@ from homeassistant.core import HomeAssistant
 
 from custom_components.xiaozhi.assist_satellite import XiaozhiSatellite
 from custom_components.xiaozhi.const import DOMAIN
-from custom_components.xiaozhi.core.emulator import DeviceEmulator
 from custom_components.xiaozhi.core.messages import ListenMode
 from custom_components.xiaozhi.core.timings import Stage
 from custom_components.xiaozhi.hub import XiaozhiHub
 from tests.providers import Providers
+from tools.emulator import DeviceEmulator
 
 from .microphone import (
     MANUAL_SPEECH_FRAMES,

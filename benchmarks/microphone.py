@@ -14,13 +14,9 @@ import numpy as np
 
 from custom_components.xiaozhi.core.codec import OpusEncoder
 from custom_components.xiaozhi.core.const import DEVICE_FRAME_DURATION_MS, DEVICE_SAMPLE_RATE
-from custom_components.xiaozhi.core.emulator import (
-    DEVICE_OPUS_COMPLEXITY,
-    DeviceEmulator,
-    pcm_frames,
-    speech_pcm,
-)
 from custom_components.xiaozhi.core.messages import ListenMode
+from tools.audio import pcm_frames, speech_pcm
+from tools.emulator import DEVICE_OPUS_COMPLEXITY, DeviceEmulator
 
 FRAME_S = DEVICE_FRAME_DURATION_MS / 1000
 VOICE_LEVEL = 500  # samples louder than this are voice, for trimming the recording

@@ -19,11 +19,16 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "custom_components" / "xiaozhi"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.codec import OpusDecoder, OpusEncoder
-from core.emulator import DEVICE_OPUS_COMPLEXITY, speech_pcm
-from core.vad import TRAILING_SILENCE_S, EndpointEvent, SpeechEndpointer
+from custom_components.xiaozhi.core.codec import OpusDecoder, OpusEncoder
+from custom_components.xiaozhi.core.vad import (
+    TRAILING_SILENCE_S,
+    EndpointEvent,
+    SpeechEndpointer,
+)
+from tools.audio import speech_pcm
+from tools.microphone import DEVICE_OPUS_COMPLEXITY
 
 RATE = 16000
 FRAME_BYTES = 1920

@@ -20,10 +20,11 @@ import sys
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "custom_components" / "xiaozhi"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.emulator import DeviceEmulator, speech_pcm
-from core.messages import ListenMode
+from custom_components.xiaozhi.core.messages import ListenMode
+from tools.audio import speech_pcm
+from tools.emulator import DeviceEmulator
 
 REPLY_TIMEOUT_S = 10.0
 SILENCE_FRAME = b"\0" * 1920
@@ -44,7 +45,7 @@ async def handshake_cycle(
 ) -> None:
     """Connect and drop before or right after the hello."""
     device = DeviceEmulator(url, device_id=device_id, relisten=False)
-    device.ota_answer = ota
+    device.use_ota_answer(ota)
     try:
         await device.connect(hello=rng.random() < 0.5)
     finally:
@@ -54,7 +55,7 @@ async def handshake_cycle(
 async def reply_cycle(ota: dict[str, object], url: str, device_id: str, speech: bytes) -> bool:
     """Say a command, drop as soon as reply audio arrives; return whether it arrived."""
     device = DeviceEmulator(url, device_id=device_id, relisten=False)
-    device.ota_answer = ota
+    device.use_ota_answer(ota)
     try:
         await device.connect()
         await device.listen_start(ListenMode.AUTO)

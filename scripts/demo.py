@@ -24,10 +24,11 @@ from typing import Any
 import aiohttp
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "custom_components" / "xiaozhi"))
+sys.path.insert(0, str(REPO))
 
-from core.emulator import DeviceEmulator, speech_pcm  # noqa: E402
-from core.messages import ListenMode  # noqa: E402
+from custom_components.xiaozhi.core.messages import ListenMode  # noqa: E402
+from tools.audio import speech_pcm  # noqa: E402
+from tools.emulator import DeviceEmulator  # noqa: E402
 
 HASS_START_TIMEOUT_S = 120.0
 PROVIDER_START_TIMEOUT_S = 30.0
@@ -323,20 +324,14 @@ async def device_turn(
             f"device: hello answered in {1000 * (time.monotonic() - started):.0f} ms "
             f"(session {hello.session_id})"
         )
+        microphone = device.start_microphone()  # streams silence until it is told to speak
         await device.listen_start(ListenMode.AUTO)
-        frames = await device.stream_pcm(speech)
-        loop = asyncio.get_running_loop()
-        said_at = loop.time() - trailing_silence_s(speech)
-        step(f'device: said "{COMMAND}" ({frames} Opus frames of 60 ms)')
-        silence = asyncio.get_running_loop().create_task(
-            device.stream_pcm(b"\0" * 1920 * int(REPLY_TIMEOUT_S / 0.06))
-        )
-        try:
-            stt = await device.wait_for("stt", timeout=REPLY_TIMEOUT_S)
-            step(f'hub -> device: stt "{stt.get("text")}"')
-            await device.wait_for("tts", "stop", timeout=REPLY_TIMEOUT_S)
-        finally:
-            silence.cancel()
+        await microphone.say(speech)
+        said_at = asyncio.get_running_loop().time() - trailing_silence_s(speech)
+        step(f'device: said "{COMMAND}" ({microphone.sent} Opus frames of 60 ms)')
+        stt = await device.wait_for("stt", timeout=REPLY_TIMEOUT_S)
+        step(f'hub -> device: stt "{stt.get("text")}"')
+        await device.wait_for("tts", "stop", timeout=REPLY_TIMEOUT_S)
         if device.received.audio:
             first = device.received.audio[0][0] - said_at
             step(f"first reply audio reached the device {first:.2f} s after the speech ended")

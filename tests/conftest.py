@@ -15,7 +15,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, mock_c
 
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.core import OTA_PATH
-from custom_components.xiaozhi.core.emulator import DeviceEmulator
+from tools.emulator import DeviceEmulator
 
 from .cloud_servers import BlackHole, DashScopeServer, EdgeServer, mp3_clip
 from .providers import TEST_DOMAIN, Providers, ProvidersFlow, async_setup_providers

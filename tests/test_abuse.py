@@ -13,8 +13,8 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.xiaozhi.const import DOMAIN
-from custom_components.xiaozhi.core.emulator import DeviceEmulator
 from scripts.abuse import abuse
+from tools.emulator import DeviceEmulator
 
 from .conftest import make_hub_entry
 from .providers import Providers

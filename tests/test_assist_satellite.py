@@ -22,9 +22,10 @@ from pytest_homeassistant_custom_component.common import (
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.core import SessionState
 from custom_components.xiaozhi.core.const import PLAYBACK_LEAD_FRAMES, TTS_START_SETTLE_S
-from custom_components.xiaozhi.core.emulator import DeviceEmulator, speech_pcm
 from custom_components.xiaozhi.core.messages import ListenMode
 from custom_components.xiaozhi.core.timings import Stage
+from tools.audio import speech_pcm
+from tools.emulator import DeviceEmulator
 
 from . import audio
 from .conftest import make_hub_entry

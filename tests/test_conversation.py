@@ -27,9 +27,10 @@ from custom_components.xiaozhi.const import (
     PRESET_CUSTOM,
     SUBENTRY_CONVERSATION,
 )
-from custom_components.xiaozhi.core.emulator import DeviceEmulator, speech_pcm
 from custom_components.xiaozhi.core.messages import ListenMode
 from custom_components.xiaozhi.memory import SAVE_DELAY_S, STORAGE_KEY
+from tools.audio import speech_pcm
+from tools.emulator import DeviceEmulator
 
 from .llm_server import (
     API_KEY,

@@ -15,7 +15,7 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 )
 
 from custom_components.xiaozhi.const import DOMAIN
-from custom_components.xiaozhi.core.emulator import DeviceEmulator
+from tools.emulator import DeviceEmulator
 
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
 

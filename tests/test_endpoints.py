@@ -21,9 +21,9 @@ from custom_components.xiaozhi.core.const import (
     MAX_WEBSOCKET_FRAME_BYTES,
     CloseCode,
 )
-from custom_components.xiaozhi.core.emulator import DeviceEmulator
 from custom_components.xiaozhi.core.reply import Reply
 from custom_components.xiaozhi.hub import XiaozhiHub
+from tools.emulator import DeviceEmulator
 
 from .audio import tone
 
@@ -335,7 +335,8 @@ async def test_a_new_connection_replaces_the_old_one(
     first = await make_device()
     await first.connect()
     second = DeviceEmulator(first.ota_url, device_id=first.device_id, relisten=False)
-    second.ota_answer = first.ota_answer
+    assert first.ota_answer is not None
+    second.use_ota_answer(first.ota_answer)
     try:
         await second.connect()
         assert await first.wait_closed(timeout=5) == CloseCode.REPLACED

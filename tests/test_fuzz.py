@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
 from custom_components.xiaozhi.core.const import MAX_TEXT_MESSAGE_BYTES, MAX_WEBSOCKET_FRAME_BYTES
-from custom_components.xiaozhi.core.emulator import DeviceEmulator
 from custom_components.xiaozhi.core.messages import ClientHello
+from tools.emulator import DeviceEmulator
 
 from .audio import tone
 

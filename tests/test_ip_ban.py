@@ -12,7 +12,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 import pytest
 
-from custom_components.xiaozhi.core.emulator import DeviceEmulator
+from tools.emulator import DeviceEmulator
 
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
 THRESHOLD = 100  # high enough that nothing is banned (a ban would be written to disk)

@@ -14,8 +14,8 @@ import pytest
 
 from custom_components.xiaozhi.const import DOMAIN, MAX_ACTIVATION_ATTEMPTS
 from custom_components.xiaozhi.core import CloseCode
-from custom_components.xiaozhi.core.emulator import DeviceEmulator
 from custom_components.xiaozhi.hub import XiaozhiHub
+from tools.emulator import DeviceEmulator
 
 from .conftest import async_enter_code
 

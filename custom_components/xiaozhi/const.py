@@ -55,9 +55,10 @@ CONF_MAX_TOKENS: Final = "max_tokens"
 CONF_MEMORY: Final = "memory"  # bool: keep a short per-device memory for this agent
 CONF_LANGUAGE: Final = "language"
 CONF_VOICE: Final = "voice"
-CONF_RATE: Final = "rate"  # Edge TTS: percent, -50..100
-CONF_PITCH: Final = "pitch"  # Edge TTS: Hz, -50..50
-CONF_VOLUME: Final = "volume"  # Edge TTS: percent, -50..100
+# Speech services' defaults, voices and ranges are in their clients (cloud/*.py).
+CONF_RATE: Final = "rate"  # Edge TTS: percent
+CONF_PITCH: Final = "pitch"  # Edge TTS: Hz
+CONF_VOLUME: Final = "volume"  # Edge TTS: percent
 CONF_TIMEOUT: Final = "timeout"  # seconds before a request to the service is given up
 DEFAULT_SERVICE_TIMEOUT_S: Final = 15.0
 
@@ -84,8 +85,3 @@ LLM_PRESETS: Final[dict[str, LlmPreset]] = {
 }
 DEFAULT_TEMPERATURE: Final = 0.7
 DEFAULT_MAX_TOKENS: Final = 500
-DEFAULT_STT_OPENAI_MODEL: Final = "whisper-1"
-DEFAULT_STT_DASHSCOPE_MODEL: Final = "paraformer-realtime-v2"
-DEFAULT_EDGE_VOICE: Final = "zh-CN-XiaoxiaoNeural"
-DEFAULT_TTS_DASHSCOPE_MODEL: Final = "cosyvoice-v2"
-DEFAULT_TTS_DASHSCOPE_VOICE: Final = "longxiaochun_v2"

@@ -23,6 +23,7 @@ from homeassistant.helpers.selector import (
 )
 import probatio
 
+from .cloud import cosyvoice, edge, openai_stt, paraformer
 from .cloud.dashscope import DEFAULT_URL as DASHSCOPE_URL
 from .const import (
     CONF_BASE_URL,
@@ -38,14 +39,9 @@ from .const import (
     CONF_TIMEOUT,
     CONF_VOICE,
     CONF_VOLUME,
-    DEFAULT_EDGE_VOICE,
     DEFAULT_MAX_TOKENS,
     DEFAULT_SERVICE_TIMEOUT_S,
-    DEFAULT_STT_DASHSCOPE_MODEL,
-    DEFAULT_STT_OPENAI_MODEL,
     DEFAULT_TEMPERATURE,
-    DEFAULT_TTS_DASHSCOPE_MODEL,
-    DEFAULT_TTS_DASHSCOPE_VOICE,
     LLM_PRESETS,
     SERVICE_DASHSCOPE,
     SERVICE_EDGE,
@@ -61,24 +57,6 @@ MAX_TEMPERATURE: Final = 2.0
 MAX_MAX_TOKENS: Final = 8192
 MIN_TIMEOUT_S: Final = 0.1
 MAX_TIMEOUT_S: Final = 120.0
-OPENAI_BASE_URL: Final = LLM_PRESETS[SERVICE_OPENAI].base_url
-EDGE_RATE_RANGE: Final = (-50, 100)  # percent
-EDGE_PITCH_RANGE: Final = (-50, 50)  # Hz
-EDGE_VOLUME_RANGE: Final = (-50, 100)  # percent
-EDGE_VOICES: Final = [
-    "zh-CN-XiaoxiaoNeural",
-    "zh-CN-XiaoyiNeural",
-    "zh-CN-YunxiNeural",
-    "zh-CN-YunjianNeural",
-    "zh-CN-YunyangNeural",
-    "zh-CN-liaoning-XiaobeiNeural",
-    "zh-CN-shaanxi-XiaoniNeural",
-    "en-US-AriaNeural",
-    "en-US-JennyNeural",
-    "en-US-GuyNeural",
-    "en-US-AndrewNeural",
-    "en-US-EmmaNeural",
-]
 DEFAULT_TITLES: Final = {
     (SERVICE_OPENAI, "stt"): "Whisper",
     (SERVICE_DASHSCOPE, "stt"): "Paraformer",
@@ -301,8 +279,8 @@ class SttFlow(_SpeechFlow):
                 probatio.Required(CONF_TIMEOUT): _TIMEOUT,
             },
             {
-                CONF_BASE_URL: OPENAI_BASE_URL,
-                CONF_MODEL: DEFAULT_STT_OPENAI_MODEL,
+                CONF_BASE_URL: openai_stt.DEFAULT_BASE_URL,
+                CONF_MODEL: openai_stt.DEFAULT_MODEL,
                 CONF_TIMEOUT: DEFAULT_SERVICE_TIMEOUT_S,
             },
         )
@@ -324,7 +302,7 @@ class SttFlow(_SpeechFlow):
             },
             {
                 CONF_BASE_URL: DASHSCOPE_URL,
-                CONF_MODEL: DEFAULT_STT_DASHSCOPE_MODEL,
+                CONF_MODEL: paraformer.DEFAULT_MODEL,
                 CONF_TIMEOUT: DEFAULT_SERVICE_TIMEOUT_S,
             },
         )
@@ -346,16 +324,22 @@ class TtsFlow(_SpeechFlow):
             {
                 probatio.Required(CONF_VOICE): SelectSelector(
                     SelectSelectorConfig(
-                        options=EDGE_VOICES, custom_value=True, mode=SelectSelectorMode.DROPDOWN
+                        options=[voice.voice_id for voice in edge.FALLBACK_VOICES],
+                        custom_value=True,
+                        mode=SelectSelectorMode.DROPDOWN,
                     )
                 ),
-                probatio.Required(CONF_RATE): _slider(*EDGE_RATE_RANGE, "%"),
-                probatio.Required(CONF_PITCH): _slider(*EDGE_PITCH_RANGE, "Hz"),
-                probatio.Required(CONF_VOLUME): _slider(*EDGE_VOLUME_RANGE, "%"),
+                probatio.Required(CONF_RATE): _slider(
+                    edge.MIN_RATE_PERCENT, edge.MAX_RATE_PERCENT, "%"
+                ),
+                probatio.Required(CONF_PITCH): _slider(edge.MIN_PITCH_HZ, edge.MAX_PITCH_HZ, "Hz"),
+                probatio.Required(CONF_VOLUME): _slider(
+                    edge.MIN_VOLUME_PERCENT, edge.MAX_VOLUME_PERCENT, "%"
+                ),
                 probatio.Required(CONF_TIMEOUT): _TIMEOUT,
             },
             {
-                CONF_VOICE: DEFAULT_EDGE_VOICE,
+                CONF_VOICE: edge.DEFAULT_VOICE,
                 CONF_RATE: 0,
                 CONF_PITCH: 0,
                 CONF_VOLUME: 0,
@@ -380,8 +364,8 @@ class TtsFlow(_SpeechFlow):
             },
             {
                 CONF_BASE_URL: DASHSCOPE_URL,
-                CONF_MODEL: DEFAULT_TTS_DASHSCOPE_MODEL,
-                CONF_VOICE: DEFAULT_TTS_DASHSCOPE_VOICE,
+                CONF_MODEL: cosyvoice.DEFAULT_MODEL,
+                CONF_VOICE: cosyvoice.DEFAULT_VOICE,
                 CONF_TIMEOUT: DEFAULT_SERVICE_TIMEOUT_S,
             },
         )

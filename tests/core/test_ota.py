@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from custom_components.xiaozhi.core.emulator import DeviceEmulator
 from custom_components.xiaozhi.core.errors import OtaRequestError
 from custom_components.xiaozhi.core.ota import (
     OtaRequest,
@@ -14,6 +13,7 @@ from custom_components.xiaozhi.core.ota import (
     build_ota_response,
     normalize_device_id,
 )
+from tools.emulator import DeviceEmulator
 
 
 def firmware_request() -> tuple[dict[str, str], bytes]:

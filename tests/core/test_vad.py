@@ -8,13 +8,13 @@ import time
 import numpy as np
 import pytest
 
-from custom_components.xiaozhi.core.emulator import speech_pcm
 from custom_components.xiaozhi.core.vad import (
     TRAILING_SILENCE_S,
     WINDOW_S,
     EndpointEvent,
     SpeechEndpointer,
 )
+from tools.audio import speech_pcm
 
 RATE = 16000
 FRAME_BYTES = 1920  # what a device sends: 60 ms

@@ -30,6 +30,7 @@ DEFAULT_VOICES: Final = {
     "en-US": "en-US-EmmaMultilingualNeural",
     "en-GB": "en-GB-SoniaNeural",
 }
+DEFAULT_VOICE: Final = DEFAULT_VOICES[DEFAULT_LANGUAGE]
 VOICE_LIST_TTL_S: Final = 24 * 3600.0
 VOICE_LIST_RETRY_S: Final = 600.0  # after a failed fetch, use the fallback this long
 MIN_RATE_PERCENT: Final = -50
@@ -59,16 +60,20 @@ class EdgeVoice:
         return f"{label} ({self.gender})" if self.gender else label
 
 
-# Used until (or when) the service's list cannot be fetched.
+# Used until (or when) the service's list cannot be fetched, and offered when adding a voice.
 FALLBACK_VOICES: Final = (
     EdgeVoice("zh-CN-XiaoxiaoNeural", "zh-CN", "Female"),
     EdgeVoice("zh-CN-XiaoyiNeural", "zh-CN", "Female"),
     EdgeVoice("zh-CN-YunxiNeural", "zh-CN", "Male"),
     EdgeVoice("zh-CN-YunjianNeural", "zh-CN", "Male"),
     EdgeVoice("zh-CN-YunyangNeural", "zh-CN", "Male"),
+    EdgeVoice("zh-CN-liaoning-XiaobeiNeural", "zh-CN-liaoning", "Female"),
+    EdgeVoice("zh-CN-shaanxi-XiaoniNeural", "zh-CN-shaanxi", "Female"),
     EdgeVoice("en-US-EmmaMultilingualNeural", "en-US", "Female"),
     EdgeVoice("en-US-AvaNeural", "en-US", "Female"),
     EdgeVoice("en-US-JennyNeural", "en-US", "Female"),
+    EdgeVoice("en-US-AriaNeural", "en-US", "Female"),
+    EdgeVoice("en-US-EmmaNeural", "en-US", "Female"),
     EdgeVoice("en-US-AndrewNeural", "en-US", "Male"),
     EdgeVoice("en-US-GuyNeural", "en-US", "Male"),
 )

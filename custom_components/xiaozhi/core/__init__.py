@@ -1,7 +1,8 @@
 """The xiaozhi server core: protocol, codecs, sessions, OTA and endpoints.
 
 Imports nothing from Home Assistant, and only relative imports inside, so the same code runs in the
-integration, in the add-on, and standalone (`python -m core.emulator` from this directory).
+integration and in the add-on. Its client side, the device emulator, lives outside the integration
+in `tools/`.
 """
 
 from .const import ACTIVATE_PATH, OTA_PATH, WEBSOCKET_PATH, CloseCode

@@ -535,5 +535,5 @@ def parse_device_message(text: str | bytes) -> DeviceMessage:
 
 
 def parse_server_message(text: str | bytes) -> ServerMessage:
-    """Parse a text message from a server (what the device emulator reads)."""
+    """Parse a text message from a server (what a device reads)."""
     return _parse(text, SERVER_MESSAGE_TYPES)

@@ -1,45 +1,38 @@
 """A device emulator that behaves like the xiaozhi-esp32 firmware on the wire.
 
 It makes the boot-time OTA check with the firmware's headers and body, opens the WebSocket with
-the firmware's headers, says hello, listens, streams 60 ms Opus frames from PCM or a WAV file in
-any binary protocol version, answers MCP like a device, and records everything the server sends
-(and the reply audio, decodable to a WAV). Tests, the demo and the benchmarks all use it, and a
-user can run it against their own Home Assistant:
-
-    python -m core.emulator --ota-url http://HA:8123/xiaozhi/ota/ --say "turn on the light"
-
-(run from `custom_components/xiaozhi`, or with `scripts/emulator` from a checkout).
+the firmware's headers (or, as a browser client, with query parameters), says hello, listens in
+auto, manual or realtime mode, streams 60 ms (or 20 ms) Opus frames from PCM or a WAV file in any
+binary protocol version, answers MCP like a device, and records everything the server sends (and
+the reply audio, decodable to a WAV). Tests, the demo and the benchmarks all use it; `scripts/
+emulator` (`tools/cli.py`) runs it against a user's own Home Assistant.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 import json
 import logging
 from pathlib import Path
 import random
-import shutil
-import subprocess
-import sys
-import time
 from typing import Final
 import uuid
-import wave
 
 import aiohttp
+from yarl import URL
 
-from . import framing
-from .codec import OpusDecoder, OpusEncoder, PcmFramer, samples_per_frame
-from .const import (
+from custom_components.xiaozhi.core import framing
+from custom_components.xiaozhi.core.codec import OpusDecoder
+from custom_components.xiaozhi.core.const import (
     DEVICE_FRAME_DURATION_MS,
-    DEVICE_SAMPLE_RATE,
     HELLO_TIMEOUT_S,
+    REPLY_FRAME_DURATION_MS,
     SAMPLE_WIDTH,
 )
-from .messages import (
+from custom_components.xiaozhi.core.messages import (
+    AudioParams,
     ClientHello,
     JsonObject,
     ListenMode,
@@ -48,87 +41,33 @@ from .messages import (
     parse_server_message,
 )
 
+from .audio import pcm_frames, write_wav
+from .microphone import DEVICE_OPUS_COMPLEXITY, Microphone, device_encoder
+
 _LOGGER = logging.getLogger(__name__)
+
+__all__ = ["DEVICE_OPUS_COMPLEXITY", "DeviceEmulator", "DeviceState", "Received"]
 
 FIRMWARE_VERSION: Final = "2.0.3"
 BOARD: Final = "xiaozhi-emulator"
-DEVICE_FRAME_BYTES: Final = (
-    samples_per_frame(DEVICE_SAMPLE_RATE, DEVICE_FRAME_DURATION_MS) * SAMPLE_WIDTH
-)
-DEVICE_OPUS_COMPLEXITY: Final = 0  # the firmware's encoder settings (protocol.md §3.5)
+FRAME_DURATIONS_MS: Final = (20, 60)  # the firmware sends 60 ms; py-xiaozhi sends 20 ms
 REPLY_TIMEOUT_S: Final = 30.0
 ACTIVATION_POLL_S: Final = 3.0  # the firmware waits 3 s after a 202
-EMULATED_VOLUME: Final = 70
+DEFAULT_REPLY_SAMPLE_RATE: Final = 24000  # the firmware's default without a server hello
+
+
+class DeviceState(StrEnum):
+    """The firmware states a server can observe (protocol.md §1.3)."""
+
+    IDLE = "idle"
+    LISTENING = "listening"
+    SPEAKING = "speaking"
 
 
 def random_device_id() -> str:
     """Return a locally administered MAC, as the firmware formats its Device-Id."""
     octets = [0x02] + [random.randrange(256) for _ in range(5)]
     return ":".join(f"{o:02x}" for o in octets)
-
-
-def speech_pcm(text: str, voice: str = "en-us") -> bytes:
-    """Speak `text` with espeak-ng into what a device microphone sends: 16 kHz 16-bit mono.
-
-    Needs the `espeak-ng` and `ffmpeg` programs; `voice` "cmn" speaks Mandarin.
-    """
-    for program in ("espeak-ng", "ffmpeg"):
-        if shutil.which(program) is None:
-            raise ValueError(f"{program} is not installed; use --wav instead")
-    wav = subprocess.run(
-        ["espeak-ng", "-v", voice, "--stdout", text], capture_output=True, check=True
-    ).stdout
-    return subprocess.run(
-        [
-            "ffmpeg",
-            "-loglevel",
-            "error",
-            "-i",
-            "pipe:0",
-            "-ar",
-            str(DEVICE_SAMPLE_RATE),
-            "-ac",
-            "1",
-            "-f",
-            "s16le",
-            "pipe:1",
-        ],
-        input=wav,
-        capture_output=True,
-        check=True,
-    ).stdout
-
-
-def read_pcm(path: Path) -> bytes:
-    """Read 16 kHz 16-bit mono PCM from a WAV file or a raw .pcm file."""
-    if path.suffix.lower() != ".wav":
-        return path.read_bytes()
-    with wave.open(str(path), "rb") as wav:
-        params = (wav.getframerate(), wav.getsampwidth(), wav.getnchannels())
-        if params != (DEVICE_SAMPLE_RATE, SAMPLE_WIDTH, 1):
-            raise ValueError(
-                f"{path} is {params[0]} Hz, {8 * params[1]}-bit, {params[2]} channel(s); the "
-                f"device sends 16 kHz 16-bit mono (convert with: ffmpeg -i {path} -ar 16000 "
-                "-ac 1 -sample_fmt s16 out.wav)"
-            )
-        return wav.readframes(wav.getnframes())
-
-
-def write_wav(path: Path, pcm: bytes, sample_rate: int) -> None:
-    """Write 16-bit mono PCM as a WAV file."""
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(SAMPLE_WIDTH)
-        wav.setframerate(sample_rate)
-        wav.writeframes(pcm)
-
-
-def pcm_frames(pcm: bytes) -> Iterator[bytes]:
-    """Cut PCM into 60 ms device frames, the last one padded with silence."""
-    framer = PcmFramer(DEVICE_FRAME_BYTES)
-    yield from framer.push(pcm)
-    if (last := framer.flush()) is not None:
-        yield last
 
 
 @dataclass(slots=True)
@@ -148,7 +87,7 @@ class Received:
 
 
 class DeviceEmulator:
-    """One emulated device."""
+    """One emulated device (or a third-party client that speaks the device protocol)."""
 
     def __init__(
         self,
@@ -160,14 +99,23 @@ class DeviceEmulator:
         firmware_version: str = FIRMWARE_VERSION,
         language: str = "en-US",
         protocol_version: int | None = None,
+        listen_mode: ListenMode = ListenMode.AUTO,
+        frame_duration: int = DEVICE_FRAME_DURATION_MS,
+        web_client: bool = False,
         relisten: bool = True,
         http: aiohttp.ClientSession | None = None,
     ) -> None:
         """Describe the device; `protocol_version` overrides what the OTA answer says.
 
-        With `relisten`, the emulator does what the firmware does in auto mode: after `tts stop`
-        ends a reply it sends a new `listen start`.
+        `listen_mode` is the device's default mode: auto (the firmware without AEC), realtime
+        (with AEC: the microphone keeps streaming while the device speaks, and no new `listen
+        start` follows a reply) or manual (push-to-talk). `frame_duration` is the length of the
+        microphone's Opus frames, announced in the hello. A `web_client` connects as a browser
+        does: identity and token in the URL's query, no custom headers. Without `relisten` the
+        device goes idle after a reply in auto mode instead of sending a new `listen start`.
         """
+        if frame_duration not in FRAME_DURATIONS_MS:
+            raise ValueError(f"frame_duration must be one of {FRAME_DURATIONS_MS}")
         self.ota_url = ota_url
         self.device_id = device_id or random_device_id()
         self.client_id = client_id or str(uuid.uuid4())
@@ -175,10 +123,15 @@ class DeviceEmulator:
         self.firmware_version = firmware_version
         self.language = language
         self.protocol_version = protocol_version
+        self.default_listen_mode = listen_mode
+        self.listen_mode = listen_mode
+        self.frame_duration = frame_duration
+        self.web_client = web_client
         self.relisten = relisten
-        self.listen_mode = ListenMode.AUTO  # the firmware's default without AEC
-        self.speaking = False
+        self.state = DeviceState.IDLE
+        self._voice_processing = False  # the firmware's switch for sending microphone audio
         self.ota_answer: JsonObject | None = None
+        self.websocket_settings: JsonObject = {}  # what the firmware keeps in NVS `websocket`
         self.server_hello: ServerHello | None = None
         self.received = Received()
         self.close_code: int | None = None
@@ -186,14 +139,26 @@ class DeviceEmulator:
         self._own_http = http is None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._relisten_task: asyncio.Task[None] | None = None
+        self._microphones: list[Microphone] = []
+        self._playback_end = 0.0  # loop time at which the queued reply audio has played
         self._changed = asyncio.Condition()
-        self._encoder = OpusEncoder(
-            DEVICE_SAMPLE_RATE,
-            DEVICE_FRAME_DURATION_MS,
-            bitrate=None,
-            complexity=DEVICE_OPUS_COMPLEXITY,
-        )
+        self._encoder = device_encoder(frame_duration)
         self.session_id = ""
+
+    @property
+    def speaking(self) -> bool:
+        """Whether the device is in the `speaking` state."""
+        return self.state is DeviceState.SPEAKING
+
+    @property
+    def mic_open(self) -> bool:
+        """Whether the firmware would send microphone audio now (protocol.md §1.4, §3.5).
+
+        From `listen start` on, while listening, and while speaking in realtime mode; in auto
+        mode not again until the reply has played and a new `listen start` went out.
+        """
+        return self._voice_processing and not self.closed
 
     # --- boot: OTA check -------------------------------------------------------------------------
 
@@ -255,8 +220,23 @@ class DeviceEmulator:
         ) as response:
             response.raise_for_status()
             answer: JsonObject = await response.json()
-        self.ota_answer = answer
+        self.use_ota_answer(answer)
         return answer
+
+    def use_ota_answer(self, answer: JsonObject) -> None:
+        """Take an OTA answer as the firmware does: keep the `websocket` members (its NVS).
+
+        They are kept whether or not the answer also asks for activation, and an answer without
+        the block keeps the old ones.
+        """
+        self.ota_answer = answer
+        websocket = answer.get("websocket")
+        if isinstance(websocket, dict):
+            self.websocket_settings |= {
+                key: value
+                for key, value in websocket.items()
+                if isinstance(value, str | int) and not isinstance(value, bool)
+            }
 
     @property
     def activation_code(self) -> str | None:
@@ -284,37 +264,64 @@ class DeviceEmulator:
         """The binary protocol version in use (OTA answer, unless overridden)."""
         if self.protocol_version is not None:
             return self.protocol_version
-        version = ((self.ota_answer or {}).get("websocket") or {}).get("version")
+        if self.web_client:
+            return 1  # a browser sends no Protocol-Version header
+        version = self.websocket_settings.get("version")
         return version if isinstance(version, int) and version in (1, 2, 3) else 1
 
+    @staticmethod
+    def _bearer(token: str) -> str:
+        return token if " " in token else f"Bearer {token}"
+
     def channel_headers(self, token: str) -> dict[str, str]:
-        """Return the headers the firmware sends when it opens the WebSocket."""
+        """Return the headers the firmware sends when it opens the WebSocket (none in a browser)."""
+        if self.web_client:
+            return {}
         headers = {
             "Protocol-Version": str(self.binary_version),
             "Device-Id": self.device_id,
             "Client-Id": self.client_id,
         }
         if token:
-            headers["Authorization"] = token if " " in token else f"Bearer {token}"
+            headers["Authorization"] = self._bearer(token)
         return headers
+
+    def channel_url(self, url: str, token: str) -> str:
+        """Return the URL to open: as given, or with a browser client's query parameters.
+
+        The names are those the reference server reads (`core/websocket_server.py`) and its web
+        client sends (`digital-human/js/core/network/ota-connector.js`).
+        """
+        if not self.web_client:
+            return url
+        query = {"device-id": self.device_id, "client-id": self.client_id}
+        if token:
+            query["authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
+        return str(URL(url).update_query(query))
 
     async def connect(
         self, url: str | None = None, token: str | None = None, *, hello: bool = True
     ) -> ServerHello | None:
-        """Open the channel (URL and token from the OTA answer by default) and say hello."""
-        websocket = (self.ota_answer or {}).get("websocket") or {}
-        url = url or websocket.get("url")
-        if not url:
+        """Open the channel (URL and token from the OTA answers by default) and say hello."""
+        url = url or self.websocket_settings.get("url")
+        if not isinstance(url, str) or not url:
             raise RuntimeError("no WebSocket URL: run check_ota() first or pass url")
-        token = websocket.get("token", "") if token is None else token
+        if token is None:
+            stored = self.websocket_settings.get("token", "")
+            token = stored if isinstance(stored, str) else ""
         http = await self._session()
         self._ws = await http.ws_connect(
-            url, headers=self.channel_headers(token), autoping=True, compress=0
+            self.channel_url(url, token),
+            headers=self.channel_headers(token),
+            autoping=True,
+            compress=0,
         )
+        self.state = DeviceState.IDLE
+        self._voice_processing = False
         self._reader = asyncio.get_running_loop().create_task(self._read(), name="emulator read")
         if not hello:
             return None
-        await self.send_json(self.client_hello().to_dict())
+        await self.send_json(self.hello_message(token))
         message = await self.wait_for("hello", timeout=HELLO_TIMEOUT_S)
         self.server_hello = ServerHello.from_dict(message)
         self.session_id = self.server_hello.session_id
@@ -326,7 +333,25 @@ class DeviceEmulator:
             version=self.binary_version,
             transport="websocket",
             features={"mcp": True, "glyph_push": False},
+            audio_params=AudioParams(frame_duration=self.frame_duration),
         )
+
+    def hello_message(self, token: str) -> JsonObject:
+        """Return the first message: the firmware's hello, or the reference web client's.
+
+        The web client (`digital-human/js/core/network/websocket.js`) sends no `version`,
+        `transport` or `audio_params`, but its identity and token.
+        """
+        if not self.web_client:
+            return self.client_hello().to_dict()
+        return {
+            "type": "hello",
+            "device_id": self.device_id,
+            "device_name": self.board,
+            "device_mac": self.device_id,
+            "token": token,
+            "features": {"mcp": True},
+        }
 
     async def _read(self) -> None:
         assert self._ws is not None
@@ -340,24 +365,53 @@ class DeviceEmulator:
                 if data.get("type") == "mcp":
                     await self._answer_mcp(data["payload"])
                 elif data.get("type") == "tts":
-                    await self._follow_tts(data.get("state"))
+                    self._follow_tts(data.get("state"))
             elif msg.type is aiohttp.WSMsgType.BINARY:
                 frame = framing.unpack(self.binary_version, msg.data)
                 self.received.audio.append((now, frame.payload))
+                if self.state is DeviceState.SPEAKING:
+                    self._play(now)
             async with self._changed:
                 self._changed.notify_all()
         self.close_code = self._ws.close_code
+        self.state = DeviceState.IDLE
+        self._voice_processing = False
         async with self._changed:
             self._changed.notify_all()
 
-    async def _follow_tts(self, state: object) -> None:
-        """Track the firmware's speaking state; re-arm listening after a reply in auto mode."""
-        if state == "start":
-            self.speaking = True
-        elif state == "stop" and self.speaking:
-            self.speaking = False
-            if self.relisten and self.listen_mode is ListenMode.AUTO:
-                await self.listen_start(ListenMode.AUTO)
+    def _play(self, now: float) -> None:
+        """Queue one reply frame for the speaker (played back to back, in real time)."""
+        duration = (
+            self.server_hello.audio_params.frame_duration
+            if self.server_hello
+            else REPLY_FRAME_DURATION_MS
+        )
+        self._playback_end = max(now, self._playback_end) + duration / 1000
+
+    def _follow_tts(self, state: object) -> None:
+        """Move between the firmware's states on `tts start` and `tts stop` (protocol.md §4.2)."""
+        if state == "start" and self.state in (DeviceState.IDLE, DeviceState.LISTENING):
+            self.state = DeviceState.SPEAKING
+            if self.listen_mode is not ListenMode.REALTIME:
+                self._voice_processing = False
+            self._playback_end = 0.0  # entering `speaking` flushes the decoder
+        elif state == "stop" and self.state is DeviceState.SPEAKING:
+            if self.listen_mode is ListenMode.REALTIME:
+                self.state = DeviceState.LISTENING  # the microphone never stopped
+            elif self.listen_mode is ListenMode.AUTO and self.relisten:
+                self.state = DeviceState.LISTENING
+                self._relisten_task = asyncio.get_running_loop().create_task(
+                    self._listen_again(), name="emulator relisten"
+                )
+            else:
+                self.state = DeviceState.IDLE
+                self._voice_processing = False
+
+    async def _listen_again(self) -> None:
+        """Auto mode: once the reply has played, send a new `listen start` (application.cc)."""
+        await asyncio.sleep(max(0.0, self._playback_end - asyncio.get_running_loop().time()))
+        if self.state is DeviceState.LISTENING and not self.closed:
+            await self._send_listen_start(ListenMode.AUTO)
 
     async def send_json(self, message: JsonObject) -> None:
         """Send one JSON message, with the session id as the firmware adds it."""
@@ -376,18 +430,30 @@ class DeviceEmulator:
         assert self._ws is not None
         await self._ws.send_bytes(data)
 
-    async def listen_start(self, mode: ListenMode = ListenMode.AUTO) -> None:
-        """Start listening in `mode`."""
+    async def listen_start(self, mode: ListenMode | None = None) -> None:
+        """Start listening in `mode` (the device's default mode if None)."""
+        await self._send_listen_start(mode or self.default_listen_mode)
+
+    async def _send_listen_start(self, mode: ListenMode) -> None:
         self.listen_mode = mode
+        self.state = DeviceState.LISTENING
+        self._voice_processing = True
         await self.send_json({"type": "listen", "state": ListenState.START, "mode": mode})
 
     async def listen_stop(self) -> None:
-        """Stop listening (push-to-talk released)."""
+        """Stop listening (push-to-talk released): the device goes idle."""
+        if self.state is DeviceState.LISTENING:
+            self.state = DeviceState.IDLE
+            self._voice_processing = False
         await self.send_json({"type": "listen", "state": ListenState.STOP})
 
     async def detect(self, wake_word: str) -> None:
         """Report the wake word."""
         await self.send_json({"type": "listen", "state": ListenState.DETECT, "text": wake_word})
+
+    async def send_text_input(self, text: str) -> None:
+        """Send typed text, as third-party clients do: `listen detect` with the text."""
+        await self.send_json({"type": "listen", "state": ListenState.DETECT, "text": text})
 
     async def abort(self, reason: str | None = None) -> None:
         """Interrupt the reply."""
@@ -398,17 +464,36 @@ class DeviceEmulator:
         await self.send_binary(framing.pack(self.binary_version, packet, timestamp))
 
     async def stream_pcm(self, pcm: bytes, *, realtime: bool = True) -> int:
-        """Encode 16 kHz PCM into 60 ms Opus frames and send them, paced like a microphone."""
+        """Encode 16 kHz PCM into Opus frames and send them all, paced like a microphone.
+
+        It sends whatever the device's state; `start_microphone()` is the firmware-like source.
+        """
         loop = asyncio.get_running_loop()
         start = loop.time()
         count = 0
-        for count, frame in enumerate(pcm_frames(pcm), start=1):
+        for count, frame in enumerate(pcm_frames(pcm, self.frame_duration), start=1):
             await self.send_packet(self._encoder.encode(frame))
             if realtime:
-                delay = start + count * DEVICE_FRAME_DURATION_MS / 1000 - loop.time()
+                delay = start + count * self.frame_duration / 1000 - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
         return count
+
+    def start_microphone(self, *, noise: float = 0.0, seed: int = 0) -> Microphone:
+        """Open a microphone that streams until stopped: speech given to `say()`, else noise.
+
+        It sends only while the firmware would (listening; speaking too in realtime mode).
+        """
+        microphone = Microphone(
+            self.send_packet,
+            lambda: self.mic_open,
+            frame_duration_ms=self.frame_duration,
+            noise=noise,
+            seed=seed,
+        )
+        self._microphones.append(microphone)
+        microphone.start()
+        return microphone
 
     async def wait_for(
         self,
@@ -502,7 +587,11 @@ class DeviceEmulator:
     @property
     def reply_sample_rate(self) -> int:
         """The rate the server announced for its audio."""
-        return self.server_hello.audio_params.sample_rate if self.server_hello else 24000
+        return (
+            self.server_hello.audio_params.sample_rate
+            if self.server_hello
+            else DEFAULT_REPLY_SAMPLE_RATE
+        )
 
     def reply_pcm(self, start: int = 0) -> bytes:
         """Decode the reply audio received (from packet index `start`) at the announced rate."""
@@ -524,6 +613,10 @@ class DeviceEmulator:
 
     async def close(self) -> None:
         """Close the channel and free the client."""
+        for microphone in self._microphones:
+            await microphone.stop()
+        if self._relisten_task is not None:
+            self._relisten_task.cancel()
         if self._ws is not None and not self._ws.closed:
             await self._ws.close()
         if self._reader is not None:
@@ -531,85 +624,3 @@ class DeviceEmulator:
         if self._own_http and self._http is not None:
             await self._http.close()
             self._http = None
-
-
-async def run_turn(args: argparse.Namespace) -> int:
-    """Do one voice turn against a server and report what happened."""
-    t0 = time.monotonic()
-
-    def step(text: str) -> None:
-        print(f"[{time.monotonic() - t0:6.2f} s] {text}")
-
-    device = DeviceEmulator(
-        args.ota_url,
-        device_id=args.device_id,
-        protocol_version=args.protocol_version,
-        language=args.language,
-    )
-    try:
-        answer = await device.check_ota()
-        if (code := device.activation_code) is not None:
-            step(f"activation code {code}: add the device in Home Assistant (Settings > Devices)")
-            await device.activate(timeout=args.timeout * 10)
-            answer = await device.check_ota()
-        step(f"OTA answer: websocket {answer.get('websocket', {}).get('url')}")
-        hello = await device.connect()
-        assert hello is not None
-        step(f"hello: session {hello.session_id}, reply audio {hello.audio_params.sample_rate} Hz")
-        if args.wake_word:
-            await device.detect(args.wake_word)
-        mode = ListenMode(args.mode)
-        await device.listen_start(mode)
-        pcm = speech_pcm(args.say, args.voice) if args.say else read_pcm(args.wav)
-        sent = await device.stream_pcm(pcm)
-        step(f"sent {sent} frames ({sent * DEVICE_FRAME_DURATION_MS / 1000:.2f} s of audio)")
-        if mode is ListenMode.MANUAL:
-            await device.listen_stop()
-        else:  # a real microphone keeps streaming (silence) until the server answers
-            silence = asyncio.get_running_loop().create_task(
-                device.stream_pcm(b"\0" * DEVICE_FRAME_BYTES * int(REPLY_TIMEOUT_S / 0.06))
-            )
-        try:
-            stt = await device.wait_for("stt", timeout=args.timeout)
-            step(f"stt: {stt.get('text')}")
-            await device.wait_for("tts", "stop", timeout=args.timeout)
-        finally:
-            if mode is not ListenMode.MANUAL:
-                silence.cancel()
-        for kind, state in (("llm", None), ("tts", "sentence_start")):
-            for message in device.received.of_type(kind, state):
-                step(f"{kind}: {message.get('emotion') or message.get('text')}")
-        seconds = device.save_reply(args.out)
-        step(f"reply: {len(device.received.audio)} frames, {seconds:.2f} s saved to {args.out}")
-        return 0
-    except (TimeoutError, ConnectionError, aiohttp.ClientError, ValueError) as err:
-        step(f"failed: {err!r}")
-        return 1
-    finally:
-        await device.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the emulator from the command line."""
-    parser = argparse.ArgumentParser(description="Emulate a xiaozhi-esp32 device for one turn.")
-    parser.add_argument(
-        "--ota-url", required=True, help="e.g. http://192.168.1.10:8123/xiaozhi/ota/"
-    )
-    speech = parser.add_mutually_exclusive_group(required=True)
-    speech.add_argument("--wav", type=Path, help="speech to send: 16 kHz 16-bit mono WAV or .pcm")
-    speech.add_argument("--say", help="text to speak with espeak-ng instead of a WAV")
-    parser.add_argument("--voice", default="en-us", help="espeak-ng voice for --say (cmn: 中文)")
-    parser.add_argument("--out", type=Path, default=Path("reply.wav"), help="reply audio WAV")
-    parser.add_argument("--mode", choices=[m.value for m in ListenMode], default="auto")
-    parser.add_argument("--protocol-version", type=int, choices=(1, 2, 3))
-    parser.add_argument("--wake-word", help="send `listen detect` with this text first")
-    parser.add_argument("--device-id", help="MAC address (default: random)")
-    parser.add_argument("--language", default="en-US")
-    parser.add_argument("--timeout", type=float, default=REPLY_TIMEOUT_S)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    return asyncio.run(run_turn(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
