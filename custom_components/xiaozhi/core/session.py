@@ -37,11 +37,11 @@ from .messages import (
     Abort,
     AudioParams,
     ClientHello,
+    DeviceMessage,
     Goodbye,
     Listen,
     ListenMode,
     ListenState,
-    Mcp,
     Message,
     ServerHello,
     Tts,
@@ -94,8 +94,8 @@ class SessionEnded:
     """The channel closed (reported once, only for sessions that started)."""
 
 
-type SessionEvent = SessionStarted | SessionEnded | Listen | Abort | Mcp
-"""What a session reports to its handler, besides microphone audio."""
+type SessionEvent = SessionStarted | SessionEnded | DeviceMessage
+"""What a session reports to its handler, besides microphone audio (never hello or goodbye)."""
 
 
 class SessionState(StrEnum):
@@ -285,13 +285,13 @@ class DeviceSession:
                 self._warn_once("hello", "%s: second hello ignored", self)
             case Listen():
                 self._handle_listen(message)
+            case Goodbye():
+                await self.close(CloseCode.NORMAL, "goodbye")
             case Abort():
                 self.interrupt()
                 self.handler.session_event(self, message)
-            case Mcp():
+            case _:  # every other message is the handler's, as it is
                 self.handler.session_event(self, message)
-            case Goodbye():
-                await self.close(CloseCode.NORMAL, "goodbye")
 
     def handle_audio(self, packet: bytes) -> None:
         """Decode one Opus packet from the microphone and hand the PCM to the handler."""
