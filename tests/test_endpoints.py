@@ -334,7 +334,9 @@ async def test_a_new_connection_replaces_the_old_one(
 ) -> None:
     first = await make_device()
     await first.connect()
-    second = DeviceEmulator(first.ota_url, device_id=first.device_id, relisten=False)
+    second = DeviceEmulator(
+        first.ota_url, device_id=first.device_id, client_id=first.client_id, relisten=False
+    )
     second.ota_answer = first.ota_answer
     try:
         await second.connect()

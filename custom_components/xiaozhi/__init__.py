@@ -18,6 +18,8 @@ from .const import (
 )
 from .hub import XiaozhiConfigEntry, XiaozhiHub
 from .memory import async_get_memory
+from .redact import filter_loggers
+from .store import DeviceStore
 from .subentry import SubentryReloader
 from .views import async_register_views
 
@@ -29,6 +31,8 @@ PLATFORMS = [
     Platform.STT,
     Platform.TTS,
 ]
+# Loggers whose lines may quote a service URL, with credentials if the user wrote them into it.
+URL_LOGGERS = [__name__, "openai", "httpx"]
 # The platforms each subentry type has entities on: reloaded alone when such subentries change.
 SUBENTRY_PLATFORMS = {
     SUBENTRY_CONVERSATION: [Platform.BUTTON, Platform.CONVERSATION],
@@ -41,8 +45,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> b
     """Start serving devices."""
     hub = XiaozhiHub(hass, entry)
     entry.runtime_data = hub
+    await hub.async_setup()
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     async_register_views(hass)
+    entry.async_on_unload(filter_loggers(URL_LOGGERS))
 
     async def _async_stop(event: Event) -> None:
         await hub.async_shutdown()
@@ -84,7 +90,8 @@ async def async_unload_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> 
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> None:
-    """The hub is deleted: its agents' memory goes with it."""
+    """The hub is deleted: its bound devices and its agents' memory go with it."""
+    await DeviceStore(hass, entry).async_remove()
     await async_get_memory(hass).async_remove()
 
 
@@ -99,5 +106,5 @@ async def async_remove_config_entry_device(
     if any(key in entry.subentries for key in identifiers):
         return False
     for device_id in identifiers:
-        entry.runtime_data.async_forget(device_id)
+        await entry.runtime_data.async_forget(device_id)
     return True

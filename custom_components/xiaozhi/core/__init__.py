@@ -7,7 +7,7 @@ integration, in the add-on, and standalone (`python -m core.emulator` from this 
 from .const import ACTIVATE_PATH, OTA_PATH, WEBSOCKET_PATH, CloseCode
 from .errors import ProtocolError, XiaozhiError
 from .host import DeviceGate, SessionHandler
-from .ota import Activation, OtaRequest, WebsocketConfig
+from .ota import Activation, OtaAnswer, OtaRequest, WebsocketConfig
 from .server import XiaozhiServer
 from .session import (
     DeviceIdentity,
@@ -27,6 +27,7 @@ __all__ = [
     "DeviceGate",
     "DeviceIdentity",
     "DeviceSession",
+    "OtaAnswer",
     "OtaRequest",
     "ProtocolError",
     "SessionEnded",
