@@ -47,15 +47,32 @@ class XiaozhiOtaView(HomeAssistantView):
     requires_auth = False
     cors_allowed = True
 
-    async def get(self, request: web.Request) -> web.Response:
-        """Answer an OTA check without a body."""
-        return await self.post(request)
-
     async def post(self, request: web.Request) -> web.Response:
         """Answer an OTA check."""
-        if (hub := _hub(request)) is None:
-            return _not_mounted()
-        return await hub.server.handle_ota(request)
+        return await _handle_ota(request)
+
+
+class XiaozhiOtaGetView(HomeAssistantView):
+    """The same check without a body (GET), for clients that send none.
+
+    A view of its own: HA enables CORS once per path, on the first method's route, and it must
+    be the POST that browsers send.
+    """
+
+    url = OTA_PATH
+    extra_urls = [OTA_PATH.rstrip("/")]  # noqa: RUF012
+    name = "api:xiaozhi:ota:get"
+    requires_auth = False
+
+    async def get(self, request: web.Request) -> web.Response:
+        """Answer an OTA check without a body."""
+        return await _handle_ota(request)
+
+
+async def _handle_ota(request: web.Request) -> web.Response:
+    if (hub := _hub(request)) is None:
+        return _not_mounted()
+    return await hub.server.handle_ota(request)
 
 
 class XiaozhiActivateView(HomeAssistantView):
@@ -117,6 +134,7 @@ def async_register_views(hass: HomeAssistant) -> None:
             name=PREFLIGHT_ROUTE_NAME.format(number),
         )
     hass.http.register_view(XiaozhiOtaView())
+    hass.http.register_view(XiaozhiOtaGetView())
     hass.http.register_view(XiaozhiActivateView())
     hass.http.register_view(XiaozhiWebSocketView())
     hass.data[DATA_VIEWS] = True
