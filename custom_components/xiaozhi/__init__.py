@@ -19,6 +19,7 @@ from .const import (
 from .hub import XiaozhiConfigEntry, XiaozhiHub
 from .memory import async_get_memory
 from .redact import filter_loggers
+from .repairs import async_raise_issue
 from .store import DeviceStore
 from .subentry import SubentryReloader
 from .views import async_register_views
@@ -71,14 +72,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> b
 def _async_update_issues(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> None:
     """Warn (in Repairs) while any device on the local network can add itself."""
     if entry.options.get(CONF_AUTH_MODE) == AUTH_MODE_LOCAL_NETWORK:
-        ir.async_create_issue(
-            hass,
-            DOMAIN,
-            ISSUE_OPEN_TO_LOCAL_NETWORK,
-            is_fixable=False,
-            severity=ir.IssueSeverity.WARNING,
-            translation_key=ISSUE_OPEN_TO_LOCAL_NETWORK,
-        )
+        async_raise_issue(hass, ISSUE_OPEN_TO_LOCAL_NETWORK, ISSUE_OPEN_TO_LOCAL_NETWORK)
     else:
         ir.async_delete_issue(hass, DOMAIN, ISSUE_OPEN_TO_LOCAL_NETWORK)
 

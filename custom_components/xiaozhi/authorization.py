@@ -27,6 +27,7 @@ from .const import (
 )
 from .core import DeviceIdentity
 from .devices import XiaozhiDevice
+from .repairs import async_raise_issue
 from .store import DeviceStore
 
 _LOGGER = logging.getLogger(__name__)
@@ -44,6 +45,12 @@ class Identity(Enum):
 def issue_id(kind: str, device_id: str) -> str:
     """The id of a device's repair issue."""
     return f"{kind}_{device_id.replace(':', '')}"
+
+
+@callback
+def _async_raise(hass: HomeAssistant, kind: str, device: XiaozhiDevice) -> None:
+    placeholders = {"device": device.name, "mac": device.device_id}
+    async_raise_issue(hass, issue_id(kind, device.device_id), kind, placeholders)
 
 
 def _same(a: str | None, b: str | None) -> bool:
@@ -107,15 +114,7 @@ class Authorization:
     def _async_failed(self, device: XiaozhiDevice) -> None:
         failures = self._failures[device.device_id] = self._failures.get(device.device_id, 0) + 1
         if failures == MAX_AUTH_FAILURES:
-            ir.async_create_issue(
-                self.hass,
-                DOMAIN,
-                issue_id(ISSUE_DEVICE_AUTH_FAILING, device.device_id),
-                is_fixable=False,
-                severity=ir.IssueSeverity.WARNING,
-                translation_key=ISSUE_DEVICE_AUTH_FAILING,
-                translation_placeholders={"device": device.name, "mac": device.device_id},
-            )
+            _async_raise(self.hass, ISSUE_DEVICE_AUTH_FAILING, device)
 
     @callback
     def async_identity_changed(self, device: XiaozhiDevice) -> None:
@@ -127,15 +126,7 @@ class Authorization:
             "Device %s checked in with a new Client-Id; it stays bound to its old one",
             device.device_id,
         )
-        ir.async_create_issue(
-            self.hass,
-            DOMAIN,
-            issue,
-            is_fixable=False,
-            severity=ir.IssueSeverity.WARNING,
-            translation_key=ISSUE_DEVICE_IDENTITY_CHANGED,
-            translation_placeholders={"device": device.name, "mac": device.device_id},
-        )
+        _async_raise(self.hass, ISSUE_DEVICE_IDENTITY_CHANGED, device)
 
     @callback
     def async_forget(self, device_id: str) -> None:

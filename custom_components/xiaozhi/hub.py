@@ -50,6 +50,7 @@ from .core import (
 from .core.errors import CheckInRefusedError
 from .devices import XiaozhiDevice
 from .models import XiaozhiConfigEntry
+from .repairs import async_raise_issue
 from .store import DeviceStore, new_token
 
 __all__ = ["XiaozhiConfigEntry", "XiaozhiHub", "async_get_hub"]
@@ -249,14 +250,12 @@ class XiaozhiHub:
         host = URL(url).host or ""
         loopback = host == "localhost" or _is_loopback(host)
         if loopback and remote is not None and not _is_loopback(remote):
-            ir.async_create_issue(
+            async_raise_issue(
                 self.hass,
-                DOMAIN,
                 ISSUE_UNREACHABLE_URL,
-                is_fixable=False,
-                severity=ir.IssueSeverity.ERROR,
-                translation_key=ISSUE_UNREACHABLE_URL,
-                translation_placeholders={"url": url},
+                ISSUE_UNREACHABLE_URL,
+                {"url": url},
+                ir.IssueSeverity.ERROR,
             )
         else:
             ir.async_delete_issue(self.hass, DOMAIN, ISSUE_UNREACHABLE_URL)
