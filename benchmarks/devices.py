@@ -2,9 +2,11 @@
 
     python -m benchmarks.devices OTA_URL {idle,load,turns} --devices N [--seconds S] [--turns T]
 
-The hub must let devices in without a code (auth mode "local_network"). The process prints one
-JSON line when its devices are connected, then waits for commands on stdin: `go` runs the mode's
-work and prints its report; `stop` closes every device and prints a last line.
+The hub must let devices in without a code (auth mode "local_network", with its limits on devices
+without a code and channels per address lifted, as `tests.conftest.allow_a_fleet` does). The
+process prints one JSON line when its devices are connected, then waits for commands on stdin:
+`go` runs the mode's work and prints its report; `stop` closes every device and prints a last
+line.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from homeassistant.core import HomeAssistant
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from tests.conftest import make_hub_entry
+from tests.conftest import allow_a_fleet, make_hub_entry
 from tests.providers import Providers
 
 from .hub import FULL, HubBench, run_all
@@ -24,8 +24,9 @@ from .report import format_table
 
 
 @pytest.fixture
-def hub_entry() -> MockConfigEntry:
+def hub_entry(monkeypatch: pytest.MonkeyPatch) -> MockConfigEntry:
     """Devices in another process join without a code."""
+    allow_a_fleet(monkeypatch)
     return make_hub_entry(auth_mode="local_network")
 
 

@@ -41,10 +41,10 @@ class AbuseResult:
 
 
 async def handshake_cycle(
-    ota: dict[str, object], url: str, device_id: str, rng: random.Random
+    ota: dict[str, object], url: str, device_id: str, client_id: str, rng: random.Random
 ) -> None:
     """Connect and drop before or right after the hello."""
-    device = DeviceEmulator(url, device_id=device_id, relisten=False)
+    device = DeviceEmulator(url, device_id=device_id, client_id=client_id, relisten=False)
     device.use_ota_answer(ota)
     try:
         await device.connect(hello=rng.random() < 0.5)
@@ -52,9 +52,11 @@ async def handshake_cycle(
         await device.drop()
 
 
-async def reply_cycle(ota: dict[str, object], url: str, device_id: str, speech: bytes) -> bool:
+async def reply_cycle(
+    ota: dict[str, object], url: str, device_id: str, client_id: str, speech: bytes
+) -> bool:
     """Say a command, drop as soon as reply audio arrives; return whether it arrived."""
-    device = DeviceEmulator(url, device_id=device_id, relisten=False)
+    device = DeviceEmulator(url, device_id=device_id, client_id=client_id, relisten=False)
     device.use_ota_answer(ota)
     try:
         await device.connect()
@@ -69,12 +71,18 @@ async def reply_cycle(ota: dict[str, object], url: str, device_id: str, speech: 
 
 
 async def abuse(
-    ota_url: str, device_id: str, handshakes: int, replies: int, seed: int = 1
+    ota_url: str,
+    device_id: str,
+    handshakes: int,
+    replies: int,
+    seed: int = 1,
+    client_id: str | None = None,
 ) -> AbuseResult:
-    """Run the cycles against a hub, as a device already added to it."""
+    """Run the cycles against a hub, as a device (MAC + Client-Id) already added to it."""
     rng = random.Random(seed)
     result = AbuseResult()
-    probe = DeviceEmulator(ota_url, device_id=device_id)
+    probe = DeviceEmulator(ota_url, device_id=device_id, client_id=client_id)
+    client_id = probe.client_id
     try:
         ota = await probe.check_ota()
         if (code := probe.activation_code) is not None:
@@ -84,11 +92,11 @@ async def abuse(
     finally:
         await probe.close()
     for _ in range(handshakes):
-        await handshake_cycle(ota, ota_url, device_id, rng)
+        await handshake_cycle(ota, ota_url, device_id, client_id, rng)
         result.handshake_drops += 1
     speech = speech_pcm("turn on the kitchen light") if replies else b""
     for _ in range(replies):
-        if not await reply_cycle(ota, ota_url, device_id, speech):
+        if not await reply_cycle(ota, ota_url, device_id, client_id, speech):
             result.replies_missing += 1
         result.reply_drops += 1
     return result
@@ -99,12 +107,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ota-url", required=True)
     parser.add_argument("--device-id", default="02:ab:05:e0:00:01", help="MAC to act as")
+    parser.add_argument(
+        "--client-id", default="8d7a52f0-0000-4000-8000-00000000ab01", help="Client-Id to act as"
+    )
     parser.add_argument("--handshake", type=int, default=1000, help="mid-handshake drops")
     parser.add_argument("--reply", type=int, default=100, help="mid-reply drops")
     args = parser.parse_args()
     if not any(host in args.ota_url for host in ("127.0.0.1", "[::1]", "localhost")):
         parser.error("abuse runs against loopback only")
-    result = asyncio.run(abuse(args.ota_url, args.device_id, args.handshake, args.reply))
+    result = asyncio.run(
+        abuse(args.ota_url, args.device_id, args.handshake, args.reply, client_id=args.client_id)
+    )
     print(result)
     return 0
 

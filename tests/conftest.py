@@ -52,6 +52,12 @@ def make_hub_entry(**options: Any) -> MockConfigEntry:
     return MockConfigEntry(domain=DOMAIN, title="Xiaozhi", data={}, options=options)
 
 
+def allow_a_fleet(monkeypatch: pytest.MonkeyPatch, devices: int = 1000) -> None:
+    """Lift the limits a fleet of emulated devices on one address runs into (benchmarks)."""
+    monkeypatch.setattr("custom_components.xiaozhi.hub.MAX_DEVICES_WITHOUT_CODE", devices)
+    monkeypatch.setattr("custom_components.xiaozhi.core.server.MAX_CHANNELS_PER_ADDRESS", devices)
+
+
 @pytest.fixture
 def hub_entry() -> MockConfigEntry:
     """The hub's config entry; modules that need providers first override this fixture."""

@@ -52,12 +52,20 @@ async def test_drops_leave_no_tasks_and_bounded_memory(
 ) -> None:
     bound = await make_device()
     await bound.close()
-    warm = await abuse(ota_url, bound.device_id, handshakes=20, replies=2)  # warm caches
+    warm = await abuse(  # warm caches
+        ota_url, bound.device_id, handshakes=20, replies=2, client_id=bound.client_id
+    )
     assert warm.replies_missing == 0
     tasks_before = await settle(hass)
     rss_before = rss_mib()
 
-    result = await abuse(ota_url, bound.device_id, handshakes=HANDSHAKE_DROPS, replies=REPLY_DROPS)
+    result = await abuse(
+        ota_url,
+        bound.device_id,
+        handshakes=HANDSHAKE_DROPS,
+        replies=REPLY_DROPS,
+        client_id=bound.client_id,
+    )
 
     tasks_after = await settle(hass)
     growth = rss_mib() - rss_before

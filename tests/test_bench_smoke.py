@@ -11,13 +11,14 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from benchmarks.hub import SMOKE, HubBench, run_all
 from benchmarks.report import format_table
 
-from .conftest import make_hub_entry
+from .conftest import allow_a_fleet, make_hub_entry
 from .providers import Providers
 
 
 @pytest.fixture
-def hub_entry() -> MockConfigEntry:
+def hub_entry(monkeypatch: pytest.MonkeyPatch) -> MockConfigEntry:
     """Devices in another process join without a code."""
+    allow_a_fleet(monkeypatch)
     return make_hub_entry(auth_mode="local_network")
 
 

@@ -104,7 +104,7 @@ async def throw(
             headers={
                 "Authorization": f"Bearer {device.ota_answer['websocket']['token']}",
                 "Device-Id": device.device_id,
-                "Client-Id": "fuzz",
+                "Client-Id": device.client_id,
                 "Protocol-Version": case["version"],
             },
         ) as ws:

@@ -18,6 +18,9 @@ from .const import (
 )
 from .hub import XiaozhiConfigEntry, XiaozhiHub
 from .memory import async_get_memory
+from .redact import filter_loggers
+from .repairs import async_raise_issue
+from .store import DeviceStore
 from .subentry import SubentryReloader
 from .views import async_register_views
 
@@ -29,6 +32,8 @@ PLATFORMS = [
     Platform.STT,
     Platform.TTS,
 ]
+# Loggers whose lines may quote a service URL, with credentials if the user wrote them into it.
+URL_LOGGERS = [__name__, "openai", "httpx"]
 # The platforms each subentry type has entities on: reloaded alone when such subentries change.
 SUBENTRY_PLATFORMS = {
     SUBENTRY_CONVERSATION: [Platform.BUTTON, Platform.CONVERSATION],
@@ -41,8 +46,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> b
     """Start serving devices."""
     hub = XiaozhiHub(hass, entry)
     entry.runtime_data = hub
+    await hub.async_setup()
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     async_register_views(hass)
+    entry.async_on_unload(filter_loggers(URL_LOGGERS))
 
     async def _async_stop(event: Event) -> None:
         await hub.async_shutdown()
@@ -65,14 +72,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> b
 def _async_update_issues(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> None:
     """Warn (in Repairs) while any device on the local network can add itself."""
     if entry.options.get(CONF_AUTH_MODE) == AUTH_MODE_LOCAL_NETWORK:
-        ir.async_create_issue(
-            hass,
-            DOMAIN,
-            ISSUE_OPEN_TO_LOCAL_NETWORK,
-            is_fixable=False,
-            severity=ir.IssueSeverity.WARNING,
-            translation_key=ISSUE_OPEN_TO_LOCAL_NETWORK,
-        )
+        async_raise_issue(hass, ISSUE_OPEN_TO_LOCAL_NETWORK, ISSUE_OPEN_TO_LOCAL_NETWORK)
     else:
         ir.async_delete_issue(hass, DOMAIN, ISSUE_OPEN_TO_LOCAL_NETWORK)
 
@@ -84,7 +84,8 @@ async def async_unload_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> 
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> None:
-    """The hub is deleted: its agents' memory goes with it."""
+    """The hub is deleted: its bound devices and its agents' memory go with it."""
+    await DeviceStore(hass, entry).async_remove()
     await async_get_memory(hass).async_remove()
 
 
@@ -99,5 +100,5 @@ async def async_remove_config_entry_device(
     if any(key in entry.subentries for key in identifiers):
         return False
     for device_id in identifiers:
-        entry.runtime_data.async_forget(device_id)
+        await entry.runtime_data.async_forget(device_id)
     return True

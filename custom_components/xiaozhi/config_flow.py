@@ -23,6 +23,7 @@ from homeassistant.helpers.selector import (
 )
 import probatio
 
+from .activation import ActivationResult, flow_unique_id
 from .const import (
     AUTH_MODE_BOUND,
     AUTH_MODES,
@@ -39,7 +40,7 @@ from .const import (
     SUBENTRY_TTS,
 )
 from .core import OTA_PATH
-from .hub import XiaozhiHub
+from .hub import async_get_hub
 from .subentry_flows import ConversationFlow, SttFlow, TtsFlow
 
 PLACEHOLDER_URL = "http://<home-assistant-ip>:8123"
@@ -53,7 +54,11 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
     _device_id: str = ""
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Confirm, then create the hub (one serves every device)."""
+        """Confirm, then create the hub (one serves every device).
+
+        One hub per HA is checked here: the manifest's `single_config_entry` would also abort
+        every device's discovery flow once the hub exists.
+        """
         if self._async_current_entries():
             return self.async_abort(reason="single_instance_allowed")
         placeholders = {"ota_url": self._ota_url()}
@@ -74,7 +79,7 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
     ) -> ConfigFlowResult:
         """A new device checked in: ask for the code it speaks and shows."""
         self._device_id = discovery_info["device_id"]
-        await self.async_set_unique_id(f"device-{self._device_id}")
+        await self.async_set_unique_id(flow_unique_id(self._device_id))
         self.context["title_placeholders"] = {
             "name": f"{discovery_info.get('board') or 'xiaozhi'} {self._device_id}"
         }
@@ -83,21 +88,23 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_activate(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """Bind the device when the user enters its activation code."""
-        entries = self.hass.config_entries.async_loaded_entries(DOMAIN)
-        if not entries:
+        """Bind the device when the user enters its activation code.
+
+        A wrong, expired or thrown-away code leaves the form open: the device speaks a new code
+        at its next check (about every 30 s while it waits). Success adds the device to the
+        existing hub entry, so it ends like HA's other flows that change an existing entry (as
+        `reauth_successful` does): a message, no new entry.
+        """
+        if (hub := async_get_hub(self.hass)) is None:
             return self.async_abort(reason="hub_not_loaded")
         errors: dict[str, str] = {}
         if user_input is not None:
-            hub: XiaozhiHub = entries[0].runtime_data
-            error = hub.async_activate(self._device_id, user_input[CONF_CODE])
-            if error is None:
+            result = await hub.async_activate(self._device_id, user_input[CONF_CODE])
+            if result is ActivationResult.ADDED:
                 return self.async_abort(
-                    reason="device_added", description_placeholders={"device": self._device_id}
+                    reason=result.value, description_placeholders={"device": self._device_id}
                 )
-            if error != "invalid_code":
-                return self.async_abort(reason=error)
-            errors[CONF_CODE] = error
+            errors[CONF_CODE] = result.value
         return self.async_show_form(
             step_id="activate",
             data_schema=probatio.Schema({probatio.Required(CONF_CODE): str}),

@@ -6,9 +6,15 @@ DOMAIN: Final = "xiaozhi"
 MANUFACTURER: Final = "Xiaozhi"
 
 CONF_TOKEN: Final = "token"  # a bound device's secret, handed out in its OTA answers
+CONF_CLIENT_ID: Final = "client_id"  # the UUID a device keeps in NVS: with the MAC, who it is
 CONF_CODE: Final = "code"  # the activation code, in the device's discovery flow
 CONF_DEVICES: Final = "devices"  # device_id -> what the device told us (board, firmware)
 TOKEN_BYTES: Final = 32
+
+# Bound devices live in their own store, written before the device hears it is bound.
+STORAGE_KEY: Final = f"{DOMAIN}.devices"
+STORAGE_VERSION: Final = 1
+INFO_SAVE_DELAY_S: Final = 10  # board and firmware updates are not urgent
 
 SIGNAL_NEW_DEVICE: Final = f"{DOMAIN}_new_device_{{}}"  # formatted with the entry id
 
@@ -20,8 +26,17 @@ MAX_SILENCE_TIMEOUT_S: Final = 60
 
 # Activation (binding a new device with the code it speaks).
 ACTIVATION_CODE_DIGITS: Final = 6
-ACTIVATION_CODE_TTL_S: Final = 600.0
+ACTIVATION_CODE_TTL_S: Final = 600.0  # a code, and its discovery flow, live this long
+ACTIVATION_SWEEP_INTERVAL_S: Final = 30.0  # how often expired codes and flows are removed
 MAX_ACTIVATION_ATTEMPTS: Final = 5  # wrong codes before the code is thrown away
+MAX_PENDING_ACTIVATIONS: Final = 32  # devices waiting for their code at once
+MAX_PENDING_PER_ADDRESS: Final = 4  # of those, from one IP address
+# Unknown devices' OTA checks per address and window: a waiting device checks about twice a
+# minute (its activation loop), a flood is cut with 429.
+MAX_UNKNOWN_CHECKINS: Final = 10
+UNKNOWN_CHECKIN_WINDOW_S: Final = 60.0
+MAX_TRACKED_ADDRESSES: Final = 256  # addresses whose check-ins are counted (oldest dropped)
+MAX_BOARD_NAME_CHARS: Final = 40  # a device-reported board name, in titles and the registry
 
 # Who may be added without an activation code.
 CONF_AUTH_MODE: Final = "auth_mode"
@@ -30,8 +45,10 @@ AUTH_MODE_LOCAL_NETWORK: Final = "local_network"  # any device on a private netw
 AUTH_MODE_ALLOW_LIST: Final = "allow_list"  # listed MACs without a code, others with one
 AUTH_MODES: Final = [AUTH_MODE_BOUND, AUTH_MODE_LOCAL_NETWORK, AUTH_MODE_ALLOW_LIST]
 CONF_ALLOWED_DEVICES: Final = "allowed_devices"  # MAC addresses, comma or space separated
+MAX_DEVICES_WITHOUT_CODE: Final = 20  # added by the local-network mode; then codes again
 ISSUE_OPEN_TO_LOCAL_NETWORK: Final = "open_to_local_network"
 ISSUE_DEVICE_AUTH_FAILING: Final = "device_auth_failing"  # formatted: f"{...}_{device_id}"
+ISSUE_DEVICE_IDENTITY_CHANGED: Final = "device_identity_changed"  # formatted like the above
 ISSUE_UNREACHABLE_URL: Final = "unreachable_url"
 MAX_AUTH_FAILURES: Final = 3  # refused connections in a row before a bound device gets a repair
 

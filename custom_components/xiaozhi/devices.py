@@ -23,6 +23,8 @@ class XiaozhiDevice:
     firmware_version: str | None = None
     chip_model: str | None = None
     token: str | None = None  # set once the user bound the device with its activation code
+    client_id: str | None = None  # with the MAC, who the device is (None: bound before 0.2)
+    added_by: str = "code"  # "code", or the auth mode that let it in without one
     session: DeviceSession | None = None
     handler: SessionHandler | None = None  # its satellite, which the device's sessions report to
     last_turn: TurnTimings = field(default_factory=TurnTimings)  # the latest, filled as it goes
@@ -58,6 +60,8 @@ class XiaozhiDevice:
             "firmware_version": self.firmware_version,
             "chip_model": self.chip_model,
             "token": self.token,
+            "client_id": self.client_id,
+            "added_by": self.added_by,
         }
 
     @callback

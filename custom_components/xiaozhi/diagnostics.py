@@ -9,11 +9,13 @@ from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.device_registry import DeviceEntry
 
-from .const import CONF_TOKEN, DOMAIN
+from .const import CONF_CLIENT_ID, CONF_TOKEN, DOMAIN
 from .devices import XiaozhiDevice
 from .hub import XiaozhiConfigEntry
+from .redact import redact_url_credentials
 
-TO_REDACT = {CONF_TOKEN, CONF_API_KEY}
+# The Client-Id is half of what gets a bound device's token from the OTA endpoint.
+TO_REDACT = {CONF_TOKEN, CONF_API_KEY, CONF_CLIENT_ID}
 
 
 def _device(device: XiaozhiDevice) -> dict[str, Any]:
@@ -41,7 +43,7 @@ async def async_get_config_entry_diagnostics(
 ) -> dict[str, Any]:
     """Return the hub's state."""
     hub = entry.runtime_data
-    return async_redact_data(
+    data = async_redact_data(
         {
             "options": dict(entry.options),
             "subentries": {
@@ -54,10 +56,11 @@ async def async_get_config_entry_diagnostics(
             },
             "open_sessions": len(hub.sessions),
             "devices": {device_id: _device(device) for device_id, device in hub.devices.items()},
-            "awaiting_activation": sorted(hub.pending),
+            "awaiting_activation": sorted({p.device_id for p in hub.activations.pending.values()}),
         },
         TO_REDACT,
     )
+    return redact_url_credentials(data)
 
 
 async def async_get_device_diagnostics(
@@ -67,5 +70,6 @@ async def async_get_device_diagnostics(
     hub = entry.runtime_data
     for domain, device_id in device_entry.identifiers:
         if domain == DOMAIN and (device := hub.devices.get(device_id)) is not None:
-            return async_redact_data({"device_id": device_id, **_device(device)}, TO_REDACT)
+            data = async_redact_data({"device_id": device_id, **_device(device)}, TO_REDACT)
+            return redact_url_credentials(data)
     return {}

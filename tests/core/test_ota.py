@@ -8,6 +8,8 @@ import pytest
 
 from custom_components.xiaozhi.core.errors import OtaRequestError
 from custom_components.xiaozhi.core.ota import (
+    Activation,
+    OtaAnswer,
     OtaRequest,
     WebsocketConfig,
     build_ota_response,
@@ -36,7 +38,7 @@ def test_answer_shape() -> None:
     request = OtaRequest.from_http(headers, body)
     answer = build_ota_response(
         request,
-        WebsocketConfig(url="ws://192.168.1.10:8123/xiaozhi/v1/", token="t", version=2),
+        OtaAnswer(WebsocketConfig(url="ws://192.168.1.10:8123/xiaozhi/v1/", token="t", version=2)),
         now_ms=1786500000000,
         timezone_offset_minutes=480,
     )
@@ -47,6 +49,22 @@ def test_answer_shape() -> None:
     }
     assert "mqtt" not in answer  # it would win over the WebSocket
     assert all(len(key) <= 15 for block in answer.values() for key in block)  # NVS key limit
+
+
+def test_answer_with_activation_and_without_token() -> None:
+    headers, body = firmware_request()
+    request = OtaRequest.from_http(headers, body)
+    channel = WebsocketConfig(url="ws://h/xiaozhi/v1/", token=None)
+    answer = build_ota_response(
+        request,
+        OtaAnswer(channel, Activation(code="123456", message="m", challenge="c")),
+        now_ms=0,
+        timezone_offset_minutes=0,
+    )
+    # Both blocks (clients other than the firmware read `websocket` first); no `token` key,
+    # so a device keeps the one in its NVS.
+    assert answer["websocket"] == {"url": "ws://h/xiaozhi/v1/", "version": 1}
+    assert answer["activation"] == {"code": "123456", "message": "m", "challenge": "c"}
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ in `tools/`.
 from .const import ACTIVATE_PATH, OTA_PATH, WEBSOCKET_PATH, CloseCode
 from .errors import ProtocolError, XiaozhiError
 from .host import DeviceGate, SessionHandler
-from .ota import Activation, OtaRequest, WebsocketConfig
+from .ota import Activation, OtaAnswer, OtaRequest, WebsocketConfig
 from .server import XiaozhiServer
 from .session import (
     DeviceIdentity,
@@ -28,6 +28,7 @@ __all__ = [
     "DeviceGate",
     "DeviceIdentity",
     "DeviceSession",
+    "OtaAnswer",
     "OtaRequest",
     "ProtocolError",
     "SessionEnded",

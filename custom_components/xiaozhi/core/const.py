@@ -8,6 +8,18 @@ OTA_PATH: Final = "/xiaozhi/ota/"
 WEBSOCKET_PATH: Final = "/xiaozhi/v1/"
 ACTIVATE_PATH: Final = OTA_PATH + "activate"  # the firmware appends "activate" to the OTA URL
 
+# Web clients cannot set WebSocket headers: they send these query parameters (the reference
+# server's names); headers win when both are present.
+QUERY_DEVICE_ID: Final = "device-id"
+QUERY_CLIENT_ID: Final = "client-id"
+QUERY_AUTHORIZATION: Final = "authorization"  # "Bearer <token>", URL-encoded
+# CORS for the OTA and activate endpoints only (browser test pages post them with these headers).
+CORS_ALLOWED_HEADERS: Final = (
+    "Content-Type, Device-Id, Client-Id, Authorization, Activation-Version, Accept-Language"
+)
+CORS_ALLOWED_METHODS: Final = "GET, POST, OPTIONS"
+CORS_MAX_AGE_S: Final = 600
+
 # Binary protocol versions a device may announce (protocol.md §3.4).
 PROTOCOL_VERSIONS: Final = frozenset({1, 2, 3})
 DEFAULT_PROTOCOL_VERSION: Final = 1
@@ -30,6 +42,7 @@ MAX_TEXT_MESSAGE_BYTES: Final = 32 * 1024  # an MCP tools/list page is < 8000 by
 MAX_JSON_DEPTH: Final = 32
 MAX_OPUS_PACKET_BYTES: Final = 4000  # 60 ms at Opus's top bitrate (510 kbit/s) is 3825 bytes
 MAX_OTA_BODY_BYTES: Final = 64 * 1024  # the system-info JSON is a few KiB
+BODY_READ_TIMEOUT_S: Final = 10.0  # the firmware sends its body with the headers; cut endless ones
 # Floods: a device sends audio at real time (any frame length the hello announces, 10-120 ms),
 # plus its buffered wake-word audio at once after the hello (up to ~2 s), and a handful of JSON
 # messages per turn. Audio is limited both in packets and in audio time per second.
@@ -37,7 +50,8 @@ AUDIO_RATE_MARGIN: Final = 1.5  # times real time, for network jitter
 MAX_AUDIO_BURST_S: Final = 4.0  # seconds of audio at once
 MAX_TEXT_MESSAGES_PER_S: Final = 10.0
 MAX_TEXT_MESSAGE_BURST: Final = 30
-MAX_CONNECTIONS: Final = 200  # open device channels per hub
+MAX_CONNECTIONS: Final = 200  # devices with a channel open (a new channel replaces its own old)
+MAX_CHANNELS_PER_ADDRESS: Final = 32  # open or opening channels from one IP address
 
 # Timing.
 HELLO_TIMEOUT_S: Final = 10.0  # the firmware waits 10 s for our hello; we wait as long for its own

@@ -52,3 +52,12 @@ class CodecError(XiaozhiError):
 
 class OtaRequestError(XiaozhiError):
     """An OTA request lacks what the firmware always sends."""
+
+
+class CheckInRefusedError(XiaozhiError):
+    """A gate refuses an OTA check (no Client-Id, too many unknown devices): HTTP `status`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        """Refuse with an HTTP status and a short reason for the device."""
+        super().__init__(message)
+        self.status = status

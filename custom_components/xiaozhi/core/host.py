@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .ota import Activation, OtaRequest, WebsocketConfig
+    from .ota import OtaAnswer, OtaRequest
     from .session import DeviceIdentity, DeviceSession, SessionEvent
 
 
@@ -30,16 +30,18 @@ class DeviceGate(Protocol):
 
     websocket_path: str
 
-    async def ota_answer(
-        self, request: OtaRequest, default_url: str
-    ) -> WebsocketConfig | Activation:
-        """Return a bound device's channel, or the activation an unbound one must do first.
+    async def ota_answer(self, request: OtaRequest, default_url: str) -> OtaAnswer:
+        """Return the device's channel, with the activation an unbound one must do first.
 
-        `default_url` is the channel URL derived from the device's own request.
+        `default_url` is the channel URL derived from the device's own request. Raise
+        `CheckInRefusedError` to refuse the check (its status goes back to the device).
         """
 
-    async def activation_done(self, device_id: str) -> bool:
-        """Return whether the user confirmed the device's activation code."""
+    async def activation_done(self, device_id: str, client_id: str | None) -> bool:
+        """Return whether the user confirmed the activation code of this device (MAC, Client-Id).
+
+        Only once the binding is stored for good: a 200 lets the device forget its code.
+        """
 
     async def open_channel(
         self, device: DeviceIdentity, token: str | None

@@ -61,6 +61,7 @@ class OtaRequest:
     activation_version: str | None = None
     serial_number: str | None = None
     remote: str | None = None  # the address the request came from
+    origin: str | None = None  # the web page that sent it, if a browser did
     system_info: JsonObject = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -91,16 +92,20 @@ class OtaRequest:
             activation_version=_header(headers, "Activation-Version"),
             serial_number=_header(headers, "Serial-Number"),
             remote=remote,
+            origin=_header(headers, "Origin"),
             system_info=info,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class WebsocketConfig:
-    """Where and how a device should open its audio channel."""
+    """Where and how a device should open its audio channel.
+
+    `token` None leaves the `token` key out, so the device keeps the one in its NVS (§2.4).
+    """
 
     url: str
-    token: str = ""
+    token: str | None = ""
     version: int = DEFAULT_PROTOCOL_VERSION
 
 
@@ -113,9 +118,22 @@ class Activation:
     challenge: str
 
 
+@dataclass(frozen=True, slots=True)
+class OtaAnswer:
+    """What a gate tells a device at boot: its channel, and the activation to do first, if any.
+
+    Both go out together: clients other than the firmware (py-xiaozhi, xiaozhi-sdk, the reference
+    server's web page) read `websocket` from every answer; the firmware runs its activation loop
+    while `activation` is present and checks again afterwards.
+    """
+
+    websocket: WebsocketConfig
+    activation: Activation | None = None
+
+
 def build_ota_response(
     request: OtaRequest,
-    channel: WebsocketConfig | Activation,
+    answer_to: OtaAnswer,
     *,
     now_ms: int,
     timezone_offset_minutes: int,
@@ -123,24 +141,22 @@ def build_ota_response(
     """Return the answer to an OTA check.
 
     It echoes the running firmware version with an empty URL (never an upgrade) and has no
-    `mqtt` block, which would win over WebSocket. A bound device gets its channel, always with
-    `url`, `token` and `version` (values persist in the device's NVS); an unbound one gets only
-    the activation, so no stale channel is stored.
+    `mqtt` block, which would win over WebSocket. The channel always has `url` and `version`
+    (values persist in the device's NVS) and `token` unless the gate leaves it out.
     """
     answer: JsonObject = {
         "server_time": {"timestamp": now_ms, "timezone_offset": timezone_offset_minutes},
     }
-    if isinstance(channel, Activation):
+    channel = answer_to.websocket
+    websocket: JsonObject = {"url": channel.url, "version": channel.version}
+    if channel.token is not None:
+        websocket["token"] = channel.token
+    answer["websocket"] = websocket
+    if (activation := answer_to.activation) is not None:
         answer["activation"] = {
-            "code": channel.code,
-            "message": channel.message,
-            "challenge": channel.challenge,
-        }
-    else:
-        answer["websocket"] = {
-            "url": channel.url,
-            "token": channel.token,
-            "version": channel.version,
+            "code": activation.code,
+            "message": activation.message,
+            "challenge": activation.challenge,
         }
     if request.firmware_version is not None:
         answer["firmware"] = {"version": request.firmware_version, "url": ""}

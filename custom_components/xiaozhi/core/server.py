@@ -11,16 +11,24 @@ from aiohttp import WSMsgType, web
 
 from . import framing
 from .const import (
+    BODY_READ_TIMEOUT_S,
     CLOSE_TIMEOUT_S,
+    CORS_ALLOWED_HEADERS,
+    CORS_ALLOWED_METHODS,
+    CORS_MAX_AGE_S,
     DEFAULT_PROTOCOL_VERSION,
+    MAX_CHANNELS_PER_ADDRESS,
     MAX_CONNECTIONS,
     MAX_OTA_BODY_BYTES,
     MAX_WEBSOCKET_FRAME_BYTES,
+    QUERY_AUTHORIZATION,
+    QUERY_CLIENT_ID,
+    QUERY_DEVICE_ID,
     CloseCode,
 )
-from .errors import FramingError, OtaRequestError, ProtocolError
-from .host import DeviceGate
-from .ota import OtaRequest, build_ota_response, normalize_device_id
+from .errors import CheckInRefusedError, FramingError, OtaRequestError, ProtocolError
+from .host import DeviceGate, SessionHandler
+from .ota import MAX_HEADER_VALUE_CHARS, OtaRequest, build_ota_response, normalize_device_id
 from .session import DeviceIdentity, DeviceSession, SessionState
 
 _LOGGER = logging.getLogger(__name__)
@@ -63,6 +71,8 @@ class XiaozhiServer:
         self.gate = gate
         self.sessions: set[DeviceSession] = set()
         self._by_device: dict[str, DeviceSession] = {}
+        self._channels: dict[str, int] = {}  # device id -> its channel handlers running
+        self._by_address: dict[str | None, int] = {}  # channel handlers running per address
         self._closing = False
 
     # --- OTA -------------------------------------------------------------------------------------
@@ -74,18 +84,20 @@ class XiaozhiServer:
         try:
             body = await _read_body(request, MAX_OTA_BODY_BYTES)
             ota_request = OtaRequest.from_http(request.headers, body, request.remote)
+            answer_to = await self.gate.ota_answer(
+                ota_request, default_websocket_url(request, self.gate.websocket_path)
+            )
+        except _BodyError as err:
+            _LOGGER.warning("Rejected OTA request from %s: %s", request.remote, err)
+            return _error(err.status, str(err))
         except OtaRequestError as err:
             _LOGGER.warning("Rejected OTA request from %s: %s", request.remote, err)
             return _error(400, str(err))
-        except _BodyTooLargeError:
-            _LOGGER.warning("Rejected OTA request from %s: body too large", request.remote)
-            return _error(413, f"body exceeds {MAX_OTA_BODY_BYTES} bytes")
-        config = await self.gate.ota_answer(
-            ota_request, default_websocket_url(request, self.gate.websocket_path)
-        )
+        except CheckInRefusedError as err:  # the gate logged why
+            return _error(err.status, str(err))
         answer = build_ota_response(
             ota_request,
-            config,
+            answer_to,
             now_ms=time.time_ns() // 1_000_000,
             timezone_offset_minutes=self.gate.timezone_offset_minutes(),
         )
@@ -101,13 +113,30 @@ class XiaozhiServer:
         try:
             await _read_body(request, MAX_OTA_BODY_BYTES)
             device_id = normalize_device_id(request.headers.get("Device-Id"))
+        except _BodyError as err:
+            _LOGGER.warning("Rejected activation poll from %s: %s", request.remote, err)
+            return _error(err.status, str(err))
         except OtaRequestError as err:
+            _LOGGER.warning("Rejected activation poll from %s: %s", request.remote, err)
             return _error(400, str(err))
-        except _BodyTooLargeError:
-            return _error(413, f"body exceeds {MAX_OTA_BODY_BYTES} bytes")
-        if await self.gate.activation_done(device_id):
+        client_id = _clip(request.headers.get("Client-Id"))
+        if await self.gate.activation_done(device_id, client_id):
             return web.json_response({"status": "activated"})
         return web.json_response({"status": "waiting for the code"}, status=202)
+
+    @staticmethod
+    async def handle_preflight(request: web.Request) -> web.Response:
+        """Answer a browser's CORS preflight for the OTA and activate endpoints."""
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": request.headers.get("Origin") or "*",
+                "Access-Control-Allow-Methods": CORS_ALLOWED_METHODS,
+                "Access-Control-Allow-Headers": CORS_ALLOWED_HEADERS,
+                "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
+                "Vary": "Origin",
+            },
+        )
 
     # --- WebSocket -------------------------------------------------------------------------------
 
@@ -116,34 +145,60 @@ class XiaozhiServer:
         if self._closing:
             return _error(503, "server is shutting down")
         try:
-            device = device_identity(request)
+            device, token = channel_credentials(request)
         except (OtaRequestError, FramingError) as err:
             _LOGGER.warning("Rejected connection from %s: %s", request.remote, err)
             return _error(400, str(err))
-        handler = await self.gate.open_channel(device, bearer_token(request))
+        handler = await self.gate.open_channel(device, token)
         if handler is None:
             _LOGGER.warning(
                 "Refused device %s from %s: not authorized", device.device_id, request.remote
             )
             return _error(403, "device not authorized")
-        if len(self.sessions) >= MAX_CONNECTIONS:
+        if refusal := self._over_limits(device):
             _LOGGER.warning(
-                "Refused device %s: %d channels open", device.device_id, MAX_CONNECTIONS
+                "Refused device %s from %s: %s", device.device_id, device.remote, refusal
             )
-            return _error(503, "too many connections")
+            return _error(503, refusal)
 
+        # Counted from here (no await since the check): concurrent handshakes see each other.
+        self._channels[device.device_id] = self._channels.get(device.device_id, 0) + 1
+        self._by_address[device.remote] = self._by_address.get(device.remote, 0) + 1
+        try:
+            return await self._serve(request, device, handler)
+        finally:
+            _decrement(self._channels, device.device_id)
+            _decrement(self._by_address, device.remote)
+
+    def _over_limits(self, device: DeviceIdentity) -> str | None:
+        """Why a bound device may not open a channel now, if it may not.
+
+        A device that has a channel (or is opening one) replaces it, so bound devices always
+        get in while there are at most MAX_CONNECTIONS of them.
+        """
+        if self._by_address.get(device.remote, 0) >= MAX_CHANNELS_PER_ADDRESS:
+            return f"more than {MAX_CHANNELS_PER_ADDRESS} channels from one address"
+        if device.device_id not in self._channels and len(self._channels) >= MAX_CONNECTIONS:
+            return f"{MAX_CONNECTIONS} devices connected"
+        return None
+
+    async def _serve(
+        self, request: web.Request, device: DeviceIdentity, handler: SessionHandler
+    ) -> web.WebSocketResponse:
         # No heartbeat: the session's idle timeout already drops silent (dead) devices.
         ws = web.WebSocketResponse(max_msg_size=MAX_WEBSOCKET_FRAME_BYTES, timeout=CLOSE_TIMEOUT_S)
         await ws.prepare(request)
         session = DeviceSession(WebSocketLink(ws, device.protocol_version), device, handler)
-        self.sessions.add(session)
-        if (previous := self._by_device.get(device.device_id)) is not None:
-            # One channel per device: the firmware opens a new one when the old one went stale.
-            _LOGGER.info("%s replaces %s", session, previous)
-            await previous.close(CloseCode.REPLACED, "replaced by a new connection")
+        # One channel per device, race-free: the newest registers before anything awaits and
+        # closes the one it replaces (the firmware opens a new channel when the old went stale).
+        previous = self._by_device.get(device.device_id)
         self._by_device[device.device_id] = session
+        self.sessions.add(session)
         session.start()
         try:
+            if previous is not None:
+                _LOGGER.info("%s replaces %s", session, previous)
+                await previous.close(CloseCode.REPLACED, "replaced by a new connection")
             await self._receive(ws, session)
         except ProtocolError as err:
             _LOGGER.warning("Closing %s: %s", session, err)
@@ -188,19 +243,38 @@ class XiaozhiServer:
                 session.finish()
 
 
-class _BodyTooLargeError(Exception):
-    """The request body exceeds its limit."""
+class _BodyError(Exception):
+    """A request body over its size limit (413) or too slow to arrive (408)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise _BodyTooLargeError
+        raise _BodyError(413, f"body exceeds {limit} bytes")
     body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise _BodyTooLargeError
+    try:
+        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+            async for chunk in request.content.iter_any():
+                body += chunk
+                if len(body) > limit:
+                    raise _BodyError(413, f"body exceeds {limit} bytes")
+    except TimeoutError:
+        raise _BodyError(408, f"body not sent within {BODY_READ_TIMEOUT_S:g} s") from None
     return bytes(body)
+
+
+def _decrement[K](counts: dict[K, int], key: K) -> None:
+    if counts[key] <= 1:
+        del counts[key]
+    else:
+        counts[key] -= 1
+
+
+def _clip(value: str | None) -> str | None:
+    return (value or "").strip()[:MAX_HEADER_VALUE_CHARS] or None
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -211,24 +285,30 @@ def _error(status: int, message: str) -> web.Response:
     )
 
 
-def device_identity(request: web.Request) -> DeviceIdentity:
-    """Read who is connecting from the headers the firmware sends (protocol.md §3.1)."""
-    raw_version = request.headers.get("Protocol-Version", str(DEFAULT_PROTOCOL_VERSION))
+def channel_credentials(request: web.Request) -> tuple[DeviceIdentity, str | None]:
+    """Read who is connecting, and their token, from the firmware's headers (protocol.md §3.1).
+
+    Web clients cannot set WebSocket headers and send query parameters instead (the reference
+    server's names); a header wins over its query parameter.
+    """
+    headers, query = request.headers, request.query
+    raw_version = headers.get("Protocol-Version", str(DEFAULT_PROTOCOL_VERSION))
     try:
         version = int(raw_version)
     except ValueError:
         raise FramingError(f"Protocol-Version {raw_version[:16]!r} is not a number") from None
-    return DeviceIdentity(
-        device_id=normalize_device_id(request.headers.get("Device-Id")),
-        client_id=(request.headers.get("Client-Id") or "")[:64] or None,
+    identity = DeviceIdentity(
+        device_id=normalize_device_id(headers.get("Device-Id") or query.get(QUERY_DEVICE_ID)),
+        client_id=_clip(headers.get("Client-Id") or query.get(QUERY_CLIENT_ID)),
         protocol_version=framing.check_version(version),
         remote=request.remote,
     )
+    return identity, bearer_token(headers.get("Authorization") or query.get(QUERY_AUTHORIZATION))
 
 
-def bearer_token(request: web.Request) -> str | None:
-    """Return the token from `Authorization` (the firmware adds `Bearer ` to tokens)."""
-    value = request.headers.get("Authorization", "").strip()
+def bearer_token(value: str | None) -> str | None:
+    """Return the token from an `Authorization` value (the firmware adds `Bearer ` to tokens)."""
+    value = (value or "").strip()
     if value[:7].lower() == "bearer ":
         value = value[7:].strip()
     return value or None
