@@ -18,7 +18,6 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.xiaozhi.core.const import PLAYBACK_LEAD_FRAMES, TTS_STOP_GRACE_S
 from custom_components.xiaozhi.core.messages import EMOTION_EMOJI, ListenMode
-from tools.audio import speech_pcm
 from tools.emulator import DeviceEmulator
 
 from .conftest import make_hub_entry
@@ -27,12 +26,6 @@ from .providers import REPLY_SECONDS_PER_CHAR, Providers, async_use_streaming
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
 FRAME_S = 0.06
 HELD_SILENCE_S = 2.5  # a long pause while the push-to-talk button is still held
-
-
-@pytest.fixture(scope="module")
-def speech() -> bytes:
-    """A real spoken command (espeak-ng), 16 kHz mono."""
-    return speech_pcm("turn on the kitchen light")
 
 
 @pytest.fixture
