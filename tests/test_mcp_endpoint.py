@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 import json
+import logging
 from typing import Any
 
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
@@ -31,6 +32,7 @@ from custom_components.xiaozhi.diagnostics import async_get_config_entry_diagnos
 from custom_components.xiaozhi.mcp_endpoint import async_get_endpoint
 from custom_components.xiaozhi.mcp_link import LIMITS, LinkState
 from custom_components.xiaozhi.mcp_link.link import BACKOFF_BASE_S, REFUSED_RETRY_S
+from custom_components.xiaozhi.redact import UrlCredentialsFilter
 
 from .mcp_endpoint_server import LoopbackEndpoint
 
@@ -450,3 +452,24 @@ async def test_diagnostics_show_the_link_without_the_token(
     assert link["connected_since"] is not None
     assert link["calls"] == 1
     assert link["tools_served"] == link["tools_offered"] > 0
+
+
+def test_endpoint_tokens_are_redacted_from_log_lines() -> None:
+    """A log line quoting an endpoint URL loses its token (cloud and self-hosted forms)."""
+    record = logging.LogRecord(
+        "custom_components.xiaozhi.mcp_link.link",
+        logging.WARNING,
+        __file__,
+        1,
+        "cannot reach %s or %s",
+        (
+            "wss://api.xiaozhi.me/mcp/?token=eyJhbGci.J9.x-Y_z",
+            "ws://h:8004/mcp_endpoint/mcp/?token=rIRq%3D",
+        ),
+        None,
+    )
+    assert UrlCredentialsFilter().filter(record)
+    assert record.getMessage() == (
+        "cannot reach wss://api.xiaozhi.me/mcp/?token=**REDACTED** or "
+        "ws://h:8004/mcp_endpoint/mcp/?token=**REDACTED**"
+    )

@@ -101,8 +101,8 @@ def cut_call_result(result: dict[str, Any], max_chars: int = LIMITS.max_result_c
     cut = len(text) > max_chars
     if cut:
         marker = CUT_MARKER.format(shown="{shown}", total=len(text))
-        shown = max(0, max_chars - len(marker.format(shown=max_chars)))
-        text = text[:shown] + marker.format(shown=shown)
+        shown = max_chars - len(marker.format(shown=max_chars))
+        text = text[:shown] + marker.format(shown=shown) if shown > 0 else text[:max_chars]
     others = [b for b in content if b not in texts]
     result["content"] = [{"type": "text", "text": text}, *others]
     return cut
