@@ -13,10 +13,12 @@ from .const import (
     DOMAIN,
     ISSUE_OPEN_TO_LOCAL_NETWORK,
     SUBENTRY_CONVERSATION,
+    SUBENTRY_MCP_ENDPOINT,
     SUBENTRY_STT,
     SUBENTRY_TTS,
 )
 from .hub import XiaozhiConfigEntry, XiaozhiHub
+from .mcp_endpoint import async_setup_endpoints
 from .memory import async_get_memory
 from .redact import filter_loggers
 from .repairs import async_raise_issue
@@ -26,6 +28,7 @@ from .views import async_register_views
 
 PLATFORMS = [
     Platform.ASSIST_SATELLITE,
+    Platform.BINARY_SENSOR,
     Platform.BUTTON,
     Platform.CONVERSATION,
     Platform.SELECT,
@@ -39,6 +42,7 @@ SUBENTRY_PLATFORMS = {
     SUBENTRY_CONVERSATION: [Platform.BUTTON, Platform.CONVERSATION],
     SUBENTRY_STT: [Platform.STT],
     SUBENTRY_TTS: [Platform.TTS],
+    SUBENTRY_MCP_ENDPOINT: [Platform.BINARY_SENSOR],
 }
 
 
@@ -47,6 +51,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> b
     hub = XiaozhiHub(hass, entry)
     entry.runtime_data = hub
     await hub.async_setup()
+    endpoints = await async_setup_endpoints(hass, entry)  # before their sensors are added
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     async_register_views(hass)
     entry.async_on_unload(filter_loggers(URL_LOGGERS))
@@ -60,6 +65,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> b
     async def _async_updated(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> None:
         """Options are read when used; subentry changes reload only their platforms."""
         _async_update_issues(hass, entry)
+        await endpoints.async_sync()
         for removed in await subentries.async_reload_changed():
             await async_get_memory(hass).async_forget(removed)
 

@@ -36,12 +36,13 @@ from .const import (
     MAX_SILENCE_TIMEOUT_S,
     MIN_SILENCE_TIMEOUT_S,
     SUBENTRY_CONVERSATION,
+    SUBENTRY_MCP_ENDPOINT,
     SUBENTRY_STT,
     SUBENTRY_TTS,
 )
 from .core import OTA_PATH
 from .hub import async_get_hub
-from .subentry_flows import ConversationFlow, SttFlow, TtsFlow
+from .subentry_flows import ConversationFlow, McpEndpointFlow, SttFlow, TtsFlow
 
 PLACEHOLDER_URL = "http://<home-assistant-ip>:8123"
 
@@ -122,6 +123,7 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
             SUBENTRY_CONVERSATION: ConversationFlow,
             SUBENTRY_STT: SttFlow,
             SUBENTRY_TTS: TtsFlow,
+            SUBENTRY_MCP_ENDPOINT: McpEndpointFlow,
         }
 
     @staticmethod

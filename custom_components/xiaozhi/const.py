@@ -56,6 +56,7 @@ MAX_AUTH_FAILURES: Final = 3  # refused connections in a row before a bound devi
 SUBENTRY_CONVERSATION: Final = "conversation"  # an OpenAI-compatible chat-completions agent
 SUBENTRY_STT: Final = "stt"
 SUBENTRY_TTS: Final = "tts"
+SUBENTRY_MCP_ENDPOINT: Final = "mcp_endpoint"  # HA dials out to a xiaozhi MCP endpoint
 CONF_SERVICE: Final = "service"  # which speech service a stt/tts subentry uses
 SERVICE_OPENAI: Final = "openai"  # stt: an OpenAI-compatible /audio/transcriptions API
 SERVICE_EDGE: Final = "edge"  # tts: Microsoft Edge read-aloud voices (no key)
@@ -78,6 +79,11 @@ CONF_PITCH: Final = "pitch"  # Edge TTS: Hz
 CONF_VOLUME: Final = "volume"  # Edge TTS: percent
 CONF_TIMEOUT: Final = "timeout"  # seconds before a request to the service is given up
 DEFAULT_SERVICE_TIMEOUT_S: Final = 15.0
+# MCP endpoint subentries: the URL (homeassistant.const.CONF_URL, with its token) and the LLM APIs
+# served (homeassistant.const.CONF_LLM_HASS_API).
+ENDPOINT_URL_SCHEMES: Final = ("ws", "wss")
+ISSUE_ENDPOINT_REFUSED: Final = "endpoint_refused"  # formatted: f"{...}_{subentry_id}"
+ISSUE_ENDPOINT_OVER_LIMIT: Final = "endpoint_over_limit"  # formatted like the above
 
 
 class LlmPreset(NamedTuple):

@@ -12,6 +12,7 @@ from homeassistant.helpers.device_registry import DeviceEntry
 from .const import CONF_CLIENT_ID, CONF_TOKEN, DOMAIN
 from .devices import XiaozhiDevice
 from .hub import XiaozhiConfigEntry
+from .mcp_endpoint import DATA_ENDPOINTS
 from .redact import redact_url_credentials
 
 # The Client-Id is half of what gets a bound device's token from the OTA endpoint.
@@ -38,6 +39,17 @@ def _device(device: XiaozhiDevice) -> dict[str, Any]:
     }
 
 
+def _endpoints(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> dict[str, Any]:
+    """Each MCP endpoint's link: state, last error, connected since, tools served, calls made."""
+    links = hass.data.get(DATA_ENDPOINTS, {}).get(entry.entry_id)
+    if links is None:
+        return {}
+    return {
+        subentry_id: {"title": service.subentry.title, **service.link.stats.as_dict()}
+        for subentry_id, service in links.services.items()
+    }
+
+
 async def async_get_config_entry_diagnostics(
     hass: HomeAssistant, entry: XiaozhiConfigEntry
 ) -> dict[str, Any]:
@@ -57,6 +69,7 @@ async def async_get_config_entry_diagnostics(
             "open_sessions": len(hub.sessions),
             "devices": {device_id: _device(device) for device_id, device in hub.devices.items()},
             "awaiting_activation": sorted({p.device_id for p in hub.activations.pending.values()}),
+            "mcp_endpoints": _endpoints(hass, entry),
         },
         TO_REDACT,
     )

@@ -1,4 +1,8 @@
-"""Keep credentials written into URLs (`http://user:password@host`) out of diagnostics and logs."""
+"""Keep credentials in URLs out of diagnostics and logs.
+
+Credentials are written before the host (`http://user:password@host`) or carried as a query
+parameter (an MCP endpoint's `wss://api.xiaozhi.me/mcp/?token=...`).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,16 @@ from typing import Any
 from homeassistant.components.diagnostics import REDACTED
 
 URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^\s/@'\"]+@")
+URL_SECRET_PARAMS = re.compile(
+    r"(?P<name>[?&](?:token|access_token|api_key|apikey|key|secret)=)[^&#\s'\"]+", re.IGNORECASE
+)
 
 
 def redact_url_credentials[T](data: T) -> T:
     """Return `data` (text, or lists and dicts of it) with URL credentials replaced."""
     if isinstance(data, str):
-        return URL_CREDENTIALS.sub(rf"\g<scheme>{REDACTED}@", data)  # type: ignore[return-value]
+        text = URL_CREDENTIALS.sub(rf"\g<scheme>{REDACTED}@", data)
+        return URL_SECRET_PARAMS.sub(rf"\g<name>{REDACTED}", text)  # type: ignore[return-value]
     if isinstance(data, dict):
         return {k: redact_url_credentials(v) for k, v in data.items()}  # type: ignore[return-value]
     if isinstance(data, list):

@@ -1,11 +1,11 @@
-"""Config subentry flows: add or change a cloud conversation agent, speech-to-text or TTS."""
+"""Config subentry flows: add or change a cloud agent, speech service or MCP endpoint."""
 
 from __future__ import annotations
 
 from typing import Any, Final
 
 from homeassistant.config_entries import ConfigEntryState, ConfigSubentryFlow, SubentryFlowResult
-from homeassistant.const import CONF_API_KEY, CONF_LLM_HASS_API, CONF_NAME, CONF_PROMPT
+from homeassistant.const import CONF_API_KEY, CONF_LLM_HASS_API, CONF_NAME, CONF_PROMPT, CONF_URL
 from homeassistant.helpers import llm
 from homeassistant.helpers.selector import (
     BooleanSelector,
@@ -22,6 +22,7 @@ from homeassistant.helpers.selector import (
     TextSelectorType,
 )
 import probatio
+from yarl import URL
 
 from .cloud import cosyvoice, edge, openai_stt, paraformer
 from .cloud.dashscope import DEFAULT_URL as DASHSCOPE_URL
@@ -42,6 +43,7 @@ from .const import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_SERVICE_TIMEOUT_S,
     DEFAULT_TEMPERATURE,
+    ENDPOINT_URL_SCHEMES,
     LLM_PRESETS,
     SERVICE_DASHSCOPE,
     SERVICE_EDGE,
@@ -57,6 +59,7 @@ MAX_TEMPERATURE: Final = 2.0
 MAX_MAX_TOKENS: Final = 8192
 MIN_TIMEOUT_S: Final = 0.1
 MAX_TIMEOUT_S: Final = 120.0
+DEFAULT_ENDPOINT_TITLE: Final = "xiaozhi.me"
 DEFAULT_TITLES: Final = {
     (SERVICE_OPENAI, "stt"): "Whisper",
     (SERVICE_DASHSCOPE, "stt"): "Paraformer",
@@ -75,6 +78,18 @@ _TIMEOUT = NumberSelector(
         mode=NumberSelectorMode.BOX,
     )
 )
+
+
+def _llm_api_selector(hass: Any) -> SelectSelector:
+    """Pick any of the LLM APIs registered in HA."""
+    apis = [SelectOptionDict(value=api.id, label=api.name) for api in llm.async_get_apis(hass)]
+    return SelectSelector(SelectSelectorConfig(options=apis, multiple=True))
+
+
+def _known_apis(hass: Any, chosen: list[str] | None) -> list[str]:
+    """The chosen APIs that are still registered (a form cannot suggest the others)."""
+    known = {api.id for api in llm.async_get_apis(hass)}
+    return [api for api in chosen or [] if api in known]
 
 
 def _slider(low: int, high: int, unit: str) -> NumberSelector:
@@ -189,14 +204,8 @@ class ConversationFlow(_ServiceFlow):
             if error is None:
                 return self._finish(user_input, optional=(CONF_PROMPT,))
             errors["base"] = str(error)
-        apis = [
-            SelectOptionDict(value=api.id, label=api.name) for api in llm.async_get_apis(self.hass)
-        ]
         suggested = {**self._data, **(user_input or {})}
-        known = {api["value"] for api in apis}
-        suggested[CONF_LLM_HASS_API] = [
-            api for api in suggested.get(CONF_LLM_HASS_API) or [] if api in known
-        ]
+        suggested[CONF_LLM_HASS_API] = _known_apis(self.hass, suggested.get(CONF_LLM_HASS_API))
         schema = probatio.Schema(
             {
                 **self._name_field(
@@ -206,9 +215,7 @@ class ConversationFlow(_ServiceFlow):
                 probatio.Required(CONF_API_KEY): _PASSWORD,
                 probatio.Required(CONF_MODEL): str,
                 probatio.Optional(CONF_PROMPT): TemplateSelector(),
-                probatio.Optional(CONF_LLM_HASS_API): SelectSelector(
-                    SelectSelectorConfig(options=apis, multiple=True)
-                ),
+                probatio.Optional(CONF_LLM_HASS_API): _llm_api_selector(self.hass),
                 probatio.Required(CONF_MEMORY): BooleanSelector(),
                 probatio.Required(CONF_TEMPERATURE): NumberSelector(
                     NumberSelectorConfig(min=0, max=MAX_TEMPERATURE, step=0.05)
@@ -369,3 +376,39 @@ class TtsFlow(_SpeechFlow):
                 CONF_TIMEOUT: DEFAULT_SERVICE_TIMEOUT_S,
             },
         )
+
+
+class McpEndpointFlow(_ServiceFlow):
+    """An MCP endpoint (xiaozhi.me or a xiaozhi server): HA connects out and serves tools there."""
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        """The endpoint URL with its token, and which LLM APIs it may use."""
+        if not self._loaded():
+            return self.async_abort(reason="entry_not_loaded")
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            user_input[CONF_URL] = user_input[CONF_URL].strip()
+            url = URL(user_input[CONF_URL])
+            if url.scheme not in ENDPOINT_URL_SCHEMES or not url.host:
+                errors[CONF_URL] = "invalid_url"
+            elif not user_input.get(CONF_LLM_HASS_API):
+                errors[CONF_LLM_HASS_API] = "no_llm_api"
+            else:
+                return self._finish(user_input)
+        suggested = {CONF_LLM_HASS_API: [llm.LLM_API_ASSIST], **self._data, **(user_input or {})}
+        suggested[CONF_LLM_HASS_API] = _known_apis(self.hass, suggested.get(CONF_LLM_HASS_API))
+        schema = probatio.Schema(
+            {
+                **self._name_field(DEFAULT_ENDPOINT_TITLE),
+                probatio.Required(CONF_URL): _PASSWORD,
+                probatio.Required(CONF_LLM_HASS_API): _llm_api_selector(self.hass),
+            }
+        )
+        return self.async_show_form(
+            step_id="user",
+            data_schema=self.add_suggested_values_to_schema(schema, suggested),
+            errors=errors,
+        )
+
+    async def _async_step_settings(self) -> SubentryFlowResult:
+        return await self.async_step_user()

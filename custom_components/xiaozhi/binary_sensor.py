@@ -1,0 +1,51 @@
+"""A connectivity sensor for each MCP endpoint: on while HA is connected to it."""
+
+from __future__ import annotations
+
+from homeassistant.components.binary_sensor import BinarySensorDeviceClass, BinarySensorEntity
+from homeassistant.config_entries import ConfigSubentry
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .const import MANUFACTURER, SUBENTRY_MCP_ENDPOINT
+from .hub import XiaozhiConfigEntry
+from .mcp_endpoint import EndpointService, async_get_endpoint
+from .subentry import XiaozhiServiceEntity, async_add_subentry_entities
+
+PARALLEL_UPDATES = 0
+ENDPOINT_MODEL = "MCP endpoint"
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: XiaozhiConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Add the sensor of each endpoint."""
+
+    async def sensors(subentry: ConfigSubentry) -> list[EndpointConnectivity]:
+        service = async_get_endpoint(hass, entry, subentry.subentry_id)
+        return [] if service is None else [EndpointConnectivity(subentry, service)]
+
+    await async_add_subentry_entities(entry, SUBENTRY_MCP_ENDPOINT, async_add_entities, sensors)
+
+
+class EndpointConnectivity(XiaozhiServiceEntity, BinarySensorEntity):
+    """Whether HA is connected to the endpoint (named after it, on its service device)."""
+
+    _attr_device_class = BinarySensorDeviceClass.CONNECTIVITY
+
+    def __init__(self, subentry: ConfigSubentry, service: EndpointService) -> None:
+        """Follow one endpoint's link."""
+        super().__init__(subentry, manufacturer=MANUFACTURER, model=ENDPOINT_MODEL)
+        self.service = service
+
+    @property
+    def is_on(self) -> bool:
+        """Connected now."""
+        return self.service.link.connected
+
+    async def async_added_to_hass(self) -> None:
+        """Write the state when the link changes."""
+        await super().async_added_to_hass()
+        self.async_on_remove(self.service.async_listen(self.async_write_ha_state))
