@@ -17,6 +17,7 @@ from .const import (
     SUBENTRY_TTS,
 )
 from .hub import XiaozhiConfigEntry, XiaozhiHub
+from .llm_api import async_register_api
 from .memory import async_get_memory
 from .redact import filter_loggers
 from .repairs import async_raise_issue
@@ -26,9 +27,14 @@ from .views import async_register_views
 
 PLATFORMS = [
     Platform.ASSIST_SATELLITE,
+    Platform.BINARY_SENSOR,
     Platform.BUTTON,
     Platform.CONVERSATION,
+    Platform.IMAGE,
+    Platform.MEDIA_PLAYER,
+    Platform.NUMBER,
     Platform.SELECT,
+    Platform.SENSOR,
     Platform.STT,
     Platform.TTS,
 ]
@@ -49,6 +55,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> b
     await hub.async_setup()
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     async_register_views(hass)
+    entry.async_on_unload(async_register_api(hass))
     entry.async_on_unload(filter_loggers(URL_LOGGERS))
 
     async def _async_stop(event: Event) -> None:
