@@ -7,7 +7,6 @@ from collections.abc import Callable, Coroutine
 import logging
 from typing import Any
 
-from homeassistant.components.assist_pipeline import async_get_pipeline, async_update_pipeline
 from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
@@ -61,12 +60,16 @@ def state(hass: HomeAssistant, entity: str) -> str:
     return current.state if current else "missing"
 
 
-async def connected_device(hass: HomeAssistant, make_device: MakeDevice, **kwargs: Any) -> DeviceEmulator:
+async def connected_device(
+    hass: HomeAssistant, make_device: MakeDevice, **kwargs: Any
+) -> DeviceEmulator:
     """A device whose tools are listed and status read (entities made and available)."""
     device = await make_device(**kwargs)
     device.mcp.page_bytes = SMALL_PAGE_BYTES
     await device.connect()
-    await wait_for(hass, lambda: any(name == "self.get_device_status" for name, _ in device.mcp.calls))
+    await wait_for(
+        hass, lambda: any(name == "self.get_device_status" for name, _ in device.mcp.calls)
+    )
     await wait_for(
         hass,
         lambda: er.async_get(hass).async_get_entity_id(
@@ -140,7 +143,8 @@ async def test_tools_become_entities_and_calls(
     )
     await wait_for(
         hass,
-        lambda: state(hass, entity_id(hass, "binary_sensor", device, "battery_charging")) == STATE_ON,
+        lambda: state(hass, entity_id(hass, "binary_sensor", device, "battery_charging"))
+        == STATE_ON,
     )
     assert device.mcp.volume == 40
 
@@ -226,7 +230,11 @@ async def test_entities_survive_a_restart_unavailable_until_connected(
     await device.connect()
     await wait_for(hass, lambda: state(hass, speaker) == STATE_ON)
     for platform, key in keys:
-        await wait_for(hass, lambda p=platform, k=key: state(hass, entity_id(hass, p, device, k)) != STATE_UNAVAILABLE)
+        await wait_for(
+            hass,
+            lambda p=platform, k=key: state(hass, entity_id(hass, p, device, k))
+            != STATE_UNAVAILABLE,
+        )
 
 
 async def test_a_board_without_a_tool_has_no_entity(
@@ -267,9 +275,7 @@ async def test_malformed_mcp_from_the_device_is_logged_and_the_session_goes_on(
     )
     assert device.mcp.volume == 20
     assert not device.closed
-    assert any(
-        word in caplog.text for word in ("MCP", "mcp", "payload", "request")
-    ), caplog.text
+    assert any(word in caplog.text for word in ("MCP", "mcp", "payload", "request")), caplog.text
 
 
 async def test_a_huge_tool_list_is_cut(
@@ -284,7 +290,9 @@ async def test_a_huge_tool_list_is_cut(
             1, type(extra)(f"self.extra.tool_{number}", "Extra.", {}, extra.handler)
         )
     await device.connect()
-    await wait_for(hass, lambda: "tools are ignored" in caplog.text or "the rest are ignored" in caplog.text)
+    await wait_for(
+        hass, lambda: "tools are ignored" in caplog.text or "the rest are ignored" in caplog.text
+    )
     hub = hass.config_entries.async_entries(DOMAIN)[0].runtime_data
     tools = hub.device_tools(hub.devices[device.device_id])
     await wait_for(hass, lambda: len(tools.tools) == mcp.MAX_TOOLS)
