@@ -58,7 +58,7 @@ async def test_pages_follow_the_tool_name_cursor(wire: Wire) -> None:
 async def test_errors_without_code_and_timeouts(
     wire: Wire, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(ToolCallError, match="Unknown tool: self.nope"):
+    with pytest.raises(ToolCallError, match=r"Unknown tool: self\.nope"):
         await wire.client.call_tool("self.nope")
     with pytest.raises(ToolCallError, match="Value exceeds maximum allowed: 100"):
         await wire.client.call_tool("self.audio_speaker.set_volume", {"volume": 300})
