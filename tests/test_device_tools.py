@@ -10,7 +10,13 @@ from typing import Any
 from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers import entity_registry as er, intent
+from homeassistant.components import conversation
+from homeassistant.helpers import (
+    area_registry as ar,
+    device_registry as dr,
+    entity_registry as er,
+    intent,
+)
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -149,22 +155,29 @@ async def test_tools_become_entities_and_calls(
     assert device.mcp.volume == 40
 
 
-async def test_builtin_agent_sets_the_volume_by_name(
-    hass: HomeAssistant, make_device: MakeDevice
+async def test_builtin_agent_sets_the_volume(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice
 ) -> None:
     """HA's own intents act on the media player, as for ESPHome voice satellites."""
     device = await connected_device(hass, make_device)
     speaker = entity_id(hass, "media_player", device, "speaker")
     name = hass.states.get(speaker).attributes["friendly_name"]
-    response = await intent.async_handle(
-        hass,
-        "conversation",
-        intent.INTENT_SET_VOLUME if hasattr(intent, "INTENT_SET_VOLUME") else "HassSetVolume",
-        {"name": {"value": name}, "volume_level": {"value": 25}},
-        context=Context(),
+    result = await conversation.async_converse(
+        hass, f"set the volume of {name} to 25", None, Context(), language="en"
     )
-    assert response.response_type is intent.IntentResponseType.ACTION_DONE
+    assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
     await wait_for(hass, lambda: device.mcp.volume == 25)
+
+    # In the device's area, "the volume" is the device's own (the sentence the demo says).
+    study = ar.async_get(hass).async_create("Study")
+    entry = er.async_get(hass).async_get(speaker)
+    assert entry is not None and entry.device_id is not None
+    dr.async_get(hass).async_update_device(entry.device_id, area_id=study.id)
+    result = await conversation.async_converse(
+        hass, "set the volume to 30", None, Context(), language="en", device_id=entry.device_id
+    )
+    assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
+    await wait_for(hass, lambda: device.mcp.volume == 30)
 
 
 async def test_tool_error_and_timeout_are_clear_and_the_session_goes_on(
