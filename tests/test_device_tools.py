@@ -7,10 +7,10 @@ from collections.abc import Callable, Coroutine
 import logging
 from typing import Any
 
+from homeassistant.components import conversation
 from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.components import conversation
 from homeassistant.helpers import (
     area_registry as ar,
     device_registry as dr,
