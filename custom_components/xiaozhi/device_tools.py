@@ -115,8 +115,14 @@ class DeviceTools:
         try:
             await client.initialize(self.vision_url(), self._vision_token())
             tools = await client.list_tools()
+        except DeviceGoneError:
+            _LOGGER.debug("Device %s left before listing its tools", self.device.name)
+            return
         except McpError as err:
-            _LOGGER.warning("Device %s: its tools could not be listed: %s", self.device.name, err)
+            # str(err): a record holding the exception would keep the session's frames alive.
+            _LOGGER.warning(
+                "Device %s: its tools could not be listed: %s", self.device.name, str(err)
+            )
             return
         if client is not self._client:
             return
@@ -206,7 +212,7 @@ class DeviceTools:
         try:
             await self.async_call(STATUS_TOOL)
         except HomeAssistantError as err:
-            _LOGGER.debug("Device %s: no status: %s", self.device.name, err)
+            _LOGGER.debug("Device %s: no status: %s", self.device.name, str(err))
 
     @callback
     def _async_set_status(self, text: str) -> None:

@@ -77,14 +77,18 @@ class XiaozhiVisionView(HomeAssistantView):
             )
             return _failure("photo too large", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
         except (TimeoutError, ValueError) as err:
-            _LOGGER.warning("Device %s: bad photo upload: %s", tools.device.name, err or "timeout")
+            _LOGGER.warning(
+                "Device %s: bad photo upload: %s", tools.device.name, str(err) or "timeout"
+            )
             return _failure(f"bad upload: {err or 'timeout'}", HTTPStatus.BAD_REQUEST)
         tools.async_set_photo(photo)
         try:
             async with asyncio.timeout(ANSWER_TIMEOUT_S):
                 text = await _async_explain(hass, hub, tools, question or DEFAULT_QUESTION)
         except (HomeAssistantError, TimeoutError) as err:
-            _LOGGER.warning("Device %s: no answer about the photo: %s", tools.device.name, err)
+            _LOGGER.warning(
+                "Device %s: no answer about the photo: %s", tools.device.name, str(err) or "timeout"
+            )
             return _failure(f"no answer: {err or 'timeout'}")
         return _answer(success=True, action="RESPONSE", response=text[:MAX_ANSWER_CHARS])
 

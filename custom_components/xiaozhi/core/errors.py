@@ -18,7 +18,7 @@ class MalformedMessageError(ProtocolError):
     """A text message is not JSON, not an object, or lacks a required field."""
 
 
-class MalformedMcpError(ProtocolError):
+class MalformedMcpError(MalformedMessageError):
     """An `mcp` envelope without a payload object (dropped; the channel stays open)."""
 
     fatal = False

@@ -106,6 +106,8 @@ class McpClient:
         self._pending: dict[int, asyncio.Future[JsonObject]] = {}
         self._closed = False
         self.server_info: JsonObject = {}
+        # Log records get this string, never the client: a kept record would keep the session.
+        self._log_name = f"MCP {name}"
 
     def __repr__(self) -> str:
         """Name the device in logs."""
@@ -117,18 +119,22 @@ class McpClient:
         """Take one JSON-RPC message from the device; bad ones are logged and dropped."""
         request_id = payload.get("id")
         if "method" in payload:  # the device never sends requests or notifications
-            _LOGGER.debug("%s: ignoring device request %s", self, str(payload.get("method"))[:40])
+            _LOGGER.debug(
+                "%s: ignoring device request %s", self._log_name, str(payload.get("method"))[:40]
+            )
             return
         if (
             payload.get("jsonrpc") != "2.0"
             or not isinstance(request_id, int)
             or isinstance(request_id, bool)
         ):
-            _LOGGER.warning("%s: dropping malformed MCP message (no JSON-RPC 2.0 id)", self)
+            _LOGGER.warning(
+                "%s: dropping malformed MCP message (no JSON-RPC 2.0 id)", self._log_name
+            )
             return
         future = self._pending.pop(request_id, None)
         if future is None:
-            _LOGGER.warning("%s: dropping MCP answer to unknown id %s", self, request_id)
+            _LOGGER.warning("%s: dropping MCP answer to unknown id %s", self._log_name, request_id)
             return
         if future.done():
             return
@@ -209,21 +215,27 @@ class McpClient:
                 try:
                     tool = DeviceTool.from_dict(item)
                 except ValueError as err:
-                    _LOGGER.warning("%s: skipping a tool: %s", self, err)
+                    _LOGGER.warning("%s: skipping a tool: %s", self._log_name, str(err))
                     continue
                 if len(tools) >= MAX_TOOLS and tool.name not in tools:
-                    _LOGGER.warning("%s: more than %d tools; the rest are ignored", self, MAX_TOOLS)
+                    _LOGGER.warning(
+                        "%s: more than %d tools; the rest are ignored", self._log_name, MAX_TOOLS
+                    )
                     return list(tools.values())
                 tools[tool.name] = tool
             next_cursor = result.get("nextCursor")
             if not isinstance(next_cursor, str) or not next_cursor:
                 return list(tools.values())
             if next_cursor in seen_cursors:
-                _LOGGER.warning("%s: tools/list cursor %r repeats; stopping", self, next_cursor)
+                _LOGGER.warning(
+                    "%s: tools/list cursor %r repeats; stopping", self._log_name, next_cursor
+                )
                 return list(tools.values())
             seen_cursors.add(cursor := next_cursor)
         _LOGGER.warning(
-            "%s: tools/list has more than %d pages; the rest are ignored", self, MAX_TOOL_PAGES
+            "%s: tools/list has more than %d pages; the rest are ignored",
+            self._log_name,
+            MAX_TOOL_PAGES,
         )
         return list(tools.values())
 
