@@ -15,6 +15,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, mock_c
 
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.core import OTA_PATH
+from tools.audio import speech_pcm
 from tools.emulator import DeviceEmulator
 
 from .cloud_servers import BlackHole, DashScopeServer, EdgeServer, mp3_clip
@@ -102,6 +103,12 @@ async def async_enter_code(hass: HomeAssistant, device_id: str, code: str) -> di
         flow["flow_id"], {"code": code}
     )
     return result
+
+
+@pytest.fixture(scope="session")
+def speech() -> bytes:
+    """A real spoken command (espeak-ng), 16 kHz mono, as the device microphone sends it."""
+    return speech_pcm("turn on the kitchen light")
 
 
 @pytest.fixture

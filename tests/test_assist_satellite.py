@@ -24,7 +24,6 @@ from custom_components.xiaozhi.core import SessionState
 from custom_components.xiaozhi.core.const import PLAYBACK_LEAD_FRAMES, TTS_START_SETTLE_S
 from custom_components.xiaozhi.core.messages import ListenMode
 from custom_components.xiaozhi.core.timings import Stage
-from tools.audio import speech_pcm
 from tools.emulator import DeviceEmulator
 
 from . import audio
@@ -34,12 +33,6 @@ from .providers import Providers, async_use_streaming
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
 SILENCE_FRAME = b"\0" * 1920
 FRAME_S = 0.06
-
-
-@pytest.fixture(scope="session")
-def speech() -> bytes:
-    """A real spoken command (espeak-ng), 16 kHz mono, as the device microphone sends it."""
-    return speech_pcm("turn on the kitchen light")
 
 
 @pytest.fixture

@@ -29,7 +29,6 @@ from custom_components.xiaozhi.const import (
 )
 from custom_components.xiaozhi.core.messages import ListenMode
 from custom_components.xiaozhi.memory import SAVE_DELAY_S, STORAGE_KEY
-from tools.audio import speech_pcm
 from tools.emulator import DeviceEmulator
 
 from .llm_server import (
@@ -58,12 +57,6 @@ REPLY = [
     "Dinner smells great already. ",
     "Tell me if you need a timer.",
 ]
-
-
-@pytest.fixture(scope="module")
-def speech() -> bytes:
-    """The user's spoken request (espeak-ng)."""
-    return speech_pcm("turn on the kitchen light")
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.core import mcp
 from custom_components.xiaozhi.core.messages import ListenMode
-from tools.audio import speech_pcm
 from tools.emulator import DeviceEmulator
 
 from .conftest import make_hub_entry
@@ -33,12 +32,6 @@ from .test_assist_satellite import speak
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
 SMALL_PAGE_BYTES = 900  # the emulator's tools then span 4 pages
 SLOW_TIMEOUT_S = 0.3
-
-
-@pytest.fixture(scope="module")
-def speech() -> bytes:
-    """A spoken command, to show the voice session still works."""
-    return speech_pcm("turn on the kitchen light")
 
 
 @pytest.fixture

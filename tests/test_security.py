@@ -29,6 +29,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 from yarl import URL
 
+from custom_components.xiaozhi.assist_satellite import TYPED_TEXT_GRACE_S
 from custom_components.xiaozhi.const import (
     DOMAIN,
     MAX_PENDING_ACTIVATIONS,
@@ -485,8 +486,20 @@ async def test_the_first_answers_token_works_once_bound(hass: HomeAssistant, ota
         answer = await device.check_ota()
         assert {"websocket", "activation"} <= set(answer)
         token = answer["websocket"]["token"]
-        await refused(device)  # not before the code is entered
-        await async_enter_code(hass, device.device_id, answer["activation"]["code"])
+        code = answer["activation"]["code"]
+        # Before the code is entered the channel opens (clients connect before activating),
+        # but all it does is show the code again: typed or spoken words reach nothing.
+        assert await device.connect() is not None
+        assert code in (await device.wait_for("alert"))["message"]
+        shown = len(device.received.messages)
+        await device.send_text_input("turn on the kitchen light")
+        await device.listen_start()
+        assert code in (await device.wait_for("alert", after=shown))["message"]
+        await asyncio.sleep(TYPED_TEXT_GRACE_S + 0.2)
+        assert device.received.of_type("stt") == []
+        assert hub(hass).devices.get(device.device_id) is None
+        await device.close()
+        await async_enter_code(hass, device.device_id, code)
         assert await device.connect() is not None
         assert (await device.check_ota())["websocket"]["token"] == token
     finally:

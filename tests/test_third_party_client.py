@@ -26,7 +26,7 @@ from homeassistant.core import HomeAssistant
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from tools.audio import frame_bytes, pcm_frames, speech_pcm
+from tools.audio import frame_bytes, pcm_frames
 
 from .conftest import async_enter_code, make_hub_entry
 from .providers import Providers
@@ -35,12 +35,6 @@ MAC = "02:00:5d:1a:2b:3c"
 FRAME_S = 0.06
 SPEAKING_GRACE_S = 0.5  # the SDK's command line waits this long after `tts stop` to listen
 TIMEOUT_S = 60.0
-
-
-@pytest.fixture(scope="module")
-def speech() -> bytes:
-    """A real spoken command (espeak-ng), 16 kHz mono."""
-    return speech_pcm("turn on the kitchen light")
 
 
 @pytest.fixture

@@ -138,6 +138,7 @@ class DeviceEmulator:
         self.websocket_settings: JsonObject = {}  # what the firmware keeps in NVS `websocket`
         self.server_hello: ServerHello | None = None
         self.received = Received()
+        self.sent_messages: list[tuple[float, JsonObject]] = []  # the JSON this device sent
         self.close_code: int | None = None
         self._http = http
         self._own_http = http is None
@@ -424,6 +425,7 @@ class DeviceEmulator:
         assert self._ws is not None
         if self.session_id and message.get("type") != "hello":
             message = {"session_id": self.session_id} | message
+        self.sent_messages.append((asyncio.get_running_loop().time(), message))
         await self._ws.send_str(json.dumps(message, ensure_ascii=False))
 
     async def send_text(self, text: str) -> None:

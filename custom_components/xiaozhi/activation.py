@@ -198,14 +198,23 @@ class Activations:
             ),
         )
 
+    def held(
+        self, device_id: str, client_id: str | None, token: str | None
+    ) -> PendingActivation | None:
+        """The activation of a waiting device presenting the token its answer gave it."""
+        pending = self.pending.get((device_id, client_id or ""))
+        if (
+            pending is None
+            or token is None
+            or pending.expires <= self._now()
+            or not hmac.compare_digest(token.encode(), pending.token.encode())
+        ):
+            return None
+        return pending
+
     def holds(self, device_id: str, client_id: str | None, token: str | None) -> bool:
         """Whether this is a waiting device presenting the token its answer gave it."""
-        pending = self.pending.get((device_id, client_id or ""))
-        return (
-            pending is not None
-            and token is not None
-            and hmac.compare_digest(token.encode(), pending.token.encode())
-        )
+        return self.held(device_id, client_id, token) is not None
 
     def waiting(self, device_id: str) -> list[PendingActivation]:
         """The live activations of a MAC (one per Client-Id that asked)."""

@@ -44,10 +44,12 @@ from .core import (
     OtaRequest,
     SessionEvent,
     SessionHandler,
+    SessionStarted,
     WebsocketConfig,
     XiaozhiServer,
 )
 from .core.errors import CheckInRefusedError
+from .core.messages import Alert, Listen, ListenState
 from .device_tools import DeviceTools
 from .devices import XiaozhiDevice
 from .models import XiaozhiConfigEntry
@@ -83,6 +85,31 @@ def allowed_devices(options: Mapping[str, Any]) -> set[str]:
     """The MAC addresses of the allow list, in the firmware's form."""
     text = str(options.get(CONF_ALLOWED_DEVICES, ""))
     return {mac.strip().lower().replace("-", ":") for mac in text.replace(",", " ").split()}
+
+
+class _ActivationPrompt:
+    """A device waiting for its code may open a channel (clients do, before activating).
+
+    Whatever it says, it is only shown its activation message again: nothing reaches HA.
+    """
+
+    def __init__(self, hass: HomeAssistant, message: str) -> None:
+        """Prompt with `message` on the channel."""
+        self._hass = hass
+        self._message = message
+
+    def session_event(self, session: DeviceSession, event: SessionEvent) -> None:
+        """Show the code when the channel opens and whenever the user talks or types."""
+        if isinstance(event, SessionStarted) or (
+            isinstance(event, Listen) and event.state is not ListenState.STOP
+        ):
+            self._hass.async_create_background_task(
+                session.send(Alert(status="activation", message=self._message, emotion="link")),
+                "xiaozhi activation prompt",
+            )
+
+    def audio_received(self, session: DeviceSession, pcm: bytes) -> None:
+        """Ignore the audio."""
 
 
 class _Unhandled:
@@ -197,12 +224,11 @@ class XiaozhiHub:
         pending = self.activations.async_check_in(request, request.client_id)
         if device is not None:
             self.auth.async_identity_changed(device)
-        language = "zh" if (request.language or "").lower().startswith("zh") else "en"
         return OtaAnswer(
             WebsocketConfig(url=url, token=pending.token),
             Activation(
                 code=pending.code,
-                message=ACTIVATION_MESSAGES[language].format(code=pending.code),
+                message=self._activation_message(pending.code, request.language or "en"),
                 challenge=pending.challenge,
             ),
         )
@@ -217,9 +243,17 @@ class XiaozhiHub:
     ) -> SessionHandler | None:
         """Resolve a bound device presenting its own token to its satellite; None if refused."""
         bound = await self.auth.async_authorize(device, token)
-        if bound is None:
+        if bound is not None:
+            return bound.handler or _Unhandled()
+        if (pending := self.activations.held(device.device_id, device.client_id, token)) is None:
             return None
-        return bound.handler or _Unhandled()
+        return _ActivationPrompt(self.hass, self._activation_message(pending.code))
+
+    def _activation_message(self, code: str, language: str | None = None) -> str:
+        language = language or self.hass.config.language
+        return ACTIVATION_MESSAGES["zh" if language.lower().startswith("zh") else "en"].format(
+            code=code
+        )
 
     def timezone_offset_minutes(self) -> int:
         """Set device clocks to HA's time zone."""

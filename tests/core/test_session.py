@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 import json
+from typing import ClassVar, Self
 
 import pytest
 
@@ -21,7 +23,15 @@ from custom_components.xiaozhi.core.const import (
     CloseCode,
 )
 from custom_components.xiaozhi.core.errors import ProtocolError, UnsupportedAudioError
-from custom_components.xiaozhi.core.messages import Abort, ClientHello, Listen, ListenMode
+from custom_components.xiaozhi.core.messages import (
+    DEVICE_MESSAGE_TYPES,
+    Abort,
+    ClientHello,
+    JsonObject,
+    Listen,
+    ListenMode,
+    Message,
+)
 from custom_components.xiaozhi.core.reply import Reply
 from custom_components.xiaozhi.core.session import DeviceIdentity, DeviceSession
 from tests.audio import tone
@@ -205,3 +215,28 @@ async def test_idle_timeout_closes_but_not_while_speaking(monkeypatch: pytest.Mo
     await asyncio.wait_for(s.wait_closed(), 1)
     assert link.close_code is CloseCode.IDLE_TIMEOUT
     assert host.events[-1] == "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class Notice(Message):
+    """A message type the firmware might add one day."""
+
+    TYPE: ClassVar[str] = "notice"
+    text: str
+
+    @classmethod
+    def from_dict(cls, data: JsonObject) -> Self:
+        return cls(text=str(data.get("text", "")))
+
+    def fields(self) -> JsonObject:
+        return {"text": self.text}
+
+
+async def test_a_new_message_type_needs_no_change_to_the_session(
+    session: tuple[DeviceSession, RecordingLink, RecordingHost], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defining and registering it (messages.py) and handling it is all a new event needs."""
+    s, _, host = session
+    monkeypatch.setitem(DEVICE_MESSAGE_TYPES, Notice.TYPE, Notice)  # type: ignore[arg-type]
+    await s.handle_text('{"type": "notice", "text": "低电量"}')
+    assert host.events[-1] == Notice(text="低电量")
