@@ -35,6 +35,9 @@ PROVIDER_START_TIMEOUT_S = 30.0
 LIGHT = "light.kitchen_light"
 REPLY_TIMEOUT_S = 30.0
 COMMAND = "turn on the kitchen light"
+VOLUME_COMMAND = "set the volume to 30"  # HassSetVolume on the media player in the device's area
+VOLUME = 30
+DEVICE_AREA = "Study"
 CLIENT_ID_PATH = "/"
 
 T0 = time.monotonic()
@@ -339,8 +342,45 @@ async def device_turn(
             step(f'hub -> device: sentence "{message.get("text")}"')
         seconds = device.save_reply(out)
         step(f"device: reply of {seconds:.2f} s saved to {out}")
+        await volume_turn(http, base, token, device)
     finally:
         await device.close()
+
+
+async def volume_turn(
+    http: aiohttp.ClientSession, base: str, token: str, device: DeviceEmulator
+) -> None:
+    """One device tool: HA's built-in agent sets the volume through the device's MCP tool.
+
+    The device's media player (made from its `self.audio_speaker.set_volume` tool) is what
+    HA's intents act on; in the device's area, "the volume" is the device's own.
+    """
+    ws = await HassWebSocket.connect(http, base, token)
+    try:
+        area = await ws.call({"type": "config/area_registry/create", "name": DEVICE_AREA})
+        devices = await ws.call({"type": "config/device_registry/list"})
+        registry_id = next(
+            d["id"] for d in devices if ["xiaozhi", device.device_id] in d["identifiers"]
+        )
+        await ws.call(
+            {
+                "type": "config/device_registry/update",
+                "device_id": registry_id,
+                "area_id": area["area_id"],
+            }
+        )
+    finally:
+        await ws.close()
+    step(f"device's tools: {len(device.mcp.tools)}; its volume is {device.mcp.volume}")
+    step(f'device is in the area "{DEVICE_AREA}"; user types "{VOLUME_COMMAND}" on it')
+    after = len(device.received.messages)
+    await device.send_text_input(VOLUME_COMMAND)
+    await device.wait_for("tts", "stop", after=after, timeout=REPLY_TIMEOUT_S)
+    calls = [args for name, args in device.mcp.calls if name == "self.audio_speaker.set_volume"]
+    step(f"hub -> device: MCP tools/call self.audio_speaker.set_volume {calls}")
+    if device.mcp.volume != VOLUME:
+        raise RuntimeError(f"the device's volume is {device.mcp.volume}, not {VOLUME}")
+    step(f"device: volume is now {device.mcp.volume}")
 
 
 def stop(processes: list[subprocess.Popen[bytes]]) -> None:

@@ -157,11 +157,6 @@ async def no_hello(device: DeviceEmulator) -> None:
 BAD_INPUTS: list[tuple[str, Any, CloseCode]] = [
     ("non-JSON text", (hello_then, "text", "hello?"), CloseCode.PROTOCOL_ERROR),
     ("missing fields", (hello_then, "text", '{"type": "listen"}'), CloseCode.PROTOCOL_ERROR),
-    (
-        "payload not an object",
-        (hello_then, "text", '{"type": "mcp", "payload": "x"}'),
-        CloseCode.PROTOCOL_ERROR,
-    ),
     ("binary before hello", (no_hello, "binary", b"\x01\x02\x03"), CloseCode.PROTOCOL_ERROR),
     (
         "text before hello",

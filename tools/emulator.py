@@ -3,8 +3,9 @@
 It makes the boot-time OTA check with the firmware's headers and body, opens the WebSocket with
 the firmware's headers (or, as a browser client, with query parameters), says hello, listens in
 auto, manual or realtime mode, streams 60 ms (or 20 ms) Opus frames from PCM or a WAV file in any
-binary protocol version, answers MCP like a device, and records everything the server sends (and
-the reply audio, decodable to a WAV). Tests, the demo and the benchmarks all use it; `scripts/
+binary protocol version, answers MCP like the firmware (tools/mcp_server.py: tools, paging,
+camera uploads), and records everything the server sends (and the reply audio, decodable to a
+WAV). Tests, the demo and the benchmarks all use it; `scripts/
 emulator` (`tools/cli.py`) runs it against a user's own Home Assistant.
 """
 
@@ -42,6 +43,7 @@ from custom_components.xiaozhi.core.messages import (
 )
 
 from .audio import pcm_frames, write_wav
+from .mcp_server import DeviceMcpServer
 from .microphone import DEVICE_OPUS_COMPLEXITY, Microphone, device_encoder
 
 _LOGGER = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class DeviceEmulator:
         frame_duration: int = DEVICE_FRAME_DURATION_MS,
         web_client: bool = False,
         relisten: bool = True,
+        camera: bool = True,
         http: aiohttp.ClientSession | None = None,
     ) -> None:
         """Describe the device; `protocol_version` overrides what the OTA answer says.
@@ -113,6 +116,7 @@ class DeviceEmulator:
         microphone's Opus frames, announced in the hello. A `web_client` connects as a browser
         does: identity and token in the URL's query, no custom headers. Without `relisten` the
         device goes idle after a reply in auto mode instead of sending a new `listen start`.
+        Its MCP tools are in `mcp` (a `DeviceMcpServer`), with a camera unless `camera` is False.
         """
         if frame_duration not in FRAME_DURATIONS_MS:
             raise ValueError(f"frame_duration must be one of {FRAME_DURATIONS_MS}")
@@ -146,6 +150,8 @@ class DeviceEmulator:
         self._changed = asyncio.Condition()
         self._encoder = device_encoder(frame_duration)
         self.session_id = ""
+        self.mcp = DeviceMcpServer(self.device_id, self.client_id, camera=camera)
+        self._mcp_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def speaking(self) -> bool:
@@ -364,7 +370,7 @@ class DeviceEmulator:
                 parse_server_message(msg.data)  # raises if the server broke the protocol
                 self.received.messages.append((now, data))
                 if data.get("type") == "mcp":
-                    await self._answer_mcp(data["payload"])
+                    await self._answer_mcp(data.get("payload"))
                 elif data.get("type") == "tts":
                     self._follow_tts(data.get("state"))
             elif msg.type is aiohttp.WSMsgType.BINARY:
@@ -537,52 +543,21 @@ class DeviceEmulator:
         """Whether the channel is closed."""
         return self._ws is None or self._ws.closed
 
-    # --- MCP: answer like a device with a speaker ------------------------------------------------
+    # --- MCP: answer like the firmware's MCP server (tools/mcp_server.py) ----------------------
 
-    async def _answer_mcp(self, payload: JsonObject) -> None:
-        method, request_id = payload.get("method"), payload.get("id")
-        if not isinstance(method, str) or not isinstance(request_id, int):
+    async def _answer_mcp(self, payload: object) -> None:
+        """Answer in a task of its own: a slow tool (the camera) must not stop the reader."""
+        if not isinstance(payload, dict):
             return
-        result: JsonObject
-        if method == "initialize":
-            result = {
-                "protocolVersion": "2024-11-05",
-                "capabilities": {"tools": {}},
-                "serverInfo": {"name": self.board, "version": self.firmware_version},
-            }
-        elif method == "tools/list":
-            result = {
-                "tools": [
-                    {
-                        "name": "self.audio_speaker.set_volume",
-                        "description": "Set the speaker volume.",
-                        "inputSchema": {
-                            "type": "object",
-                            "properties": {
-                                "volume": {"type": "integer", "minimum": 0, "maximum": 100}
-                            },
-                            "required": ["volume"],
-                        },
-                    }
-                ]
-            }
-        elif method == "tools/call":
-            result = {"content": [{"type": "text", "text": "true"}], "isError": False}
-        else:
-            await self.send_json(
-                {
-                    "type": "mcp",
-                    "payload": {
-                        "jsonrpc": "2.0",
-                        "id": request_id,
-                        "error": {"message": f"Method not implemented: {method}"},
-                    },
-                }
-            )
-            return
-        await self.send_json(
-            {"type": "mcp", "payload": {"jsonrpc": "2.0", "id": request_id, "result": result}}
-        )
+        self.mcp.http = await self._session()
+
+        async def answer() -> None:
+            if (response := await self.mcp.handle(payload)) is not None and not self.closed:
+                await self.send_json({"type": "mcp", "payload": response})
+
+        task = asyncio.get_running_loop().create_task(answer(), name="emulator mcp")
+        self._mcp_tasks.add(task)
+        task.add_done_callback(self._mcp_tasks.discard)
 
     # --- reply audio -----------------------------------------------------------------------------
 
@@ -619,6 +594,8 @@ class DeviceEmulator:
             await microphone.stop()
         if self._relisten_task is not None:
             self._relisten_task.cancel()
+        for task in list(self._mcp_tasks):
+            task.cancel()
         if self._ws is not None and not self._ws.closed:
             await self._ws.close()
         if self._reader is not None:

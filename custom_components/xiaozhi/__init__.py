@@ -18,6 +18,7 @@ from .const import (
     SUBENTRY_TTS,
 )
 from .hub import XiaozhiConfigEntry, XiaozhiHub
+from .llm_api import async_register_api
 from .mcp_endpoint import async_setup_endpoints
 from .memory import async_get_memory
 from .redact import filter_loggers
@@ -31,7 +32,11 @@ PLATFORMS = [
     Platform.BINARY_SENSOR,
     Platform.BUTTON,
     Platform.CONVERSATION,
+    Platform.IMAGE,
+    Platform.MEDIA_PLAYER,
+    Platform.NUMBER,
     Platform.SELECT,
+    Platform.SENSOR,
     Platform.STT,
     Platform.TTS,
 ]
@@ -54,6 +59,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> b
     endpoints = await async_setup_endpoints(hass, entry)  # before their sensors are added
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     async_register_views(hass)
+    entry.async_on_unload(async_register_api(hass))
     entry.async_on_unload(filter_loggers(URL_LOGGERS))
 
     async def _async_stop(event: Event) -> None:

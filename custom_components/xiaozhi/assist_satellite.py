@@ -55,7 +55,7 @@ from .core import (
     SessionStarted,
 )
 from .core.const import CloseCode
-from .core.messages import Abort, Alert, Listen, ListenMode, ListenState, Llm, Stt
+from .core.messages import Abort, Alert, Listen, ListenMode, ListenState, Llm, Mcp, Stt
 from .core.reply import Reply
 from .core.sentences import SentenceSplitter, split_sentences
 from .core.timings import Stage, TurnTimings
@@ -208,6 +208,8 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
                 self._wake_word = text or FIRMWARE_WAKE_WORD.wake_word
                 if text:
                     self._expect_typed_text(session, text)
+            case Mcp():
+                self._entry.runtime_data.device_tools(self.device).handle(session, event)
             case Abort():
                 # The session already stopped the reply; in realtime mode listening goes on.
                 self._end_turn()

@@ -1,13 +1,21 @@
-"""A connectivity sensor for each MCP endpoint: on while HA is connected to it."""
+"""Binary sensors: each MCP endpoint's connectivity, and whether a device's battery charges."""
 
 from __future__ import annotations
 
-from homeassistant.components.binary_sensor import BinarySensorDeviceClass, BinarySensorEntity
+from homeassistant.components.binary_sensor import (
+    BinarySensorDeviceClass,
+    BinarySensorEntity,
+    BinarySensorEntityDescription,
+)
 from homeassistant.config_entries import ConfigSubentry
+from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import MANUFACTURER, SUBENTRY_MCP_ENDPOINT
+from .device_tools import STATUS_TOOL, DeviceTools
+from .devices import XiaozhiDevice
+from .entity import XiaozhiToolEntity, async_add_tool_entities
 from .hub import XiaozhiConfigEntry
 from .mcp_endpoint import EndpointService, async_get_endpoint
 from .subentry import XiaozhiServiceEntity, async_add_subentry_entities
@@ -21,13 +29,19 @@ async def async_setup_entry(
     entry: XiaozhiConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add the sensor of each endpoint."""
+    """Add the sensor of each endpoint, and the charging sensor of each device with a battery."""
 
-    async def sensors(subentry: ConfigSubentry) -> list[EndpointConnectivity]:
+    async def endpoint_sensors(subentry: ConfigSubentry) -> list[EndpointConnectivity]:
         service = async_get_endpoint(hass, entry, subentry.subentry_id)
         return [] if service is None else [EndpointConnectivity(subentry, service)]
 
-    await async_add_subentry_entities(entry, SUBENTRY_MCP_ENDPOINT, async_add_entities, sensors)
+    def device_sensors(device: XiaozhiDevice, tools: DeviceTools) -> list[Charging]:
+        return [Charging(device, tools)] if Charging.exists_for(device) else []
+
+    await async_add_subentry_entities(
+        entry, SUBENTRY_MCP_ENDPOINT, async_add_entities, endpoint_sensors
+    )
+    async_add_tool_entities(hass, entry, async_add_entities, device_sensors)
 
 
 class EndpointConnectivity(XiaozhiServiceEntity, BinarySensorEntity):
@@ -49,3 +63,20 @@ class EndpointConnectivity(XiaozhiServiceEntity, BinarySensorEntity):
         """Write the state when the link changes."""
         await super().async_added_to_hass()
         self.async_on_remove(self.service.async_listen(self.async_write_ha_state))
+
+
+class Charging(XiaozhiToolEntity, BinarySensorEntity):
+    """The battery is charging."""
+
+    entity_description = BinarySensorEntityDescription(
+        key="battery_charging",
+        device_class=BinarySensorDeviceClass.BATTERY_CHARGING,
+        entity_category=EntityCategory.DIAGNOSTIC,
+    )
+    tool = STATUS_TOOL
+    status_key = "battery.charging"
+
+    @property
+    def is_on(self) -> bool | None:
+        """Whether the device said it charges."""
+        return self.status_value if isinstance(self.status_value, bool) else None

@@ -14,6 +14,8 @@ from homeassistant.config_entries import (
 from homeassistant.core import callback
 from homeassistant.helpers.network import NoURLAvailableError, get_url
 from homeassistant.helpers.selector import (
+    EntitySelector,
+    EntitySelectorConfig,
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
@@ -31,6 +33,7 @@ from .const import (
     CONF_AUTH_MODE,
     CONF_CODE,
     CONF_SILENCE_TIMEOUT,
+    CONF_VISION_ENTITY,
     DEFAULT_SILENCE_TIMEOUT_S,
     DOMAIN,
     MAX_SILENCE_TIMEOUT_S,
@@ -176,6 +179,12 @@ class XiaozhiOptionsFlow(OptionsFlow):
                     CONF_ALLOWED_DEVICES,
                     default=self.config_entry.options.get(CONF_ALLOWED_DEVICES, ""),
                 ): TextSelector(),
+                probatio.Optional(
+                    CONF_VISION_ENTITY,
+                    description={
+                        "suggested_value": self.config_entry.options.get(CONF_VISION_ENTITY)
+                    },
+                ): EntitySelector(EntitySelectorConfig(domain="ai_task")),
             }
         )
         return self.async_show_form(step_id="init", data_schema=schema)

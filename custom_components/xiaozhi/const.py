@@ -17,6 +17,12 @@ STORAGE_VERSION: Final = 1
 INFO_SAVE_DELAY_S: Final = 10  # board and firmware updates are not urgent
 
 SIGNAL_NEW_DEVICE: Final = f"{DOMAIN}_new_device_{{}}"  # formatted with the entry id
+SIGNAL_TOOLS_CHANGED: Final = f"{DOMAIN}_tools_changed_{{}}"  # a device listed other tools
+
+# The device's own tools (MCP) and its camera.
+LLM_API_ID: Final = "xiaozhi_device"
+LLM_API_NAME: Final = "Xiaozhi device"
+CONF_VISION_ENTITY: Final = "vision_entity"  # the ai_task entity that answers about photos
 
 # Options.
 CONF_SILENCE_TIMEOUT: Final = "silence_timeout"  # seconds of silence that end a conversation

@@ -25,6 +25,10 @@ class XiaozhiDevice:
     token: str | None = None  # set once the user bound the device with its activation code
     client_id: str | None = None  # with the MAC, who the device is (None: bound before 0.2)
     added_by: str = "code"  # "code", or the auth mode that let it in without one
+    vision_token: str | None = None  # the camera's upload secret, sent in MCP `initialize`
+    tool_names: list[str] = field(default_factory=list)  # its MCP tools, kept while it is away
+    status_keys: list[str] = field(default_factory=list)  # what its status tool reports
+    channel_url: str | None = None  # the WebSocket URL its last OTA answer gave it
     session: DeviceSession | None = None
     handler: SessionHandler | None = None  # its satellite, which the device's sessions report to
     last_turn: TurnTimings = field(default_factory=TurnTimings)  # the latest, filled as it goes
@@ -62,6 +66,9 @@ class XiaozhiDevice:
             "token": self.token,
             "client_id": self.client_id,
             "added_by": self.added_by,
+            "vision_token": self.vision_token,
+            "tool_names": self.tool_names,
+            "status_keys": self.status_keys,
         }
 
     @callback

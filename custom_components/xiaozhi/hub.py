@@ -50,6 +50,7 @@ from .core import (
 )
 from .core.errors import CheckInRefusedError
 from .core.messages import Alert, Listen, ListenState
+from .device_tools import DeviceTools
 from .devices import XiaozhiDevice
 from .models import XiaozhiConfigEntry
 from .repairs import async_raise_issue
@@ -134,6 +135,7 @@ class XiaozhiHub:
         self.store = DeviceStore(hass, entry)
         self.activations = Activations(hass, entry, self.store)
         self.auth = Authorization(hass, self.store, self.activations)
+        self._tools: dict[str, DeviceTools] = {}
 
     async def async_setup(self) -> None:
         """Load the bound devices and become the hub the endpoints serve."""
@@ -150,6 +152,14 @@ class XiaozhiHub:
     def devices(self) -> Mapping[str, XiaozhiDevice]:
         """The bound devices, by MAC."""
         return self.store.devices
+
+    def device_tools(self, device: XiaozhiDevice) -> DeviceTools:
+        """The MCP tools of a bound device (followed from the first time they are asked for)."""
+        if (tools := self._tools.get(device.device_id)) is None or tools.device is not device:
+            tools = self._tools[device.device_id] = DeviceTools(
+                self.hass, self.entry, device, self.store
+            )
+        return tools
 
     @property
     def sessions(self) -> set[DeviceSession]:
@@ -193,6 +203,7 @@ class XiaozhiHub:
                 chip_model=request.chip_model,
             )
             self._async_check_reachable(url, request.remote)
+            device.channel_url = url  # the camera uploads to the host the device reached
             # A device bound before Client-Ids were kept keeps the token in its NVS (an omitted
             # key is not erased) until a channel with that token records its Client-Id.
             token = device.token if who is Identity.BOUND else None

@@ -1,4 +1,4 @@
-"""Pipeline and VAD sensitivity selects for each xiaozhi device, as HA's other satellites have."""
+"""Each device's selects: pipeline and VAD sensitivity, as HA's satellites have; screen theme."""
 
 from __future__ import annotations
 
@@ -6,13 +6,26 @@ from homeassistant.components.assist_pipeline.select import (
     AssistPipelineSelect,
     VadSensitivitySelect,
 )
+from homeassistant.components.select import SelectEntity, SelectEntityDescription
+from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import DOMAIN
+from .device_tools import DeviceTools
 from .devices import XiaozhiDevice
-from .entity import XiaozhiEntity, async_add_device_entities
+from .entity import (
+    XiaozhiEntity,
+    XiaozhiToolEntity,
+    async_add_device_entities,
+    async_add_tool_entities,
+)
 from .hub import XiaozhiConfigEntry
+
+THEME_TOOL = "self.screen.set_theme"
+THEME_KEY = "screen.theme"
+THEMES = ["light", "dark"]
 
 
 async def async_setup_entry(
@@ -20,7 +33,7 @@ async def async_setup_entry(
     entry: XiaozhiConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add the pipeline and VAD sensitivity selects of each device."""
+    """Add the pipeline and VAD sensitivity selects of each device, and its theme."""
     async_add_device_entities(
         hass,
         entry,
@@ -30,6 +43,11 @@ async def async_setup_entry(
             XiaozhiVadSensitivitySelect(hass, device),
         ],
     )
+
+    def themes(device: XiaozhiDevice, tools: DeviceTools) -> list[ScreenTheme]:
+        return [ScreenTheme(device, tools)] if ScreenTheme.exists_for(device) else []
+
+    async_add_tool_entities(hass, entry, async_add_entities, themes)
 
 
 class XiaozhiPipelineSelect(XiaozhiEntity, AssistPipelineSelect):
@@ -58,3 +76,33 @@ class XiaozhiVadSensitivitySelect(XiaozhiEntity, VadSensitivitySelect):
     def available(self) -> bool:
         """Configuration stays editable while the device is away."""
         return True
+
+
+class ScreenTheme(XiaozhiToolEntity, SelectEntity):
+    """The screen's theme (the firmware knows `light` and `dark`)."""
+
+    entity_description = SelectEntityDescription(
+        key="screen_theme", translation_key="screen_theme", entity_category=EntityCategory.CONFIG
+    )
+    _attr_options = THEMES
+    tool = THEME_TOOL
+
+    @property
+    def current_option(self) -> str | None:
+        """The theme the device reported."""
+        theme = self.tools.status.get(THEME_KEY)
+        return theme if theme in THEMES else None
+
+    async def async_select_option(self, option: str) -> None:
+        """Set the theme on the device; it answers false for a theme it lacks."""
+        if await self.tools.async_call(THEME_TOOL, {"theme": option}) == "false":
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="tool_failed",
+                translation_placeholders={
+                    "device": self.device.name,
+                    "tool": THEME_TOOL,
+                    "error": option,
+                },
+            )
+        self.tools.async_set_value(THEME_KEY, option)

@@ -47,6 +47,9 @@ def _device(device_id: str, info: Mapping[str, Any]) -> XiaozhiDevice:
         token=info.get(CONF_TOKEN),
         client_id=info.get("client_id"),
         added_by=info.get("added_by") or "code",
+        vision_token=info.get("vision_token"),
+        tool_names=[n for n in info.get("tool_names") or [] if isinstance(n, str)],
+        status_keys=[k for k in info.get("status_keys") or [] if isinstance(k, str)],
     )
 
 
@@ -135,6 +138,11 @@ class DeviceStore:
         if device.stored() != before:
             self._store.async_delay_save(self._data, INFO_SAVE_DELAY_S)
             self._async_register(device)
+
+    @callback
+    def async_save_later(self) -> None:
+        """Save what devices told about their tools (not urgent: they tell it again)."""
+        self._store.async_delay_save(self._data, INFO_SAVE_DELAY_S)
 
     @callback
     def _async_register(self, device: XiaozhiDevice) -> None:

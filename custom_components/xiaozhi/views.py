@@ -25,6 +25,7 @@ from .core import ACTIVATE_PATH, OTA_PATH, WEBSOCKET_PATH, XiaozhiServer
 from .core.errors import XiaozhiError
 from .core.server import channel_credentials
 from .hub import XiaozhiHub, async_get_hub
+from .vision import XiaozhiVisionView
 
 DATA_VIEWS: HassKey[bool] = HassKey(f"{DOMAIN}_views")
 PREFLIGHT_ROUTE_NAME = f"{DOMAIN}_preflight_{{}}"  # formatted with a number
@@ -137,4 +138,5 @@ def async_register_views(hass: HomeAssistant) -> None:
     hass.http.register_view(XiaozhiOtaGetView())
     hass.http.register_view(XiaozhiActivateView())
     hass.http.register_view(XiaozhiWebSocketView())
+    hass.http.register_view(XiaozhiVisionView())
     hass.data[DATA_VIEWS] = True

@@ -7,6 +7,7 @@ from typing import Final
 OTA_PATH: Final = "/xiaozhi/ota/"
 WEBSOCKET_PATH: Final = "/xiaozhi/v1/"
 ACTIVATE_PATH: Final = OTA_PATH + "activate"  # the firmware appends "activate" to the OTA URL
+VISION_PATH: Final = "/xiaozhi/vision"  # the camera's uploads (MCP `initialize` tells the device)
 
 # Web clients cannot set WebSocket headers: they send these query parameters (the reference
 # server's names); headers win when both are present.

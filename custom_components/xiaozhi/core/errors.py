@@ -18,6 +18,12 @@ class MalformedMessageError(ProtocolError):
     """A text message is not JSON, not an object, or lacks a required field."""
 
 
+class MalformedMcpError(MalformedMessageError):
+    """An `mcp` envelope without a payload object (dropped; the channel stays open)."""
+
+    fatal = False
+
+
 class UnknownMessageTypeError(ProtocolError):
     """A well-formed message of a type this server does not know (ignored, not fatal)."""
 

@@ -24,6 +24,7 @@ from .const import (
     REPLY_SAMPLE_RATE,
 )
 from .errors import (
+    MalformedMcpError,
     MalformedMessageError,
     MessageTooBigError,
     UnknownMessageTypeError,
@@ -283,9 +284,10 @@ class Mcp(Message):
 
     @classmethod
     def from_dict(cls, data: JsonObject) -> Self:
-        """Read an MCP envelope; `payload` must be an object."""
-        payload = _object(data, "payload", required=True)
-        assert payload is not None
+        """Read an MCP envelope; one whose `payload` is not an object is dropped, not fatal."""
+        payload = data.get("payload")
+        if not isinstance(payload, dict):
+            raise MalformedMcpError("'mcp' message without a payload object")
         return cls(payload=payload, session_id=_str(data, "session_id"))
 
     def fields(self) -> JsonObject:

@@ -1,0 +1,257 @@
+"""A device's own tools in HA: its MCP client while a channel is open, and what they report.
+
+One `DeviceTools` per device (kept by the hub). When the device's channel opens it sends
+`initialize` (with the camera's upload URL and token) and lists the tools; the names are kept
+with the device so its entities exist while it is away. Entities and the LLM API call tools
+through `async_call`, which turns every failure into a clear `HomeAssistantError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import logging
+from typing import Any, Final
+
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers.dispatcher import async_dispatcher_send
+from homeassistant.helpers.network import NoURLAvailableError, get_url
+from homeassistant.util import dt as dt_util
+from yarl import URL
+
+from .const import DOMAIN, SIGNAL_TOOLS_CHANGED
+from .core import DeviceSession
+from .core.const import VISION_PATH
+from .core.mcp import (
+    DeviceGoneError,
+    DeviceTool,
+    McpClient,
+    McpError,
+    McpTimeoutError,
+    parse_json_text,
+)
+from .core.messages import JsonObject, Mcp
+from .devices import XiaozhiDevice
+from .models import XiaozhiConfigEntry
+from .store import DeviceStore, new_token
+
+_LOGGER = logging.getLogger(__name__)
+
+STATUS_TOOL: Final = "self.get_device_status"
+MAX_STATUS_KEYS: Final = 32  # values kept from one status answer
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """`{"battery": {"level": 80}}` -> `{"battery.level": 80}` (scalars only)."""
+    if not isinstance(value, dict):
+        return {prefix: value} if prefix and isinstance(value, str | int | float | bool) else {}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        flat |= _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    return flat
+
+
+class DeviceTools:
+    """The MCP tools of one device, their last reported values and the camera's last photo."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: XiaozhiConfigEntry,
+        device: XiaozhiDevice,
+        store: DeviceStore,
+    ) -> None:
+        """Follow the device's channels."""
+        self.hass = hass
+        self.entry = entry
+        self.device = device
+        self.store = store
+        self.tools: dict[str, DeviceTool] = {}  # offered on the open channel (empty while away)
+        self.status: dict[str, Any] = {}  # the last status answer, flattened
+        self.photo: bytes | None = None
+        self.photo_at = dt_util.utcnow()
+        self._session: DeviceSession | None = None
+        self._client: McpClient | None = None
+        self._listeners: list[Callable[[], None]] = []
+        entry.async_on_unload(device.async_listen(self._async_device_changed))
+        entry.async_on_unload(self._async_stop)
+        self._async_device_changed()
+
+    # --- the channel -----------------------------------------------------------------------------
+
+    @callback
+    def handle(self, session: DeviceSession, message: Mcp) -> None:
+        """An MCP message from the device's channel."""
+        if session is self._session and self._client is not None:
+            self._client.handle(message.payload)
+
+    @callback
+    def _async_device_changed(self) -> None:
+        session = self.device.session
+        if session is self._session:
+            return
+        self._async_stop()
+        if session is None:
+            return
+        self._session = session
+        client = self._client = McpClient(
+            lambda payload: session.send(Mcp(payload=payload)), self.device.device_id
+        )
+        self.entry.async_create_background_task(
+            self.hass, self._async_start(client), f"xiaozhi tools {self.device.device_id}"
+        )
+
+    @callback
+    def _async_stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = self._session = None
+        if self.tools:
+            self.tools = {}
+            self._async_notify()
+
+    async def _async_start(self, client: McpClient) -> None:
+        """Introduce ourselves, list the tools, read the status."""
+        try:
+            await client.initialize(self.vision_url(), self._vision_token())
+            tools = await client.list_tools()
+        except DeviceGoneError:
+            _LOGGER.debug("Device %s left before listing its tools", self.device.name)
+            return
+        except McpError as err:
+            # str(err): a record holding the exception would keep the session's frames alive.
+            _LOGGER.warning(
+                "Device %s: its tools could not be listed: %s", self.device.name, str(err)
+            )
+            return
+        if client is not self._client:
+            return
+        self.tools = {tool.name: tool for tool in tools}
+        _LOGGER.debug("Device %s offers %d tools", self.device.name, len(tools))
+        names = sorted(self.tools)
+        if names != sorted(self.device.tool_names):
+            self.device.tool_names = names
+            self.store.async_save_later()
+            async_dispatcher_send(
+                self.hass, SIGNAL_TOOLS_CHANGED.format(self.entry.entry_id), self.device
+            )
+        self._async_notify()
+        await self.async_refresh_status()
+
+    def vision_url(self) -> str | None:
+        """Where the camera uploads: HA at the address the device reached it, else HA's URL."""
+        if self.device.channel_url:
+            url = URL(self.device.channel_url)
+            scheme = "https" if url.scheme == "wss" else "http"
+            return str(url.with_scheme(scheme).with_path(VISION_PATH).with_query(None))
+        try:
+            base = get_url(self.hass, allow_external=False, allow_cloud=False)
+        except NoURLAvailableError:
+            return None
+        return base.rstrip("/") + VISION_PATH
+
+    def _vision_token(self) -> str:
+        if self.device.vision_token is None:
+            self.device.vision_token = new_token()
+            self.store.async_save_later()
+        return self.device.vision_token
+
+    # --- calls -----------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether the device's channel is open and its tools are listed."""
+        return self._client is not None and bool(self.tools)
+
+    def has(self, name: str) -> bool:
+        """Whether the open channel offers this tool."""
+        return self._client is not None and name in self.tools
+
+    async def async_call(self, name: str, arguments: JsonObject | None = None) -> str:
+        """Call a tool; refresh the status after it. Failures raise `HomeAssistantError`."""
+        client = self._client
+        placeholders = {"device": self.device.name, "tool": name}
+        if client is None or name not in self.tools:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="tool_unavailable",
+                translation_placeholders=placeholders,
+            )
+        try:
+            text = await client.call_tool(name, arguments)
+        except McpTimeoutError as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="tool_timeout",
+                translation_placeholders=placeholders,
+            ) from err
+        except DeviceGoneError as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="tool_device_gone",
+                translation_placeholders=placeholders,
+            ) from err
+        except McpError as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="tool_failed",
+                translation_placeholders=placeholders | {"error": str(err)[:200]},
+            ) from err
+        if name == STATUS_TOOL:
+            self._async_set_status(text)
+        else:
+            self.entry.async_create_background_task(
+                self.hass, self.async_refresh_status(), "xiaozhi status"
+            )
+        return text
+
+    async def async_refresh_status(self) -> None:
+        """Read the device's status (volume, brightness, battery, ...) if it reports one."""
+        if not self.has(STATUS_TOOL):
+            return
+        try:
+            await self.async_call(STATUS_TOOL)
+        except HomeAssistantError as err:
+            _LOGGER.debug("Device %s: no status: %s", self.device.name, str(err))
+
+    @callback
+    def _async_set_status(self, text: str) -> None:
+        status = parse_json_text(text)
+        if not isinstance(status, dict):
+            _LOGGER.warning("Device %s: status is not a JSON object", self.device.name)
+            return
+        self.status = dict(list(_flatten(status).items())[:MAX_STATUS_KEYS])
+        keys = sorted(self.status)
+        if keys != sorted(self.device.status_keys):
+            self.device.status_keys = keys
+            self.store.async_save_later()
+            async_dispatcher_send(
+                self.hass, SIGNAL_TOOLS_CHANGED.format(self.entry.entry_id), self.device
+            )
+        self._async_notify()
+
+    @callback
+    def async_set_value(self, key: str, value: Any) -> None:
+        """Show a value a call just set, before the status confirms it."""
+        self.status[key] = value
+        self._async_notify()
+
+    @callback
+    def async_set_photo(self, jpeg: bytes) -> None:
+        """Keep the camera's latest photo."""
+        self.photo = jpeg
+        self.photo_at = dt_util.utcnow()
+        self._async_notify()
+
+    # --- listeners -------------------------------------------------------------------------------
+
+    @callback
+    def async_listen(self, listener: Callable[[], None]) -> CALLBACK_TYPE:
+        """Call `listener` when tools, values or the photo change."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    @callback
+    def _async_notify(self) -> None:
+        for listener in list(self._listeners):
+            listener()
