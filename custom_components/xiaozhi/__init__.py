@@ -28,6 +28,7 @@ PLATFORMS = [
     Platform.ASSIST_SATELLITE,
     Platform.BUTTON,
     Platform.CONVERSATION,
+    Platform.NOTIFY,
     Platform.SELECT,
     Platform.STT,
     Platform.TTS,
@@ -60,6 +61,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> b
     async def _async_updated(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> None:
         """Options are read when used; subentry changes reload only their platforms."""
         _async_update_issues(hass, entry)
+        await entry.runtime_data.async_options_updated()
         for removed in await subentries.async_reload_changed():
             await async_get_memory(hass).async_forget(removed)
 

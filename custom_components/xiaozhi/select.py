@@ -1,4 +1,4 @@
-"""Pipeline and VAD sensitivity selects for each xiaozhi device, as HA's other satellites have."""
+"""Per-device selects: pipeline and VAD sensitivity (as HA's other satellites have), connection."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ from homeassistant.components.assist_pipeline.select import (
     AssistPipelineSelect,
     VadSensitivitySelect,
 )
+from homeassistant.components.select import SelectEntity, SelectEntityDescription
+from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .const import DOMAIN
+from .const import CONF_TRANSPORT, DOMAIN, TRANSPORTS
 from .devices import XiaozhiDevice
 from .entity import XiaozhiEntity, async_add_device_entities
 from .hub import XiaozhiConfigEntry
@@ -20,7 +22,7 @@ async def async_setup_entry(
     entry: XiaozhiConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add the pipeline and VAD sensitivity selects of each device."""
+    """Add the pipeline, VAD sensitivity and connection selects of each device."""
     async_add_device_entities(
         hass,
         entry,
@@ -28,6 +30,7 @@ async def async_setup_entry(
         lambda device: [
             XiaozhiPipelineSelect(hass, device),
             XiaozhiVadSensitivitySelect(hass, device),
+            XiaozhiTransportSelect(entry, device),
         ],
     )
 
@@ -58,3 +61,41 @@ class XiaozhiVadSensitivitySelect(XiaozhiEntity, VadSensitivitySelect):
     def available(self) -> bool:
         """Configuration stays editable while the device is away."""
         return True
+
+
+TRANSPORT = SelectEntityDescription(
+    key=CONF_TRANSPORT,
+    translation_key=CONF_TRANSPORT,
+    entity_category=EntityCategory.CONFIG,
+    options=TRANSPORTS,
+)
+
+
+class XiaozhiTransportSelect(XiaozhiEntity, SelectEntity):
+    """How the device connects: a WebSocket per conversation, or always connected (MQTT+UDP).
+
+    The device reads it from its OTA check at start; the hub restarts a reachable device that
+    is not in a conversation so the change applies at once.
+    """
+
+    entity_description = TRANSPORT
+
+    def __init__(self, entry: XiaozhiConfigEntry, device: XiaozhiDevice) -> None:
+        """Create the select."""
+        super().__init__(device)
+        self.entry = entry
+
+    @property
+    def available(self) -> bool:
+        """Configuration stays editable while the device is away."""
+        return True
+
+    @property
+    def current_option(self) -> str:
+        """The transport the device's next OTA answer gives it."""
+        return self.device.transport
+
+    async def async_select_option(self, option: str) -> None:
+        """Switch the device's transport."""
+        await self.entry.runtime_data.async_set_transport(self.device, option)
+        self.async_write_ha_state()

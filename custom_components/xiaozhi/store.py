@@ -20,12 +20,16 @@ from homeassistant.helpers.storage import Store
 
 from .const import (
     CONF_DEVICES,
+    CONF_MQTT_PASSWORD,
     CONF_TOKEN,
+    CONF_TRANSPORT,
+    DEFAULT_TRANSPORT,
     INFO_SAVE_DELAY_S,
     SIGNAL_NEW_DEVICE,
     STORAGE_KEY,
     STORAGE_VERSION,
     TOKEN_BYTES,
+    TRANSPORTS,
 )
 from .devices import XiaozhiDevice
 from .models import XiaozhiConfigEntry
@@ -38,6 +42,10 @@ def new_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
 
 
+def _transport(value: Any) -> str:
+    return value if value in TRANSPORTS else DEFAULT_TRANSPORT
+
+
 def _device(device_id: str, info: Mapping[str, Any]) -> XiaozhiDevice:
     return XiaozhiDevice(
         device_id,
@@ -47,6 +55,8 @@ def _device(device_id: str, info: Mapping[str, Any]) -> XiaozhiDevice:
         token=info.get(CONF_TOKEN),
         client_id=info.get("client_id"),
         added_by=info.get("added_by") or "code",
+        transport=_transport(info.get(CONF_TRANSPORT)),
+        mqtt_password=info.get(CONF_MQTT_PASSWORD),
     )
 
 
@@ -97,6 +107,7 @@ class DeviceStore:
         """Bind a device and write it to disk; only then is it known to the hub."""
         device = _device(device_id, info)
         device.token, device.client_id, device.added_by = token, client_id, added_by
+        device.mqtt_password = new_token()
         async with self._writing:
             await self._async_save_now({**self.devices, device_id: device})
             self.devices[device_id] = device
@@ -108,6 +119,14 @@ class DeviceStore:
         """Record the Client-Id of a device bound before Client-Ids were kept."""
         async with self._writing:
             device.client_id = client_id
+            await self._async_save_now()
+
+    async def async_set_transport(self, device: XiaozhiDevice, transport: str) -> None:
+        """Switch how the device connects (from its next OTA check); it gets MQTT credentials."""
+        async with self._writing:
+            device.transport = transport
+            if device.mqtt_password is None:  # bound before the always-connected mode
+                device.mqtt_password = new_token()
             await self._async_save_now()
 
     async def async_forget(self, device_id: str) -> XiaozhiDevice | None:
