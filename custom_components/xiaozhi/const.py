@@ -62,6 +62,7 @@ CONF_MQTT_PASSWORD: Final = "mqtt_password"  # a bound device's MQTT secret
 # The listeners of the always-connected mode (hub options; defaults in core/const.py).
 CONF_MQTT_PORT: Final = "mqtt_port"
 CONF_UDP_PORT: Final = "udp_port"
+MQTT_LISTEN_HOST: Final[str | None] = None  # every interface, as HA's own HTTP server listens
 MIN_PORT: Final = 1
 MAX_PORT: Final = 65535
 TLS_MQTT_PORT: Final = 8883  # the firmware dials this port with TLS, which the hub does not serve

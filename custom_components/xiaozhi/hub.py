@@ -37,6 +37,7 @@ from .const import (
     ISSUE_MQTT_PORTS_IN_USE,
     ISSUE_UNREACHABLE_URL,
     MAX_DEVICES_WITHOUT_CODE,
+    MQTT_LISTEN_HOST,
     TRANSPORT_MQTT,
 )
 from .core import (
@@ -219,7 +220,7 @@ class XiaozhiHub:
                 return True
             await self.mqtt.async_close()  # the ports changed: the devices reconnect
         try:
-            await self.mqtt.async_start(None, *ports)
+            await self.mqtt.async_start(MQTT_LISTEN_HOST, *ports)
         except OSError as err:
             _LOGGER.error(
                 "Cannot serve always-connected devices on TCP %d / UDP %d: %s", *ports, err

@@ -313,7 +313,11 @@ class MqttUdpServer:
         except OSError:
             self.udp.close()
             raise
-        _LOGGER.info("Always-connected devices: MQTT on %s, UDP audio on %s", mqtt_port, udp_port)
+        _LOGGER.info(
+            "Always-connected devices: MQTT on TCP %d, audio on UDP %d",
+            self.mqtt_port,
+            self.udp_port,
+        )
 
     async def async_close(self) -> None:
         """Close the listeners, every connection and every session."""
