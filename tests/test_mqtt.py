@@ -8,11 +8,11 @@ import socket
 import struct
 from typing import Any
 
+import aiomqtt
 from homeassistant.components.notify import ATTR_MESSAGE, ATTR_TITLE
 from homeassistant.const import ATTR_ENTITY_ID, STATE_ON, STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er, issue_registry as ir
-import aiomqtt
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -29,6 +29,7 @@ from custom_components.xiaozhi.core.const import MQTT_KEEPALIVE_S, PLAYBACK_LEAD
 from custom_components.xiaozhi.core.messages import DeviceMessage, ListenMode, Mcp
 from custom_components.xiaozhi.core.udp import Drop
 from custom_components.xiaozhi.devices import XiaozhiDevice
+from custom_components.xiaozhi.diagnostics import async_get_config_entry_diagnostics
 from custom_components.xiaozhi.hub import XiaozhiHub
 from tools.audio import speech_pcm
 from tools.emulator import DeviceEmulator, Transport
@@ -75,7 +76,9 @@ def entity_id(hass: HomeAssistant, platform: str, device: DeviceEmulator, key: s
 
 async def until(condition: Callable[[], bool], timeout: float = WAIT_S) -> None:
     async with asyncio.timeout(timeout):
-        while not condition():
+        for _ in iter(int, 1):  # until it holds (the timeout ends a wait that never does)
+            if condition():
+                return
             await asyncio.sleep(0.01)
 
 
@@ -125,7 +128,7 @@ async def test_voice_turns_over_mqtt_and_udp(
     assert hass.states.get(satellite).state != STATE_UNAVAILABLE  # connected, no conversation
 
     sessions = []
-    for turn in range(2):
+    for _ in range(2):
         hello = await device.connect()
         assert hello is not None and hello.transport == "udp"
         sessions.append((hello.session_id, device.server_hello))
@@ -302,8 +305,6 @@ async def test_bad_datagrams_dropped_and_counted(
     assert session.link.channel.packets_received == 1  # only the good one reached the session
 
     # The diagnostics show the counters; no secret leaks into them.
-    from custom_components.xiaozhi.diagnostics import async_get_config_entry_diagnostics
-
     entry = hass.config_entries.async_entries(DOMAIN)[0]
     data = await async_get_config_entry_diagnostics(hass, entry)
     assert data["always_connected"]["udp"]["dropped"]["replayed"] == 1

@@ -13,6 +13,7 @@ emulator` (`tools/cli.py`) runs it against a user's own Home Assistant.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 import json
@@ -159,6 +160,7 @@ class DeviceEmulator:
         self._remote_sequence = 0
         self.udp_dropped = 0  # reply datagrams the firmware would drop (bad length, old sequence)
         self._opening = False  # waiting for the server hello over MQTT
+        self.server_hello_udp: JsonObject = {}  # the hello's `udp` block
         self._audio_tasks: set[asyncio.Task[None]] = set()
         self.server_hello: ServerHello | None = None
         self.received = Received()
@@ -265,11 +267,13 @@ class DeviceEmulator:
         ):
             members = answer.get(block)
             if isinstance(members, dict):
-                settings |= {
-                    key: value
-                    for key, value in members.items()
-                    if isinstance(value, str | int) and not isinstance(value, bool)
-                }
+                settings.update(
+                    {
+                        key: value
+                        for key, value in members.items()
+                        if isinstance(value, str | int) and not isinstance(value, bool)
+                    }
+                )
         # `mqtt` in this boot's answer wins; no block at all falls back to MQTT (NVS).
         if isinstance(answer.get("mqtt"), dict) or not isinstance(answer.get("websocket"), dict):
             self.transport = Transport.MQTT
@@ -683,10 +687,8 @@ class DeviceEmulator:
         await self._close_udp(send_goodbye=False)
         client, self._mqtt = self._mqtt, None
         if client is not None:
-            try:
+            with contextlib.suppress(aiomqtt.MqttError):
                 await client.__aexit__(None, None, None)
-            except aiomqtt.MqttError:
-                pass
         if self._mqtt_reader is not None:
             self._mqtt_reader.cancel()
             await asyncio.gather(self._mqtt_reader, return_exceptions=True)
@@ -715,6 +717,7 @@ class DeviceEmulator:
         if len(key) != 16 or len(nonce) != 16 or not 0 < udp["port"] < 65536:
             raise ConnectionError("server hello with a bad key, nonce or port")
         self.server_hello = ServerHello.from_dict(message)
+        self.server_hello_udp = udp
         self.session_id = self.server_hello.session_id
         self._udp_key, self._udp_nonce = algorithms.AES(key), nonce
         self._local_sequence = self._remote_sequence = 0
