@@ -303,7 +303,7 @@ class XiaozhiHub:
             token = device.token if who is Identity.BOUND else None
             return OtaAnswer(
                 WebsocketConfig(url=url, token=token),
-                mqtt=self._mqtt_config(device, url) if who is Identity.BOUND else None,
+                mqtt=await self._async_mqtt_config(device, url) if who is Identity.BOUND else None,
             )
         if request.client_id is None:
             _LOGGER.warning("Rejected OTA request from %s: no Client-Id", request.remote)
@@ -317,7 +317,10 @@ class XiaozhiHub:
             )
             self.activations.async_bound(device)
             _LOGGER.info("Device %s added without a code (%s)", device.device_id, device.added_by)
-            return OtaAnswer(WebsocketConfig(url=url, token=device.token))
+            return OtaAnswer(
+                WebsocketConfig(url=url, token=device.token),
+                mqtt=await self._async_mqtt_config(device, url),
+            )
         pending = self.activations.async_check_in(request, request.client_id)
         if device is not None:
             self.auth.async_identity_changed(device)
@@ -330,12 +333,12 @@ class XiaozhiHub:
             ),
         )
 
-    def _mqtt_config(self, device: XiaozhiDevice, url: str) -> MqttConfig | None:
-        """The `mqtt` block of a device switched to MQTT+UDP, while the listeners are open.
+    async def _async_mqtt_config(self, device: XiaozhiDevice, url: str) -> MqttConfig | None:
+        """The `mqtt` block of a device switched to MQTT+UDP, once the listeners are open.
 
         Without it the device uses the WebSocket, so a port in use leaves devices working.
         """
-        if device.transport != TRANSPORT_MQTT or not self.mqtt.running:
+        if device.transport != TRANSPORT_MQTT or not await self.async_start_mqtt():
             return None
         if device.client_id is None or device.mqtt_password is None:
             return None
