@@ -31,7 +31,6 @@ from custom_components.xiaozhi.core.udp import Drop
 from custom_components.xiaozhi.devices import XiaozhiDevice
 from custom_components.xiaozhi.diagnostics import async_get_config_entry_diagnostics
 from custom_components.xiaozhi.hub import XiaozhiHub
-from tools.audio import speech_pcm
 from tools.emulator import DeviceEmulator, Transport
 
 from . import audio
@@ -42,12 +41,6 @@ type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
 SILENCE_FRAME = b"\0" * 1920
 FRAME_S = 0.06
 WAIT_S = 5.0
-
-
-@pytest.fixture(scope="session")
-def speech() -> bytes:
-    """A real spoken command (espeak-ng), 16 kHz mono."""
-    return speech_pcm("turn on the kitchen light")
 
 
 @pytest.fixture(autouse=True)
