@@ -53,7 +53,7 @@ class Fleet:
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def connect(self) -> None:
-        """Boot every device (OTA check, then the WebSocket), a few at a time."""
+        """Boot every device (OTA check, then the WebSocket or MQTT), a few at a time."""
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
         async def boot() -> DeviceEmulator:

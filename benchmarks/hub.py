@@ -20,12 +20,13 @@ import sys
 import time
 import tracemalloc
 from typing import Any
+from unittest import mock
 
 from homeassistant.components.assist_pipeline import async_get_pipeline, async_update_pipeline
 from homeassistant.core import HomeAssistant
 
 from custom_components.xiaozhi.assist_satellite import XiaozhiSatellite
-from custom_components.xiaozhi.const import DOMAIN
+from custom_components.xiaozhi.const import DOMAIN, TRANSPORT_MQTT, TRANSPORT_WEBSOCKET
 from custom_components.xiaozhi.core.messages import ListenMode
 from custom_components.xiaozhi.core.timings import Stage
 from custom_components.xiaozhi.hub import XiaozhiHub
@@ -310,8 +311,19 @@ class DeviceProcess:
         await self.process.stdin.drain()
 
 
-async def load(bench: HubBench, counts: list[int], seconds: float) -> dict[str, Any]:
-    """Devices streaming their microphones in realtime mode while replies play to all of them."""
+async def load(
+    bench: HubBench, counts: list[int], seconds: float, *, transport: str = TRANSPORT_WEBSOCKET
+) -> dict[str, Any]:
+    """Devices streaming their microphones in realtime mode while replies play to all of them.
+
+    Over the WebSocket, or always connected (MQTT for messages, UDP for audio): the fleet's
+    devices are bound with `transport`, so their OTA answers send them there.
+    """
+    with mock.patch("custom_components.xiaozhi.store.DEFAULT_TRANSPORT", transport):
+        return await _load(bench, counts, seconds)
+
+
+async def _load(bench: HubBench, counts: list[int], seconds: float) -> dict[str, Any]:
     await bench.use(streaming_tts=False, word_delay=0)
     bench.providers.agent.reply = "Okay, the kitchen light is on now, and the door is locked."
     results: dict[str, Any] = {}
@@ -427,6 +439,7 @@ class Sizes:
     streaming_turns: int
     load_counts: list[int]
     load_seconds: float
+    mqtt_load_counts: list[int]
     idle_devices: int
     memory_turns: int
 
@@ -438,6 +451,7 @@ FULL = Sizes(
     streaming_turns=10,
     load_counts=[1, 10, 50, 100],
     load_seconds=15.0,
+    mqtt_load_counts=[50],
     idle_devices=100,
     memory_turns=1000,
 )
@@ -448,6 +462,7 @@ SMOKE = Sizes(
     streaming_turns=1,
     load_counts=[5],
     load_seconds=4.0,
+    mqtt_load_counts=[5],
     idle_devices=5,
     memory_turns=20,
 )
@@ -464,5 +479,8 @@ async def run_all(bench: HubBench, sizes: Sizes) -> dict[str, Any]:
         "hub_overhead": await hub_overhead(bench, sizes.overhead_turns),
         "streaming": await streaming(bench, sizes.streaming_turns),
         "load": await load(bench, sizes.load_counts, sizes.load_seconds),
+        "load_mqtt": await load(
+            bench, sizes.mqtt_load_counts, sizes.load_seconds, transport=TRANSPORT_MQTT
+        ),
         "memory": await memory(bench, sizes.idle_devices, sizes.memory_turns),
     }

@@ -53,10 +53,13 @@ def format_table(results: dict[str, Any]) -> str:
         )
     )
     rows.append(("  agent's last token", _pcts(streaming["speech_end_to_last_token_s"])))
-    for count, load in results["load"].items():
+    loads = [("", load) for load in results["load"].items()]
+    loads += [(" over MQTT+UDP", load) for load in results.get("load_mqtt", {}).items()]
+    for transport, (count, load) in loads:
         rows.append(
             (
-                f"{count} devices: jitter p99 / late / loop lag p99 / hub CPU per device",
+                f"{count} devices{transport}: jitter p99 / late / loop lag p99"
+                " / hub CPU per device",
                 f"{_ms(load['jitter_s']['p99'])} / {load['late_frames']} of {load['frames']}"
                 f" / {_ms(load['loop_lag_s']['p99'])} / {load['hub_cpu_percent_per_device']}%",
             )

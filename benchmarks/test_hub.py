@@ -27,7 +27,7 @@ from .report import format_table
 def hub_entry(monkeypatch: pytest.MonkeyPatch) -> MockConfigEntry:
     """Devices in another process join without a code."""
     allow_a_fleet(monkeypatch)
-    return make_hub_entry(auth_mode="local_network")
+    return make_hub_entry(auth_mode="local_network", mqtt_port=0, udp_port=0)
 
 
 @pytest.mark.timeout(900)

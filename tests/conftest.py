@@ -54,9 +54,16 @@ def make_hub_entry(**options: Any) -> MockConfigEntry:
 
 
 def allow_a_fleet(monkeypatch: pytest.MonkeyPatch, devices: int = 1000) -> None:
-    """Lift the limits a fleet of emulated devices on one address runs into (benchmarks)."""
+    """Lift the limits a fleet of emulated devices on one address runs into (benchmarks).
+
+    Always-connected listeners, if a fleet uses them, listen on loopback.
+    """
     monkeypatch.setattr("custom_components.xiaozhi.hub.MAX_DEVICES_WITHOUT_CODE", devices)
     monkeypatch.setattr("custom_components.xiaozhi.core.server.MAX_CHANNELS_PER_ADDRESS", devices)
+    monkeypatch.setattr(
+        "custom_components.xiaozhi.core.mqtt_server.MAX_CHANNELS_PER_ADDRESS", devices
+    )
+    monkeypatch.setattr("custom_components.xiaozhi.hub.MQTT_LISTEN_HOST", "127.0.0.1")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from .providers import Providers
 def hub_entry(monkeypatch: pytest.MonkeyPatch) -> MockConfigEntry:
     """Devices in another process join without a code."""
     allow_a_fleet(monkeypatch)
-    return make_hub_entry(auth_mode="local_network")
+    return make_hub_entry(auth_mode="local_network", mqtt_port=0, udp_port=0)
 
 
 @pytest.mark.timeout(300)
@@ -48,6 +48,9 @@ async def test_benchmarks_measure_real_turns(
     assert load["replies"] >= load["devices"]  # every device heard at least one whole reply
     assert load["frames"] > load["replies"] * 10
     assert load["loop_lag_s"]["p99"] >= 0
+    (mqtt_load,) = results["load_mqtt"].values()  # the same over MQTT+UDP
+    assert mqtt_load["replies"] >= mqtt_load["devices"] == SMOKE.mqtt_load_counts[0]
+    assert mqtt_load["frames"] > mqtt_load["replies"] * 10
     memory = results["memory"]
     assert memory["turns"] >= SMOKE.memory_turns
     assert memory["turn_frames"] >= memory["turns"]  # each turn got reply audio before the abort

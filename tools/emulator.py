@@ -1,7 +1,9 @@
 """A device emulator that behaves like the xiaozhi-esp32 firmware on the wire.
 
 It makes the boot-time OTA check with the firmware's headers and body, opens the WebSocket with
-the firmware's headers (or, as a browser client, with query parameters), says hello, listens in
+the firmware's headers (or, as a browser client, with query parameters) or, when the OTA answer
+has an `mqtt` block, keeps an MQTT connection from boot on (never subscribing) and opens an
+AES-CTR UDP audio channel per conversation (protocol.md §7), says hello, listens in
 auto, manual or realtime mode, streams 60 ms (or 20 ms) Opus frames from PCM or a WAV file in any
 binary protocol version, answers MCP like the firmware (tools/mcp_server.py: tools, paging,
 camera uploads), and records everything the server sends (and the reply audio, decodable to a
@@ -12,16 +14,20 @@ emulator` (`tools/cli.py`) runs it against a user's own Home Assistant.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 import json
 import logging
 from pathlib import Path
 import random
+import struct
 from typing import Final
 import uuid
 
 import aiohttp
+import aiomqtt
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from yarl import URL
 
 from custom_components.xiaozhi.core import framing
@@ -48,7 +54,7 @@ from .microphone import DEVICE_OPUS_COMPLEXITY, Microphone, device_encoder
 
 _LOGGER = logging.getLogger(__name__)
 
-__all__ = ["DEVICE_OPUS_COMPLEXITY", "DeviceEmulator", "DeviceState", "Received"]
+__all__ = ["DEVICE_OPUS_COMPLEXITY", "DeviceEmulator", "DeviceState", "Received", "Transport"]
 
 FIRMWARE_VERSION: Final = "2.0.3"
 BOARD: Final = "xiaozhi-emulator"
@@ -56,6 +62,17 @@ FRAME_DURATIONS_MS: Final = (20, 60)  # the firmware sends 60 ms; py-xiaozhi sen
 REPLY_TIMEOUT_S: Final = 30.0
 ACTIVATION_POLL_S: Final = 3.0  # the firmware waits 3 s after a 202
 DEFAULT_REPLY_SAMPLE_RATE: Final = 24000  # the firmware's default without a server hello
+MQTT_DEFAULT_PORT: Final = 8883  # mqtt_protocol.cc: an endpoint without a port
+MQTT_DEFAULT_KEEPALIVE_S: Final = 240
+MQTT_HELLO_VERSION: Final = 3  # always 3 over MQTT (mqtt_protocol.cc GetHelloMessage)
+UDP_HEADER: Final = struct.Struct(">BBHIII")  # type, flags, length, ssrc, timestamp, sequence
+
+
+class Transport(StrEnum):
+    """How the firmware reaches the server, chosen by each boot's OTA answer (§2.4)."""
+
+    WEBSOCKET = "websocket"
+    MQTT = "mqtt"
 
 
 class DeviceState(StrEnum):
@@ -136,6 +153,19 @@ class DeviceEmulator:
         self._voice_processing = False  # the firmware's switch for sending microphone audio
         self.ota_answer: JsonObject | None = None
         self.websocket_settings: JsonObject = {}  # what the firmware keeps in NVS `websocket`
+        self.mqtt_settings: JsonObject = {}  # ... and in NVS `mqtt`
+        self.transport = Transport.WEBSOCKET
+        self._mqtt: aiomqtt.Client | None = None
+        self._mqtt_reader: asyncio.Task[None] | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._udp_key: algorithms.AES | None = None
+        self._udp_nonce = b""
+        self._local_sequence = 0
+        self._remote_sequence = 0
+        self.udp_dropped = 0  # reply datagrams the firmware would drop (bad length, old sequence)
+        self._opening = False  # waiting for the server hello over MQTT
+        self.server_hello_udp: JsonObject = {}  # the hello's `udp` block
+        self._audio_tasks: set[asyncio.Task[None]] = set()
         self.server_hello: ServerHello | None = None
         self.received = Received()
         self.sent_messages: list[tuple[float, JsonObject]] = []  # the JSON this device sent
@@ -237,13 +267,24 @@ class DeviceEmulator:
         the block keeps the old ones.
         """
         self.ota_answer = answer
-        websocket = answer.get("websocket")
-        if isinstance(websocket, dict):
-            self.websocket_settings |= {
-                key: value
-                for key, value in websocket.items()
-                if isinstance(value, str | int) and not isinstance(value, bool)
-            }
+        for block, settings in (
+            ("websocket", self.websocket_settings),
+            ("mqtt", self.mqtt_settings),
+        ):
+            members = answer.get(block)
+            if isinstance(members, dict):
+                settings.update(
+                    {
+                        key: value
+                        for key, value in members.items()
+                        if isinstance(value, str | int) and not isinstance(value, bool)
+                    }
+                )
+        # `mqtt` in this boot's answer wins; no block at all falls back to MQTT (NVS).
+        if isinstance(answer.get("mqtt"), dict) or not isinstance(answer.get("websocket"), dict):
+            self.transport = Transport.MQTT
+        else:
+            self.transport = Transport.WEBSOCKET
 
     @property
     def activation_code(self) -> str | None:
@@ -309,7 +350,13 @@ class DeviceEmulator:
     async def connect(
         self, url: str | None = None, token: str | None = None, *, hello: bool = True
     ) -> ServerHello | None:
-        """Open the channel (URL and token from the OTA answers by default) and say hello."""
+        """Open the channel (URL and token from the OTA answers by default) and say hello.
+
+        Over MQTT: connect the MQTT client if it is not (the firmware does at boot), publish the
+        hello, and open the UDP audio channel the server's hello describes.
+        """
+        if self.transport is Transport.MQTT:
+            return await self._open_udp_channel(hello=hello)
         url = url or self.websocket_settings.get("url")
         if not isinstance(url, str) or not url:
             raise RuntimeError("no WebSocket URL: run check_ota() first or pass url")
@@ -336,6 +383,13 @@ class DeviceEmulator:
 
     def client_hello(self) -> ClientHello:
         """Return the hello the firmware sends."""
+        if self.transport is Transport.MQTT:
+            return ClientHello(
+                version=MQTT_HELLO_VERSION,
+                transport="udp",
+                features={"mcp": True},
+                audio_params=AudioParams(frame_duration=self.frame_duration),
+            )
         return ClientHello(
             version=self.binary_version,
             transport="websocket",
@@ -366,21 +420,31 @@ class DeviceEmulator:
         async for msg in self._ws:
             now = loop.time()
             if msg.type is aiohttp.WSMsgType.TEXT:
-                data = json.loads(msg.data)
-                parse_server_message(msg.data)  # raises if the server broke the protocol
-                self.received.messages.append((now, data))
-                if data.get("type") == "mcp":
-                    await self._answer_mcp(data.get("payload"))
-                elif data.get("type") == "tts":
-                    self._follow_tts(data.get("state"))
+                await self._on_text(msg.data, now)
             elif msg.type is aiohttp.WSMsgType.BINARY:
-                frame = framing.unpack(self.binary_version, msg.data)
-                self.received.audio.append((now, frame.payload))
-                if self.state is DeviceState.SPEAKING:
-                    self._play(now)
-            async with self._changed:
-                self._changed.notify_all()
+                await self._on_audio(framing.unpack(self.binary_version, msg.data).payload, now)
         self.close_code = self._ws.close_code
+        await self._channel_closed()
+
+    async def _on_text(self, text: str, now: float) -> None:
+        data = json.loads(text)
+        parse_server_message(text)  # raises if the server broke the protocol
+        self.received.messages.append((now, data))
+        if data.get("type") == "mcp":
+            await self._answer_mcp(data.get("payload"))
+        elif data.get("type") == "tts":
+            self._follow_tts(data.get("state"))
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _on_audio(self, payload: bytes, now: float) -> None:
+        self.received.audio.append((now, payload))
+        if self.state is DeviceState.SPEAKING:
+            self._play(now)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _channel_closed(self) -> None:
         self.state = DeviceState.IDLE
         self._voice_processing = False
         async with self._changed:
@@ -422,19 +486,27 @@ class DeviceEmulator:
 
     async def send_json(self, message: JsonObject) -> None:
         """Send one JSON message, with the session id as the firmware adds it."""
-        assert self._ws is not None
         if self.session_id and message.get("type") != "hello":
             message = {"session_id": self.session_id} | message
         self.sent_messages.append((asyncio.get_running_loop().time(), message))
-        await self._ws.send_str(json.dumps(message, ensure_ascii=False))
+        await self.send_text(json.dumps(message, ensure_ascii=False))
 
     async def send_text(self, text: str) -> None:
-        """Send raw text (for malformed-input tests)."""
+        """Send raw text (for malformed-input tests): a text frame, or a PUBLISH at QoS 0."""
+        if self.transport is Transport.MQTT:
+            if self._mqtt is None:
+                raise ConnectionError("MQTT is not connected")
+            await self._mqtt.publish(str(self.mqtt_settings.get("publish_topic", "")), text)
+            return
         assert self._ws is not None
         await self._ws.send_str(text)
 
     async def send_binary(self, data: bytes) -> None:
-        """Send a raw binary frame (for malformed-input tests)."""
+        """Send a raw binary frame or UDP datagram (for malformed-input tests)."""
+        if self.transport is Transport.MQTT:
+            if self._udp is not None:
+                self._udp.sendto(data)
+            return
         assert self._ws is not None
         await self._ws.send_bytes(data)
 
@@ -468,7 +540,11 @@ class DeviceEmulator:
         await self.send_json({"type": "abort"} | ({"reason": reason} if reason else {}))
 
     async def send_packet(self, packet: bytes, timestamp: int = 0) -> None:
-        """Send one Opus packet framed for the protocol version in use."""
+        """Send one Opus packet framed for the protocol version in use, or as a UDP datagram."""
+        if self.transport is Transport.MQTT:
+            if self._udp is not None:
+                self._udp.sendto(self.seal(packet, timestamp))
+            return
         await self.send_binary(framing.pack(self.binary_version, packet, timestamp))
 
     async def stream_pcm(self, pcm: bytes, *, realtime: bool = True) -> int:
@@ -511,7 +587,10 @@ class DeviceEmulator:
         timeout: float = REPLY_TIMEOUT_S,
         after: int = 0,
     ) -> JsonObject:
-        """Wait for a message of a type (and state), among those from index `after` on."""
+        """Wait for a message of a type (and state), among those from index `after` on.
+
+        Over MQTT messages arrive between sessions too: only a lost connection ends the wait.
+        """
         async with asyncio.timeout(timeout), self._changed:
             while True:
                 for _, message in self.received.messages[after:]:
@@ -519,7 +598,7 @@ class DeviceEmulator:
                         state is None or message.get("state") == state
                     ):
                         return message
-                if self.closed:
+                if self.closed and not self.mqtt_connected:
                     raise ConnectionError(f"channel closed ({self.close_code}) before '{kind}'")
                 await self._changed.wait()
 
@@ -539,9 +618,171 @@ class DeviceEmulator:
         return self.close_code
 
     @property
+    def can_send(self) -> bool:
+        """Whether JSON can go to the server: over MQTT at any time, else on an open channel."""
+        if self.transport is Transport.MQTT:
+            return self._mqtt is not None
+        return not self.closed
+
+    @property
     def closed(self) -> bool:
-        """Whether the channel is closed."""
+        """Whether the audio channel is closed (over MQTT: no UDP channel open)."""
+        if self.transport is Transport.MQTT:
+            return self._udp is None and not self._opening
         return self._ws is None or self._ws.closed
+
+    # --- MQTT + UDP (protocol.md §7) -------------------------------------------------------------
+
+    @property
+    def mqtt_connected(self) -> bool:
+        """Whether the MQTT connection is up."""
+        return self._mqtt is not None
+
+    async def connect_mqtt(self) -> None:
+        """Connect to the OTA answer's MQTT endpoint as the firmware does at boot.
+
+        MQTT 3.1.1, a clean session, the stored keepalive; plain TCP unless the port is 8883
+        (TLS, which this emulator does not speak). It never subscribes: whatever the server
+        publishes to the connection arrives.
+        """
+        if self._mqtt is not None:
+            return
+        endpoint = str(self.mqtt_settings.get("endpoint", ""))
+        if not endpoint:
+            raise RuntimeError("no MQTT endpoint: run check_ota() first")
+        host, _, port = endpoint.partition(":")
+        port_number = int(port) if port else MQTT_DEFAULT_PORT
+        if port_number == MQTT_DEFAULT_PORT:
+            raise RuntimeError("port 8883 means TLS to the firmware")
+        keepalive = self.mqtt_settings.get("keepalive", MQTT_DEFAULT_KEEPALIVE_S)
+        client = aiomqtt.Client(
+            host,
+            port_number,
+            identifier=str(self.mqtt_settings.get("client_id", "")),
+            username=str(self.mqtt_settings.get("username", "")),
+            password=str(self.mqtt_settings.get("password", "")),
+            keepalive=keepalive if isinstance(keepalive, int) else MQTT_DEFAULT_KEEPALIVE_S,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            clean_session=True,
+            timeout=HELLO_TIMEOUT_S,
+        )
+        await client.__aenter__()
+        self._mqtt = client
+        self._mqtt_reader = asyncio.get_running_loop().create_task(
+            self._read_mqtt(client), name="emulator mqtt"
+        )
+
+    async def _read_mqtt(self, client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async for message in client.messages:
+                payload = message.payload
+                text = payload.decode() if isinstance(payload, bytes | bytearray) else str(payload)
+                data = json.loads(text)
+                if data.get("type") not in ("hello", "goodbye"):
+                    await self._on_text(text, loop.time())
+                    continue
+                # Consumed by the transport (mqtt_protocol.cc:126): a goodbye counts only
+                # with the current session id.
+                self.received.messages.append((loop.time(), data))
+                if data["type"] == "goodbye" and data.get("session_id") == self.session_id:
+                    await self._close_udp(send_goodbye=False)
+                async with self._changed:
+                    self._changed.notify_all()
+        except aiomqtt.MqttError:
+            pass
+        if self._mqtt is client:
+            self._mqtt = None
+        await self._close_udp(send_goodbye=False)
+
+    async def disconnect_mqtt(self) -> None:
+        """Close the MQTT connection (and the audio channel)."""
+        await self._close_udp(send_goodbye=False)
+        client, self._mqtt = self._mqtt, None
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
+        if self._mqtt_reader is not None:
+            self._mqtt_reader.cancel()
+            await asyncio.gather(self._mqtt_reader, return_exceptions=True)
+            self._mqtt_reader = None
+
+    async def _open_udp_channel(self, *, hello: bool) -> ServerHello | None:
+        """`OpenAudioChannel` over MQTT: hello, wait for the server's, open the UDP socket."""
+        await self.connect_mqtt()
+        await self._close_udp(send_goodbye=False)
+        self.session_id = ""
+        self.state = DeviceState.IDLE
+        self._voice_processing = False
+        if not hello:
+            return None
+        after = len(self.received.messages)
+        self._opening = True
+        try:
+            await self.send_json(self.client_hello().to_dict())
+            message = await self.wait_for("hello", timeout=HELLO_TIMEOUT_S, after=after)
+        finally:
+            self._opening = False
+        udp = message.get("udp")
+        if message.get("transport") != "udp" or not isinstance(udp, dict):
+            raise ConnectionError(f"server hello without a UDP channel: {message}")
+        key, nonce = bytes.fromhex(udp["key"]), bytes.fromhex(udp["nonce"])
+        if len(key) != 16 or len(nonce) != 16 or not 0 < udp["port"] < 65536:
+            raise ConnectionError("server hello with a bad key, nonce or port")
+        self.server_hello = ServerHello.from_dict(message)
+        self.server_hello_udp = udp
+        self.session_id = self.server_hello.session_id
+        self._udp_key, self._udp_nonce = algorithms.AES(key), nonce
+        self._local_sequence = self._remote_sequence = 0
+        loop = asyncio.get_running_loop()
+        self._udp, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpReceiver(self), remote_addr=(udp["server"], udp["port"])
+        )
+        return self.server_hello
+
+    def seal(self, packet: bytes, timestamp: int = 0) -> bytes:
+        """Encrypt one Opus packet as the firmware does (`SendAudio`, mqtt_protocol.cc:180)."""
+        assert self._udp_key is not None
+        self._local_sequence += 1
+        header = bytearray(self._udp_nonce)
+        struct.pack_into(">H", header, 2, len(packet))
+        struct.pack_into(">II", header, 8, timestamp, self._local_sequence)
+        encryptor = Cipher(self._udp_key, modes.CTR(bytes(header))).encryptor()
+        return bytes(header) + encryptor.update(packet)
+
+    def _datagram(self, data: bytes) -> None:
+        """The firmware's UDP receive rules (mqtt_protocol.cc:267): drop, or decrypt and play."""
+        if len(data) < UDP_HEADER.size or data[0] != 0x01 or self._udp_key is None:
+            self.udp_dropped += 1
+            return
+        _, _, length, _, _, sequence = UDP_HEADER.unpack_from(data)
+        if len(data) != UDP_HEADER.size + length or sequence <= self._remote_sequence:
+            self.udp_dropped += 1
+            return
+        self._remote_sequence = sequence
+        header = data[: UDP_HEADER.size]
+        payload = Cipher(self._udp_key, modes.CTR(header)).decryptor().update(data[len(header) :])
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._on_audio(payload, loop.time()))
+        self._audio_tasks.add(task)
+        task.add_done_callback(self._audio_tasks.discard)
+
+    async def close_audio_channel(self) -> None:
+        """End the conversation as the device does: over MQTT drop UDP and say goodbye."""
+        if self.transport is Transport.MQTT:
+            await self._close_udp(send_goodbye=True)
+        elif self._ws is not None:
+            await self._ws.close()
+
+    async def _close_udp(self, *, send_goodbye: bool) -> None:
+        """`CloseAudioChannel` (mqtt_protocol.cc:214)."""
+        udp, self._udp = self._udp, None
+        if udp is None:
+            return
+        udp.close()
+        if send_goodbye and self._mqtt is not None:
+            await self.send_text(json.dumps({"session_id": self.session_id, "type": "goodbye"}))
+        await self._channel_closed()
 
     # --- MCP: answer like the firmware's MCP server (tools/mcp_server.py) ----------------------
 
@@ -552,7 +793,7 @@ class DeviceEmulator:
         self.mcp.http = await self._session()
 
         async def answer() -> None:
-            if (response := await self.mcp.handle(payload)) is not None and not self.closed:
+            if (response := await self.mcp.handle(payload)) is not None and self.can_send:
                 await self.send_json({"type": "mcp", "payload": response})
 
         task = asyncio.get_running_loop().create_task(answer(), name="emulator mcp")
@@ -589,7 +830,7 @@ class DeviceEmulator:
         await self.close()
 
     async def close(self) -> None:
-        """Close the channel and free the client."""
+        """Close the channel (and the MQTT connection) and free the client."""
         for microphone in self._microphones:
             await microphone.stop()
         if self._relisten_task is not None:
@@ -600,6 +841,17 @@ class DeviceEmulator:
             await self._ws.close()
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
+        await self.disconnect_mqtt()
         if self._own_http and self._http is not None:
             await self._http.close()
             self._http = None
+
+
+class _UdpReceiver(asyncio.DatagramProtocol):
+    """The device's UDP socket, handing datagrams to its emulator."""
+
+    def __init__(self, device: DeviceEmulator) -> None:
+        self.device = device
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.device._datagram(data)

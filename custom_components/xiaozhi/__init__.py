@@ -34,6 +34,7 @@ PLATFORMS = [
     Platform.CONVERSATION,
     Platform.IMAGE,
     Platform.MEDIA_PLAYER,
+    Platform.NOTIFY,
     Platform.NUMBER,
     Platform.SELECT,
     Platform.SENSOR,
@@ -72,6 +73,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> b
         """Options are read when used; subentry changes reload only their platforms."""
         _async_update_issues(hass, entry)
         await endpoints.async_sync()
+        await entry.runtime_data.async_options_updated()
         for removed in await subentries.async_reload_changed():
             await async_get_memory(hass).async_forget(removed)
 

@@ -81,13 +81,17 @@ class Authorization:
         return Identity.OTHER, device
 
     async def async_authorize(
-        self, identity: DeviceIdentity, token: str | None
+        self, identity: DeviceIdentity, token: str | None, *, mqtt: bool = False
     ) -> XiaozhiDevice | None:
-        """Return the bound device these credentials belong to, or None."""
+        """Return the bound device these credentials belong to, or None.
+
+        `token` is the WebSocket token, or with `mqtt` the MQTT password (a bound pair only:
+        a device gets MQTT credentials after its Client-Id is known).
+        """
         who, device = self.identify(identity.device_id, identity.client_id)
-        if device is None or who is Identity.OTHER:
+        if device is None or who is Identity.OTHER or (mqtt and who is not Identity.BOUND):
             return None
-        if not _same(token, device.token):
+        if not _same(token, device.mqtt_password if mqtt else device.token):
             self._async_failed(device)
             return None
         if who is Identity.LEGACY and identity.client_id is not None:

@@ -32,18 +32,24 @@ from .const import (
     CONF_ALLOWED_DEVICES,
     CONF_AUTH_MODE,
     CONF_CODE,
+    CONF_MQTT_PORT,
     CONF_SILENCE_TIMEOUT,
+    CONF_UDP_PORT,
     CONF_VISION_ENTITY,
     DEFAULT_SILENCE_TIMEOUT_S,
     DOMAIN,
+    MAX_PORT,
     MAX_SILENCE_TIMEOUT_S,
+    MIN_PORT,
     MIN_SILENCE_TIMEOUT_S,
     SUBENTRY_CONVERSATION,
     SUBENTRY_MCP_ENDPOINT,
     SUBENTRY_STT,
     SUBENTRY_TTS,
+    TLS_MQTT_PORT,
 )
 from .core import OTA_PATH
+from .core.const import DEFAULT_MQTT_PORT, DEFAULT_UDP_PORT
 from .hub import async_get_hub
 from .subentry_flows import ConversationFlow, McpEndpointFlow, SttFlow, TtsFlow
 
@@ -147,13 +153,25 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
 
 
 class XiaozhiOptionsFlow(OptionsFlow):
-    """How conversations behave (read at each turn: no reload, no dropped connections)."""
+    """How conversations behave (read at each turn: no reload, no dropped connections).
+
+    Changed ports reopen the always-connected listeners (their devices reconnect by themselves).
+    """
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Edit the options."""
         if user_input is not None:
+            if int(user_input.get(CONF_MQTT_PORT, DEFAULT_MQTT_PORT)) == TLS_MQTT_PORT:
+                return self.async_show_form(
+                    step_id="init",
+                    data_schema=self._schema(),
+                    errors={CONF_MQTT_PORT: "tls_port"},
+                )
             return self.async_create_entry(data=user_input)
-        schema = probatio.Schema(
+        return self.async_show_form(step_id="init", data_schema=self._schema())
+
+    def _schema(self) -> probatio.Schema:
+        return probatio.Schema(
             {
                 probatio.Required(
                     CONF_SILENCE_TIMEOUT,
@@ -185,6 +203,18 @@ class XiaozhiOptionsFlow(OptionsFlow):
                         "suggested_value": self.config_entry.options.get(CONF_VISION_ENTITY)
                     },
                 ): EntitySelector(EntitySelectorConfig(domain="ai_task")),
+                **{
+                    probatio.Required(
+                        key, default=self.config_entry.options.get(key, default)
+                    ): NumberSelector(
+                        NumberSelectorConfig(
+                            min=MIN_PORT, max=MAX_PORT, step=1, mode=NumberSelectorMode.BOX
+                        )
+                    )
+                    for key, default in (
+                        (CONF_MQTT_PORT, DEFAULT_MQTT_PORT),
+                        (CONF_UDP_PORT, DEFAULT_UDP_PORT),
+                    )
+                },
             }
         )
-        return self.async_show_form(step_id="init", data_schema=schema)

@@ -58,6 +58,22 @@ ISSUE_DEVICE_IDENTITY_CHANGED: Final = "device_identity_changed"  # formatted li
 ISSUE_UNREACHABLE_URL: Final = "unreachable_url"
 MAX_AUTH_FAILURES: Final = 3  # refused connections in a row before a bound device gets a repair
 
+# How a device reaches the hub (a per-device select; applies from the device's next start).
+CONF_TRANSPORT: Final = "transport"
+TRANSPORT_WEBSOCKET: Final = "websocket"  # a connection per conversation, on HA's own port
+TRANSPORT_MQTT: Final = "mqtt"  # always connected: MQTT for messages, UDP for audio
+TRANSPORTS: Final = [TRANSPORT_WEBSOCKET, TRANSPORT_MQTT]
+DEFAULT_TRANSPORT: Final = TRANSPORT_WEBSOCKET  # needs no port besides HA's (README)
+CONF_MQTT_PASSWORD: Final = "mqtt_password"  # a bound device's MQTT secret
+# The listeners of the always-connected mode (hub options; defaults in core/const.py).
+CONF_MQTT_PORT: Final = "mqtt_port"
+CONF_UDP_PORT: Final = "udp_port"
+MQTT_LISTEN_HOST: Final[str | None] = None  # every interface, as HA's own HTTP server listens
+MIN_PORT: Final = 1
+MAX_PORT: Final = 65535
+TLS_MQTT_PORT: Final = 8883  # the firmware dials this port with TLS, which the hub does not serve
+ISSUE_MQTT_PORTS_IN_USE: Final = "mqtt_ports_in_use"
+
 # Cloud AI services, each a config subentry of the hub (usable by any Assist pipeline).
 SUBENTRY_CONVERSATION: Final = "conversation"  # an OpenAI-compatible chat-completions agent
 SUBENTRY_STT: Final = "stt"

@@ -1,4 +1,4 @@
-"""The xiaozhi devices a hub knows, and the session each one has open."""
+"""The xiaozhi devices a hub knows, the session each one has open, and how to reach it."""
 
 from __future__ import annotations
 
@@ -7,11 +7,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from homeassistant.core import CALLBACK_TYPE, callback
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.device_registry import CONNECTION_NETWORK_MAC, DeviceInfo
 
-from .const import DOMAIN, MANUFACTURER
-from .core import DeviceSession, SessionHandler
+from .const import DEFAULT_TRANSPORT, DOMAIN, MANUFACTURER
+from .core import DeviceConnection, DeviceSession, SessionHandler
+from .core.messages import DeviceMessage, Message
 from .core.timings import TurnTimings
+
+
+class DeviceUnreachableError(HomeAssistantError):
+    """The device has no session open and no always-connected connection."""
 
 
 @dataclass
@@ -29,10 +35,16 @@ class XiaozhiDevice:
     tool_names: list[str] = field(default_factory=list)  # its MCP tools, kept while it is away
     status_keys: list[str] = field(default_factory=list)  # what its status tool reports
     channel_url: str | None = None  # the WebSocket URL its last OTA answer gave it
+    transport: str = DEFAULT_TRANSPORT  # what its OTA answers give it (TRANSPORTS)
+    mqtt_password: str | None = field(default=None, repr=False)  # its MQTT secret
     session: DeviceSession | None = None
+    connection: DeviceConnection | None = None  # its MQTT connection, between sessions too
     handler: SessionHandler | None = None  # its satellite, which the device's sessions report to
     last_turn: TurnTimings = field(default_factory=TurnTimings)  # the latest, filled as it goes
     _listeners: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _message_listeners: list[Callable[[DeviceMessage], None]] = field(
+        default_factory=list, repr=False
+    )
 
     @property
     def name(self) -> str:
@@ -57,6 +69,29 @@ class XiaozhiDevice:
         """Whether the device has a channel open."""
         return self.session is not None
 
+    @property
+    def reachable(self) -> bool:
+        """Whether a message sent now reaches the device (a session, or its MQTT connection)."""
+        open_session = self.session is not None and not self.session.link.closed
+        return open_session or (self.connection is not None and self.connection.connected)
+
+    async def async_send(self, message: Message) -> None:
+        """Send one JSON message now: over the open session, else over the MQTT connection.
+
+        Raises `DeviceUnreachableError` when neither is there (a WebSocket device between
+        conversations).
+        """
+        if (session := self.session) is not None and session.ready and not session.link.closed:
+            await session.send(message)
+        elif (connection := self.connection) is not None and connection.connected:
+            await connection.send(message)
+        else:
+            raise DeviceUnreachableError(
+                translation_domain=DOMAIN,
+                translation_key="not_connected",
+                translation_placeholders={"device": self.name},
+            )
+
     def stored(self) -> dict[str, Any]:
         """Return what survives a restart."""
         return {
@@ -69,17 +104,40 @@ class XiaozhiDevice:
             "vision_token": self.vision_token,
             "tool_names": self.tool_names,
             "status_keys": self.status_keys,
+            "transport": self.transport,
+            "mqtt_password": self.mqtt_password,
         }
 
     @callback
     def set_session(self, session: DeviceSession | None) -> None:
         """Record the open channel (None when it closed) and tell listeners."""
         self.session = session
+        self._changed()
+
+    @callback
+    def set_connection(self, connection: DeviceConnection | None) -> None:
+        """Record the MQTT connection (None when it closed) and tell listeners."""
+        self.connection = connection
+        self._changed()
+
+    def _changed(self) -> None:
         for listener in list(self._listeners):
             listener()
 
     @callback
     def async_listen(self, listener: Callable[[], None]) -> CALLBACK_TYPE:
-        """Call `listener` when the device connects or disconnects."""
+        """Call `listener` when the device connects or disconnects (a session or MQTT)."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    @callback
+    def message_received(self, message: DeviceMessage) -> None:
+        """A message the device sent outside any session (MQTT): tell message listeners."""
+        for listener in list(self._message_listeners):
+            listener(message)
+
+    @callback
+    def async_listen_messages(self, listener: Callable[[DeviceMessage], None]) -> CALLBACK_TYPE:
+        """Call `listener` with each message the device sends between sessions (MCP answers)."""
+        self._message_listeners.append(listener)
+        return lambda: self._message_listeners.remove(listener)

@@ -9,21 +9,33 @@ from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.device_registry import DeviceEntry
 
-from .const import CONF_CLIENT_ID, CONF_TOKEN, DOMAIN
+from .const import CONF_CLIENT_ID, CONF_MQTT_PASSWORD, CONF_TOKEN, DOMAIN
 from .devices import XiaozhiDevice
 from .hub import XiaozhiConfigEntry
 from .mcp_endpoint import DATA_ENDPOINTS
 from .redact import redact_url_credentials
 
 # The Client-Id is half of what gets a bound device's token from the OTA endpoint.
-TO_REDACT = {CONF_TOKEN, CONF_API_KEY, CONF_CLIENT_ID}
+TO_REDACT = {CONF_TOKEN, CONF_API_KEY, CONF_CLIENT_ID, CONF_MQTT_PASSWORD, "key"}
 
 
 def _device(device: XiaozhiDevice) -> dict[str, Any]:
     session = device.session
+    connection = device.connection
+    link = session.link if session is not None else None
     return {
         **device.stored(),
         "connected": device.connected,
+        "always_connected": None
+        if connection is None
+        else {"connected": connection.connected, "sessions_opened": connection.sessions_opened},
+        "udp_audio": None
+        if (channel := getattr(link, "channel", None)) is None
+        else {
+            "packets_received": channel.packets_received,
+            "packets_sent": channel.packets_sent,
+            "device_address_known": channel.device_address is not None,
+        },
         "session": None
         if session is None
         else {
@@ -67,6 +79,7 @@ async def async_get_config_entry_diagnostics(
                 for subentry_id, subentry in entry.subentries.items()
             },
             "open_sessions": len(hub.sessions),
+            "always_connected": hub.mqtt.stats() if hub.mqtt.running else None,
             "devices": {device_id: _device(device) for device_id, device in hub.devices.items()},
             "awaiting_activation": sorted({p.device_id for p in hub.activations.pending.values()}),
             "mcp_endpoints": _endpoints(hass, entry),

@@ -63,7 +63,11 @@ def async_add_tool_entities(
 
 
 class XiaozhiEntity(Entity):
-    """An entity of one xiaozhi device; unavailable while the device has no channel open."""
+    """An entity of one xiaozhi device; unavailable while nothing can reach the device.
+
+    A WebSocket device is reachable during conversations; an always-connected one whenever
+    its MQTT connection is up.
+    """
 
     _attr_has_entity_name = True
     _attr_should_poll = False
@@ -76,8 +80,8 @@ class XiaozhiEntity(Entity):
 
     @property
     def available(self) -> bool:
-        """Available while the device is connected."""
-        return self.device.connected
+        """Available while the device is reachable."""
+        return self.device.reachable
 
     async def async_added_to_hass(self) -> None:
         """Follow the device's connection."""

@@ -1,9 +1,10 @@
 """The hub: the one place that serves xiaozhi devices in this Home Assistant.
 
-It is the core server's `DeviceGate`, composed of one module per job: the bound devices
+It is the core servers' `DeviceGate`, composed of one module per job: the bound devices
 (`store.py`), activation codes and discovery flows (`activation.py`) and credential checks
-(`authorization.py`). There is at most one hub (the config flow allows one entry); it is found
-with `async_get_hub`.
+(`authorization.py`). It runs two transports: the WebSocket on HA's own port (a channel per
+conversation) and, once a device is switched to it, the always-connected MQTT+UDP listeners.
+There is at most one hub (the config flow allows one entry); it is found with `async_get_hub`.
 """
 
 from __future__ import annotations
@@ -30,16 +31,25 @@ from .const import (
     AUTH_MODE_LOCAL_NETWORK,
     CONF_ALLOWED_DEVICES,
     CONF_AUTH_MODE,
+    CONF_MQTT_PORT,
+    CONF_UDP_PORT,
     DOMAIN,
+    ISSUE_MQTT_PORTS_IN_USE,
     ISSUE_UNREACHABLE_URL,
     MAX_DEVICES_WITHOUT_CODE,
+    MQTT_LISTEN_HOST,
+    TRANSPORT_MQTT,
 )
 from .core import (
     WEBSOCKET_PATH,
     Activation,
     CloseCode,
+    ConnectionHandler,
+    DeviceConnection,
     DeviceIdentity,
     DeviceSession,
+    MqttConfig,
+    MqttUdpServer,
     OtaAnswer,
     OtaRequest,
     SessionEvent,
@@ -48,8 +58,15 @@ from .core import (
     WebsocketConfig,
     XiaozhiServer,
 )
+from .core.const import (
+    DEFAULT_MQTT_PORT,
+    DEFAULT_UDP_PORT,
+    MQTT_KEEPALIVE_S,
+    MQTT_PUBLISH_TOPIC,
+)
 from .core.errors import CheckInRefusedError
-from .core.messages import Alert, Listen, ListenState
+from .core.messages import Alert, DeviceMessage, Listen, ListenState, System
+from .core.mqtt_server import device_topic
 from .device_tools import DeviceTools
 from .devices import XiaozhiDevice
 from .models import XiaozhiConfigEntry
@@ -122,6 +139,30 @@ class _Unhandled:
         """Ignore the audio."""
 
 
+class _AlwaysConnected:
+    """Follows one device's MQTT connection for the hub: the device records it."""
+
+    def __init__(self, device: XiaozhiDevice) -> None:
+        """Follow `device`."""
+        self.device = device
+
+    def connection_changed(self, connection: DeviceConnection) -> None:
+        """Record the connection; a replaced one closing changes nothing."""
+        if connection.connected:
+            self.device.set_connection(connection)
+        elif self.device.connection is connection:
+            self.device.set_connection(None)
+
+    def message_received(self, connection: DeviceConnection, message: DeviceMessage) -> None:
+        """Hand a message sent between sessions to the device's listeners."""
+        if self.device.connection is connection:
+            self.device.message_received(message)
+
+    def session_handler(self) -> SessionHandler:
+        """The device's satellite handles each new session."""
+        return self.device.handler or _Unhandled()
+
+
 class XiaozhiHub:
     """Answers OTA checks and lets bound devices open channels to their satellites."""
 
@@ -132,6 +173,8 @@ class XiaozhiHub:
         self.hass = hass
         self.entry = entry
         self.server = XiaozhiServer(self)
+        self.mqtt = MqttUdpServer(self)
+        self._mqtt_ports: tuple[int, int] | None = None  # what the listeners were opened on
         self.store = DeviceStore(hass, entry)
         self.activations = Activations(hass, entry, self.store)
         self.auth = Authorization(hass, self.store, self.activations)
@@ -142,6 +185,8 @@ class XiaozhiHub:
         await self.store.async_load()
         self.hass.data[DATA_HUB] = self
         self.entry.async_on_unload(self._async_unset)
+        if any(d.transport == TRANSPORT_MQTT for d in self.devices.values()):
+            await self.async_start_mqtt()
 
     @callback
     def _async_unset(self) -> None:
@@ -163,8 +208,64 @@ class XiaozhiHub:
 
     @property
     def sessions(self) -> set[DeviceSession]:
-        """The open device channels."""
-        return self.server.sessions
+        """The open device channels, over either transport."""
+        return self.server.sessions | self.mqtt.sessions
+
+    # --- the always-connected listeners ----------------------------------------------------------
+
+    @property
+    def mqtt_ports(self) -> tuple[int, int]:
+        """The MQTT (TCP) and UDP ports the options ask for."""
+        options = self.entry.options
+        return (
+            int(options.get(CONF_MQTT_PORT, DEFAULT_MQTT_PORT)),
+            int(options.get(CONF_UDP_PORT, DEFAULT_UDP_PORT)),
+        )
+
+    async def async_start_mqtt(self) -> bool:
+        """Open the MQTT and UDP listeners (if not open); a port in use raises a repair."""
+        ports = self.mqtt_ports
+        if self.mqtt.running:
+            if self._mqtt_ports == ports:
+                return True
+            await self.mqtt.async_close()  # the ports changed: the devices reconnect
+        try:
+            await self.mqtt.async_start(MQTT_LISTEN_HOST, *ports)
+        except OSError as err:
+            _LOGGER.error(
+                "Cannot serve always-connected devices on TCP %d / UDP %d: %s", *ports, err
+            )
+            async_raise_issue(
+                self.hass,
+                ISSUE_MQTT_PORTS_IN_USE,
+                ISSUE_MQTT_PORTS_IN_USE,
+                {"mqtt_port": str(ports[0]), "udp_port": str(ports[1]), "error": str(err)},
+                ir.IssueSeverity.ERROR,
+            )
+            return False
+        self._mqtt_ports = ports
+        ir.async_delete_issue(self.hass, DOMAIN, ISSUE_MQTT_PORTS_IN_USE)
+        return True
+
+    async def async_options_updated(self) -> None:
+        """Reopen the listeners on changed ports."""
+        if self.mqtt.running and self._mqtt_ports != self.mqtt_ports:
+            await self.async_start_mqtt()
+
+    async def async_set_transport(self, device: XiaozhiDevice, transport: str) -> None:
+        """The user switched how a device connects: it applies from the device's next start.
+
+        A device reachable now and not in a conversation is restarted to apply it at once.
+        """
+        if transport == device.transport:
+            return
+        await self.store.async_set_transport(device, transport)
+        if transport == TRANSPORT_MQTT:
+            await self.async_start_mqtt()
+        in_conversation = device.session is not None and device.session.speaking
+        if device.reachable and not in_conversation:
+            _LOGGER.info("Restarting %s to switch it to %s", device.device_id, transport)
+            await device.async_send(System(command="reboot"))
 
     # --- what the user does ----------------------------------------------------------------------
 
@@ -187,6 +288,10 @@ class XiaozhiHub:
                 device.session.close(CloseCode.POLICY_VIOLATION, "device removed"),
                 "xiaozhi revoke",
             )
+        if device.connection is not None:
+            self.entry.async_create_background_task(
+                self.hass, device.connection.close("device removed"), "xiaozhi revoke mqtt"
+            )
         _LOGGER.info("Device %s removed; its token is revoked", device_id)
 
     # --- DeviceGate ------------------------------------------------------------------------------
@@ -207,7 +312,10 @@ class XiaozhiHub:
             # A device bound before Client-Ids were kept keeps the token in its NVS (an omitted
             # key is not erased) until a channel with that token records its Client-Id.
             token = device.token if who is Identity.BOUND else None
-            return OtaAnswer(WebsocketConfig(url=url, token=token))
+            return OtaAnswer(
+                WebsocketConfig(url=url, token=token),
+                mqtt=await self._async_mqtt_config(device, url) if who is Identity.BOUND else None,
+            )
         if request.client_id is None:
             _LOGGER.warning("Rejected OTA request from %s: no Client-Id", request.remote)
             raise CheckInRefusedError(400, "Client-Id header (or uuid in the body) is required")
@@ -220,7 +328,10 @@ class XiaozhiHub:
             )
             self.activations.async_bound(device)
             _LOGGER.info("Device %s added without a code (%s)", device.device_id, device.added_by)
-            return OtaAnswer(WebsocketConfig(url=url, token=device.token))
+            return OtaAnswer(
+                WebsocketConfig(url=url, token=device.token),
+                mqtt=await self._async_mqtt_config(device, url),
+            )
         pending = self.activations.async_check_in(request, request.client_id)
         if device is not None:
             self.auth.async_identity_changed(device)
@@ -231,6 +342,25 @@ class XiaozhiHub:
                 message=self._activation_message(pending.code, request.language or "en"),
                 challenge=pending.challenge,
             ),
+        )
+
+    async def _async_mqtt_config(self, device: XiaozhiDevice, url: str) -> MqttConfig | None:
+        """The `mqtt` block of a device switched to MQTT+UDP, once the listeners are open.
+
+        Without it the device uses the WebSocket, so a port in use leaves devices working.
+        """
+        if device.transport != TRANSPORT_MQTT or not await self.async_start_mqtt():
+            return None
+        if device.client_id is None or device.mqtt_password is None:
+            return None
+        return MqttConfig(
+            endpoint=f"{URL(url).host}:{self.mqtt.mqtt_port}",
+            client_id=device.client_id,
+            username=device.device_id,
+            password=device.mqtt_password,
+            keepalive=MQTT_KEEPALIVE_S,
+            publish_topic=MQTT_PUBLISH_TOPIC,
+            subscribe_topic=device_topic(device.device_id),
         )
 
     async def activation_done(self, device_id: str, client_id: str | None) -> bool:
@@ -254,6 +384,15 @@ class XiaozhiHub:
         return ACTIVATION_MESSAGES["zh" if language.lower().startswith("zh") else "en"].format(
             code=code
         )
+
+    async def open_connection(
+        self, device: DeviceIdentity, password: str | None
+    ) -> ConnectionHandler | None:
+        """Resolve a bound device's MQTT credentials to what follows its connection."""
+        bound = await self.auth.async_authorize(device, password, mqtt=True)
+        if bound is None:
+            return None
+        return _AlwaysConnected(bound)
 
     def timezone_offset_minutes(self) -> int:
         """Set device clocks to HA's time zone."""
@@ -317,5 +456,6 @@ class XiaozhiHub:
         return str(url.with_host(base.host or "").with_port(base.port))
 
     async def async_shutdown(self) -> None:
-        """Close every device channel."""
+        """Close every device channel and the always-connected listeners."""
+        await self.mqtt.async_close()
         await self.server.close_all()

@@ -1,4 +1,4 @@
-"""Each device's selects: pipeline and VAD sensitivity, as HA's satellites have; screen theme."""
+"""Each device's selects: pipeline, VAD sensitivity, connection, screen theme."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .const import DOMAIN
+from .const import CONF_TRANSPORT, DOMAIN, TRANSPORTS
 from .device_tools import DeviceTools
 from .devices import XiaozhiDevice
 from .entity import (
@@ -33,7 +33,7 @@ async def async_setup_entry(
     entry: XiaozhiConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add the pipeline and VAD sensitivity selects of each device, and its theme."""
+    """Add the pipeline, VAD sensitivity and connection selects of each device, and its theme."""
     async_add_device_entities(
         hass,
         entry,
@@ -41,6 +41,7 @@ async def async_setup_entry(
         lambda device: [
             XiaozhiPipelineSelect(hass, device),
             XiaozhiVadSensitivitySelect(hass, device),
+            XiaozhiTransportSelect(entry, device),
         ],
     )
 
@@ -106,3 +107,41 @@ class ScreenTheme(XiaozhiToolEntity, SelectEntity):
                 },
             )
         self.tools.async_set_value(THEME_KEY, option)
+
+
+TRANSPORT = SelectEntityDescription(
+    key=CONF_TRANSPORT,
+    translation_key=CONF_TRANSPORT,
+    entity_category=EntityCategory.CONFIG,
+    options=TRANSPORTS,
+)
+
+
+class XiaozhiTransportSelect(XiaozhiEntity, SelectEntity):
+    """How the device connects: a WebSocket per conversation, or always connected (MQTT+UDP).
+
+    The device reads it from its OTA check at start; the hub restarts a reachable device that
+    is not in a conversation so the change applies at once.
+    """
+
+    entity_description = TRANSPORT
+
+    def __init__(self, entry: XiaozhiConfigEntry, device: XiaozhiDevice) -> None:
+        """Create the select."""
+        super().__init__(device)
+        self.entry = entry
+
+    @property
+    def available(self) -> bool:
+        """Configuration stays editable while the device is away."""
+        return True
+
+    @property
+    def current_option(self) -> str:
+        """The transport the device's next OTA answer gives it."""
+        return self.device.transport
+
+    async def async_select_option(self, option: str) -> None:
+        """Switch the device's transport."""
+        await self.entry.runtime_data.async_set_transport(self.device, option)
+        self.async_write_ha_state()

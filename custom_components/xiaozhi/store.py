@@ -20,12 +20,16 @@ from homeassistant.helpers.storage import Store
 
 from .const import (
     CONF_DEVICES,
+    CONF_MQTT_PASSWORD,
     CONF_TOKEN,
+    CONF_TRANSPORT,
+    DEFAULT_TRANSPORT,
     INFO_SAVE_DELAY_S,
     SIGNAL_NEW_DEVICE,
     STORAGE_KEY,
     STORAGE_VERSION,
     TOKEN_BYTES,
+    TRANSPORTS,
 )
 from .devices import XiaozhiDevice
 from .models import XiaozhiConfigEntry
@@ -36,6 +40,10 @@ _LOGGER = logging.getLogger(__name__)
 def new_token() -> str:
     """Return a fresh device secret."""
     return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def _transport(value: Any) -> str:
+    return value if value in TRANSPORTS else DEFAULT_TRANSPORT
 
 
 def _device(device_id: str, info: Mapping[str, Any]) -> XiaozhiDevice:
@@ -50,6 +58,8 @@ def _device(device_id: str, info: Mapping[str, Any]) -> XiaozhiDevice:
         vision_token=info.get("vision_token"),
         tool_names=[n for n in info.get("tool_names") or [] if isinstance(n, str)],
         status_keys=[k for k in info.get("status_keys") or [] if isinstance(k, str)],
+        transport=_transport(info.get(CONF_TRANSPORT)),
+        mqtt_password=info.get(CONF_MQTT_PASSWORD),
     )
 
 
@@ -100,6 +110,7 @@ class DeviceStore:
         """Bind a device and write it to disk; only then is it known to the hub."""
         device = _device(device_id, info)
         device.token, device.client_id, device.added_by = token, client_id, added_by
+        device.mqtt_password = new_token()
         async with self._writing:
             await self._async_save_now({**self.devices, device_id: device})
             self.devices[device_id] = device
@@ -111,6 +122,14 @@ class DeviceStore:
         """Record the Client-Id of a device bound before Client-Ids were kept."""
         async with self._writing:
             device.client_id = client_id
+            await self._async_save_now()
+
+    async def async_set_transport(self, device: XiaozhiDevice, transport: str) -> None:
+        """Switch how the device connects (from its next OTA check); it gets MQTT credentials."""
+        async with self._writing:
+            device.transport = transport
+            if device.mqtt_password is None:  # bound before the always-connected mode
+                device.mqtt_password = new_token()
             await self._async_save_now()
 
     async def async_forget(self, device_id: str) -> XiaozhiDevice | None:

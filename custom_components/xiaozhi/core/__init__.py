@@ -1,4 +1,4 @@
-"""The xiaozhi server core: protocol, codecs, sessions, OTA and endpoints.
+"""The xiaozhi server core: protocol, codecs, sessions, OTA, endpoints and transports.
 
 Imports nothing from Home Assistant, and only relative imports inside, so the same code runs in the
 integration and in the add-on. Its client side, the device emulator, lives outside the integration
@@ -7,8 +7,9 @@ in `tools/`.
 
 from .const import ACTIVATE_PATH, OTA_PATH, WEBSOCKET_PATH, CloseCode
 from .errors import ProtocolError, XiaozhiError
-from .host import DeviceGate, SessionHandler
-from .ota import Activation, OtaAnswer, OtaRequest, WebsocketConfig
+from .host import ConnectionHandler, DeviceGate, SessionHandler
+from .mqtt_server import DeviceConnection, MqttUdpServer
+from .ota import Activation, MqttConfig, OtaAnswer, OtaRequest, WebsocketConfig
 from .server import XiaozhiServer
 from .session import (
     DeviceIdentity,
@@ -25,9 +26,13 @@ __all__ = [
     "WEBSOCKET_PATH",
     "Activation",
     "CloseCode",
+    "ConnectionHandler",
+    "DeviceConnection",
     "DeviceGate",
     "DeviceIdentity",
     "DeviceSession",
+    "MqttConfig",
+    "MqttUdpServer",
     "OtaAnswer",
     "OtaRequest",
     "ProtocolError",

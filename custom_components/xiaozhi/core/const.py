@@ -54,6 +54,23 @@ MAX_TEXT_MESSAGE_BURST: Final = 30
 MAX_CONNECTIONS: Final = 200  # devices with a channel open (a new channel replaces its own old)
 MAX_CHANNELS_PER_ADDRESS: Final = 32  # open or opening channels from one IP address
 
+# The always-connected transport: MQTT 3.1.1 for JSON, encrypted UDP for audio (protocol.md §7).
+# Neither port is the Mosquitto add-on's (1883 MQTT, 1884 WebSockets, 8883 TLS, 8884 TLS
+# WebSockets) and the MQTT one is not 8883, which the firmware always dials with TLS. One number
+# for both (TCP and UDP are apart) is one rule to open in a firewall.
+DEFAULT_MQTT_PORT: Final = 8885
+DEFAULT_UDP_PORT: Final = 8885
+MQTT_KEEPALIVE_S: Final = 60  # advertised in the OTA answer: a dead device is seen within 90 s
+MQTT_KEEPALIVE_GRACE: Final = 1.5  # MQTT 3.1.1 §3.1.2.10: silence longer than this closes
+MAX_MQTT_KEEPALIVE_S: Final = 1200  # a client's own keepalive is honoured up to this
+MQTT_CONNECT_TIMEOUT_S: Final = 10.0  # from TCP accept to CONNECT
+MAX_MQTT_PACKET_BYTES: Final = MAX_TEXT_MESSAGE_BYTES + 1024  # a JSON message and its topic
+MAX_MQTT_PACKETS_PER_S: Final = 20.0  # JSON and pings; audio goes over UDP
+MAX_MQTT_PACKET_BURST: Final = 60
+MQTT_SEND_TIMEOUT_S: Final = 5.0  # a device that reads nothing for this long is dropped
+MQTT_PUBLISH_TOPIC: Final = "xiaozhi/device-server"  # where every device publishes
+MQTT_DEVICE_TOPIC: Final = "devices/p2p/{}"  # where the server publishes (MAC with underscores)
+
 # Timing.
 HELLO_TIMEOUT_S: Final = 10.0  # the firmware waits 10 s for our hello; we wait as long for its own
 IDLE_TIMEOUT_S: Final = 60.0  # close a quiet connection well before the firmware's 120 s timeout

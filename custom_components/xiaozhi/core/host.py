@@ -1,9 +1,10 @@
 """What the core asks of whoever runs it (the HA integration, the add-on).
 
-Two small interfaces, each with one job:
+Small interfaces, each with one job:
 - a `DeviceGate` decides who gets in: it answers OTA checks and activation polls and, once per
   connection, resolves a device's credentials to the handler of its session;
-- a `SessionHandler` (the device's satellite in HA) receives that session's events directly.
+- a `SessionHandler` (the device's satellite in HA) receives that session's events directly;
+- a `ConnectionHandler` follows an always-connected (MQTT) device between its sessions.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from .messages import DeviceMessage
+    from .mqtt_server import DeviceConnection
     from .ota import OtaAnswer, OtaRequest
     from .session import DeviceIdentity, DeviceSession, SessionEvent
 
@@ -23,6 +26,19 @@ class SessionHandler(Protocol):
 
     def audio_received(self, session: DeviceSession, pcm: bytes) -> None:
         """Handle microphone audio: 16-bit mono PCM at 16 kHz."""
+
+
+class ConnectionHandler(Protocol):
+    """Follows one always-connected device: its connection, and what it sends between sessions."""
+
+    def connection_changed(self, connection: DeviceConnection) -> None:
+        """The device connected, or its connection closed (`connection.connected`)."""
+
+    def message_received(self, connection: DeviceConnection, message: DeviceMessage) -> None:
+        """A message outside any session (an MCP answer between conversations)."""
+
+    def session_handler(self) -> SessionHandler:
+        """Return who handles the session the device opens now."""
 
 
 class DeviceGate(Protocol):
@@ -47,6 +63,11 @@ class DeviceGate(Protocol):
         self, device: DeviceIdentity, token: str | None
     ) -> SessionHandler | None:
         """Return the handler of a device allowed to open a channel with this token, else None."""
+
+    async def open_connection(
+        self, device: DeviceIdentity, password: str | None
+    ) -> ConnectionHandler | None:
+        """Return the handler of a device allowed to stay connected (MQTT), else None."""
 
     def timezone_offset_minutes(self) -> int:
         """Return the offset from UTC the device clock should show, in minutes east."""

@@ -109,6 +109,39 @@ class WebsocketConfig:
     version: int = DEFAULT_PROTOCOL_VERSION
 
 
+@dataclass(frozen=True, slots=True, repr=False)
+class MqttConfig:
+    """Where an always-connected device keeps its MQTT connection (protocol.md §7.1).
+
+    Its presence makes the firmware use MQTT+UDP instead of the WebSocket (§2.4). Every key
+    name fits the device's 15-character NVS limit.
+    """
+
+    endpoint: str  # host:port, never port 8883 (the firmware dials that one with TLS)
+    client_id: str
+    username: str
+    password: str
+    keepalive: int
+    publish_topic: str
+    subscribe_topic: str  # stored by the firmware, never used: it does not subscribe
+
+    def __repr__(self) -> str:
+        """Show where, never the password."""
+        return f"MqttConfig(endpoint={self.endpoint!r}, username={self.username!r})"
+
+    def to_dict(self) -> JsonObject:
+        """The OTA answer's `mqtt` block."""
+        return {
+            "endpoint": self.endpoint,
+            "client_id": self.client_id,
+            "username": self.username,
+            "password": self.password,
+            "keepalive": self.keepalive,
+            "publish_topic": self.publish_topic,
+            "subscribe_topic": self.subscribe_topic,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class Activation:
     """The device must be bound first: it speaks and shows `code` and polls `/activate`."""
@@ -129,6 +162,7 @@ class OtaAnswer:
 
     websocket: WebsocketConfig
     activation: Activation | None = None
+    mqtt: MqttConfig | None = None  # for a bound device switched to the always-connected mode
 
 
 def build_ota_response(
@@ -140,9 +174,10 @@ def build_ota_response(
 ) -> JsonObject:
     """Return the answer to an OTA check.
 
-    It echoes the running firmware version with an empty URL (never an upgrade) and has no
-    `mqtt` block, which would win over WebSocket. The channel always has `url` and `version`
-    (values persist in the device's NVS) and `token` unless the gate leaves it out.
+    It echoes the running firmware version with an empty URL (never an upgrade). An `mqtt`
+    block, which wins over the WebSocket, goes only to devices the gate switched to MQTT+UDP.
+    The channel always has `url` and `version` (values persist in the device's NVS) and
+    `token` unless the gate leaves it out.
     """
     answer: JsonObject = {
         "server_time": {"timestamp": now_ms, "timezone_offset": timezone_offset_minutes},
@@ -152,6 +187,8 @@ def build_ota_response(
     if channel.token is not None:
         websocket["token"] = channel.token
     answer["websocket"] = websocket
+    if answer_to.mqtt is not None:
+        answer["mqtt"] = answer_to.mqtt.to_dict()
     if (activation := answer_to.activation) is not None:
         answer["activation"] = {
             "code": activation.code,
