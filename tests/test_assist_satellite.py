@@ -9,7 +9,7 @@ from typing import Any
 from homeassistant.components import conversation
 from homeassistant.components.assist_pipeline import async_get_pipeline, async_update_pipeline
 from homeassistant.components.assist_satellite import AssistSatelliteAnnouncement
-from homeassistant.const import STATE_ON, STATE_UNAVAILABLE
+from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import device_registry as dr, entity_registry as er, intent
@@ -62,6 +62,22 @@ def satellite_entity_id(hass: HomeAssistant, device: DeviceEmulator) -> str:
     )
     assert entity_id is not None
     return entity_id
+
+
+def connectivity_entity_id(hass: HomeAssistant, device: DeviceEmulator) -> str:
+    entity_id = er.async_get(hass).async_get_entity_id(
+        "binary_sensor", DOMAIN, f"{device.device_id}-connected"
+    )
+    assert entity_id is not None
+    return entity_id
+
+
+async def wait_for_state(hass: HomeAssistant, entity_id: str, state: str) -> None:
+    for _ in range(100):
+        if hass.states.get(entity_id).state == state:
+            return
+        await asyncio.sleep(0.02)
+    assert hass.states.get(entity_id).state == state
 
 
 async def speak(device: DeviceEmulator, speech: bytes, mode: ListenMode) -> asyncio.Task[int]:
@@ -127,13 +143,13 @@ async def test_voice_turn_auto_mode(
     assert registry_device.sw_version == "2.0.3"
     assert (dr.CONNECTION_NETWORK_MAC, device.device_id) in registry_device.connections
 
+    # Gone idle, as xiaozhi devices do between conversations: still available (it is bound),
+    # only its connectivity sensor says it is not connected now.
+    connected = connectivity_entity_id(hass, device)
+    assert hass.states.get(connected).state == STATE_ON
     await device.close()
-    await hass.async_block_till_done()
-    for _ in range(50):
-        if hass.states.get(entity_id).state == STATE_UNAVAILABLE:
-            break
-        await asyncio.sleep(0.02)
-    assert hass.states.get(entity_id).state == STATE_UNAVAILABLE
+    await wait_for_state(hass, connected, STATE_OFF)
+    assert hass.states.get(entity_id).state == "idle"
 
 
 async def test_voice_turn_manual_mode(
@@ -236,25 +252,25 @@ async def test_announce_to_a_disconnected_device(
 ) -> None:
     """A device connects only during a conversation: while it is away there is nothing to play to.
 
-    HA skips entity services for unavailable entities; the satellite itself refuses with a clear
-    error should a call reach it between the disconnect and the state update.
+    The satellite stays available (HA would skip it silently otherwise) and the call fails with
+    the translated error.
     """
     device = await make_device()
     await device.connect()
     entity_id = satellite_entity_id(hass, device)
     await device.close()
-    for _ in range(50):
-        if hass.states.get(entity_id).state == STATE_UNAVAILABLE:
-            break
-        await asyncio.sleep(0.02)
-    assert hass.states.get(entity_id).state == STATE_UNAVAILABLE
-    await hass.services.async_call(
-        "assist_satellite",
-        "announce",
-        {"message": "Hello", "preannounce": False},
-        target={"entity_id": entity_id},
-        blocking=True,
-    )
+    await wait_for_state(hass, connectivity_entity_id(hass, device), STATE_OFF)
+    assert hass.states.get(entity_id).state != STATE_UNAVAILABLE
+    with pytest.raises(HomeAssistantError) as raised:
+        await hass.services.async_call(
+            "assist_satellite",
+            "announce",
+            {"message": "Hello", "preannounce": False},
+            target={"entity_id": entity_id},
+            blocking=True,
+        )
+    assert raised.value.translation_key == "not_connected"
+    assert "is not connected" in str(raised.value)
     assert providers.tts.messages == []
     satellite = hass.data["entity_components"]["assist_satellite"].get_entity(entity_id)
     announcement = AssistSatelliteAnnouncement(
@@ -340,6 +356,9 @@ async def test_silence_ends_the_conversation(
     """The configurable silence timeout closes a conversation nobody speaks in."""
     entry = hass.config_entries.async_entries(DOMAIN)[0]
     result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"next_step_id": "conversation"}
+    )
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {"silence_timeout": 3}
     )

@@ -50,6 +50,8 @@ ISSUE_OPEN_TO_LOCAL_NETWORK: Final = "open_to_local_network"
 ISSUE_DEVICE_AUTH_FAILING: Final = "device_auth_failing"  # formatted: f"{...}_{device_id}"
 ISSUE_DEVICE_IDENTITY_CHANGED: Final = "device_identity_changed"  # formatted like the above
 ISSUE_UNREACHABLE_URL: Final = "unreachable_url"
+ISSUE_DEVICE_WAITING: Final = "device_waiting"  # a new device's code; formatted like the above
+ISSUE_PIPELINE_CANNOT_LISTEN: Final = "pipeline_cannot_listen"  # formatted like the above
 MAX_AUTH_FAILURES: Final = 3  # refused connections in a row before a bound device gets a repair
 
 # Cloud AI services, each a config subentry of the hub (usable by any Assist pipeline).

@@ -35,7 +35,11 @@ def async_add_device_entities(
 
 
 class XiaozhiEntity(Entity):
-    """An entity of one xiaozhi device; unavailable while the device has no channel open."""
+    """An entity of one xiaozhi device: available while the device is bound.
+
+    A xiaozhi device opens its channel only during a conversation, so "connected" is not
+    "available": that is the device's connectivity binary sensor.
+    """
 
     _attr_has_entity_name = True
     _attr_should_poll = False
@@ -45,11 +49,6 @@ class XiaozhiEntity(Entity):
         self.device = device
         self._attr_unique_id = f"{device.device_id}-{self.entity_description.key}"
         self._attr_device_info = device.device_info
-
-    @property
-    def available(self) -> bool:
-        """Available while the device is connected."""
-        return self.device.connected
 
     async def async_added_to_hass(self) -> None:
         """Follow the device's connection."""

@@ -35,6 +35,7 @@ from .const import (
     MAX_DEVICES_WITHOUT_CODE,
 )
 from .core import (
+    OTA_PATH,
     WEBSOCKET_PATH,
     Activation,
     CloseCode,
@@ -51,20 +52,31 @@ from .core import (
 from .core.errors import CheckInRefusedError
 from .core.messages import Alert, Listen, ListenState
 from .devices import XiaozhiDevice
+from .issues import async_raise_issue
 from .models import XiaozhiConfigEntry
-from .repairs import async_raise_issue
 from .store import DeviceStore, new_token
 
-__all__ = ["XiaozhiConfigEntry", "XiaozhiHub", "async_get_hub"]
+__all__ = ["XiaozhiConfigEntry", "XiaozhiHub", "async_get_hub", "ota_url"]
 
 _LOGGER = logging.getLogger(__name__)
 
 DATA_HUB: HassKey[XiaozhiHub] = HassKey(f"{DOMAIN}_hub")
 
+PLACEHOLDER_URL = "http://<home-assistant-ip>:8123"  # when HA knows no URL of its own
 ACTIVATION_MESSAGES = {
     "zh": "请在 Home Assistant 中添加此设备，验证码：{code}",
     "en": "Add this device in Home Assistant with code {code}",
 }
+
+
+@callback
+def ota_url(hass: HomeAssistant) -> str:
+    """The OTA URL devices on the LAN should use (what the user types into each device)."""
+    try:
+        base = get_url(hass, allow_external=False, allow_cloud=False, prefer_external=False)
+    except NoURLAvailableError:
+        base = PLACEHOLDER_URL
+    return base.rstrip("/") + OTA_PATH
 
 
 @callback
