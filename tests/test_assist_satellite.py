@@ -18,6 +18,9 @@ from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     setup_test_component_platform,
 )
+from pytest_homeassistant_custom_component.components.diagnostics import (
+    get_diagnostics_for_config_entry,
+)
 
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.core import SessionState
@@ -271,7 +274,6 @@ async def test_announce_to_a_disconnected_device(
         )
     assert raised.value.translation_key == "not_connected"
     assert "is not connected" in str(raised.value)
-    assert providers.tts.messages == []
     satellite = hass.data["entity_components"]["assist_satellite"].get_entity(entity_id)
     announcement = AssistSatelliteAnnouncement(
         message="Hello",
@@ -463,3 +465,30 @@ async def test_agent_failure_is_spoken(
     assert device.received.of_type("llm")[0]["emotion"] == "confused"
     assert device.received.of_type("tts", "sentence_start")  # HA's error message, spoken
     assert reply_seconds(device) > 0.5
+
+
+async def test_diagnostics_keep_the_last_finished_turn(
+    hass: HomeAssistant,
+    providers: Providers,
+    make_device: MakeDevice,
+    speech: bytes,
+    hass_client: Any,
+) -> None:
+    """Auto mode's next `listen start` opens an empty turn; diagnostics show the finished one."""
+    device = await make_device(relisten=True)
+    await device.connect()
+    mic = await speak(device, speech, ListenMode.AUTO)
+    await device.wait_for("tts", "stop")
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    xiaozhi = entry.runtime_data.devices[device.device_id]
+    finished = xiaozhi.last_turn
+    for _ in range(100):  # the device listens again: a new, empty turn
+        if xiaozhi._turn is not finished:
+            break
+        await asyncio.sleep(0.02)
+    assert xiaozhi._turn is not finished
+    mic.cancel()
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+    stages = diagnostics["devices"][device.device_id]["last_turn_ms_after_speech_end"]
+    assert set(stages) >= {Stage.STT_END.value, Stage.FIRST_FRAME.value}
+    assert diagnostics["ota_url"].endswith("/xiaozhi/ota/")

@@ -11,7 +11,7 @@ from homeassistant.helpers.device_registry import DeviceEntry
 
 from .const import CONF_CLIENT_ID, CONF_TOKEN, DOMAIN
 from .devices import XiaozhiDevice
-from .hub import XiaozhiConfigEntry
+from .hub import XiaozhiConfigEntry, ota_url
 from .redact import redact_url_credentials
 
 # The Client-Id is half of what gets a bound device's token from the OTA endpoint.
@@ -45,6 +45,7 @@ async def async_get_config_entry_diagnostics(
     hub = entry.runtime_data
     data = async_redact_data(
         {
+            "ota_url": ota_url(hass),
             "options": dict(entry.options),
             "subentries": {
                 subentry_id: {

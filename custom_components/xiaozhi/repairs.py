@@ -127,8 +127,7 @@ class AddDeviceFlow(_DeviceFlow):
             result = await hub.async_activate(self.device_id, user_input[CONF_CODE])
             if result is ActivationResult.ADDED:
                 device = hub.devices[self.device_id]
-                self._set_area(device, user_input.get(CONF_AREA))
-                await self.hass.async_block_till_done()  # its entities are added
+                self._set_area(hub, device, user_input.get(CONF_AREA))
                 if async_check_voice(self.hass, device) is not None:
                     if voice_pipelines(self.hass):
                         return await self.async_step_pipeline()
@@ -160,9 +159,11 @@ class AddDeviceFlow(_DeviceFlow):
             errors=errors,
         )
 
-    def _set_area(self, device: XiaozhiDevice, area_id: str | None) -> None:
+    def _set_area(self, hub: XiaozhiHub, device: XiaozhiDevice, area_id: str | None) -> None:
         registry = dr.async_get(self.hass)
-        entry = registry.async_get_device(identifiers={(DOMAIN, device.device_id)})
+        entry = registry.async_get_device_by_identifier(
+            (DOMAIN, device.device_id), hub.entry.entry_id
+        )
         if area_id and entry is not None:
             registry.async_update_device(entry.id, area_id=area_id)
 
