@@ -7,7 +7,7 @@ MANUFACTURER: Final = "Xiaozhi"
 
 CONF_TOKEN: Final = "token"  # a bound device's secret, handed out in its OTA answers
 CONF_CLIENT_ID: Final = "client_id"  # the UUID a device keeps in NVS: with the MAC, who it is
-CONF_CODE: Final = "code"  # the activation code, in the device's discovery flow
+CONF_CODE: Final = "code"  # the activation code, in the new device's repair (fix flow)
 CONF_DEVICES: Final = "devices"  # device_id -> what the device told us (board, firmware)
 TOKEN_BYTES: Final = 32
 
@@ -26,7 +26,7 @@ MAX_SILENCE_TIMEOUT_S: Final = 60
 
 # Activation (binding a new device with the code it speaks).
 ACTIVATION_CODE_DIGITS: Final = 6
-ACTIVATION_CODE_TTL_S: Final = 600.0  # a code, and its discovery flow, live this long
+ACTIVATION_CODE_TTL_S: Final = 600.0  # a code, and its repair, live this long
 ACTIVATION_SWEEP_INTERVAL_S: Final = 30.0  # how often expired codes and flows are removed
 MAX_ACTIVATION_ATTEMPTS: Final = 5  # wrong codes before the code is thrown away
 MAX_PENDING_ACTIVATIONS: Final = 32  # devices waiting for their code at once

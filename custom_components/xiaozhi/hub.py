@@ -1,9 +1,9 @@
 """The hub: the one place that serves xiaozhi devices in this Home Assistant.
 
 It is the core server's `DeviceGate`, composed of one module per job: the bound devices
-(`store.py`), activation codes and discovery flows (`activation.py`) and credential checks
-(`authorization.py`). There is at most one hub (the config flow allows one entry); it is found
-with `async_get_hub`.
+(`store.py`), activation codes and the repairs that ask for them (`activation.py`) and
+credential checks (`authorization.py`). There is at most one hub (the manifest's
+`single_config_entry`); it is found with `async_get_hub`.
 """
 
 from __future__ import annotations
