@@ -2,7 +2,9 @@
 
 Starts a `hass` process with its own config dir, onboards it and sets the integration up through
 its config flow (the same REST calls the UI makes), then runs the device emulator against the OTA
-URL the flow shows. Prints each step with its timing and stops everything it started.
+URL the flow shows. The preferred Assistant stays as a fresh HA has it (no speech-to-text): the
+device is added through its repair, which then asks for an Assistant that can hear; the user
+picks the Wyoming one. Prints each step with its timing and stops everything it started.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ VOLUME_COMMAND = "set the volume to 30"  # HassSetVolume on the media player in 
 VOLUME = 30
 DEVICE_AREA = "Study"
 CLIENT_ID_PATH = "/"
+WYOMING_PIPELINE = "Wyoming"
 
 T0 = time.monotonic()
 
@@ -75,6 +78,7 @@ http:
   server_port: {port}
 onboarding:
 config:
+repairs:
 logger:
   default: warning
   logs:
@@ -203,38 +207,38 @@ class HassWebSocket:
         await self._ws.close()
 
 
-async def use_wyoming_pipeline(ws: HassWebSocket) -> str:
-    """Point the preferred pipeline at the Wyoming STT and TTS entities; return its name."""
+async def add_wyoming_pipeline(ws: HassWebSocket) -> str:
+    """Add a "Wyoming" Assistant (as Settings -> Voice assistants does); return its name.
+
+    The preferred "Home Assistant" Assistant stays as a fresh HA has it: no speech-to-text.
+    """
     entities = await ws.call({"type": "config/entity_registry/list"})
     by_domain = {
         e["entity_id"].split(".")[0]: e["entity_id"] for e in entities if e["platform"] == "wyoming"
     }
     listing = await ws.call({"type": "assist_pipeline/pipeline/list"})
-    pipeline = next(p for p in listing["pipelines"] if p["id"] == listing["preferred_pipeline"])
-    update = {
-        key: pipeline[key]
-        for key in (
-            "conversation_engine",
-            "conversation_language",
-            "language",
-            "name",
-            "wake_word_entity",
-            "wake_word_id",
-        )
-    }
-    update |= {
-        "stt_engine": by_domain["stt"],
-        "stt_language": "en",
-        "tts_engine": by_domain["tts"],
-        "tts_language": "en",
-        "tts_voice": None,
-    }
+    preferred = next(p for p in listing["pipelines"] if p["id"] == listing["preferred_pipeline"])
+    if preferred["stt_engine"] is not None:
+        raise RuntimeError(f"a fresh HA's preferred Assistant has no STT: {preferred}")
     await ws.call(
-        {"type": "assist_pipeline/pipeline/update", "pipeline_id": pipeline["id"], **update}
+        {
+            "type": "assist_pipeline/pipeline/create",
+            "name": WYOMING_PIPELINE,
+            "conversation_engine": preferred["conversation_engine"],
+            "conversation_language": preferred["conversation_language"],
+            "language": "en",
+            "stt_engine": by_domain["stt"],
+            "stt_language": "en",
+            "tts_engine": by_domain["tts"],
+            "tts_language": "en",
+            "tts_voice": None,
+            "wake_word_entity": None,
+            "wake_word_id": None,
+        }
     )
     return (
-        f"{pipeline['name']}: {by_domain['stt']} -> {update['conversation_engine']} -> "
-        f"{by_domain['tts']}"
+        f"{WYOMING_PIPELINE}: {by_domain['stt']} -> {preferred['conversation_engine']} -> "
+        f"{by_domain['tts']} (preferred {preferred['name']!r} has no STT)"
     )
 
 
@@ -277,30 +281,63 @@ async def wait_for_port(port: int) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
+async def repairs(ws: HassWebSocket) -> list[dict[str, Any]]:
+    """The active xiaozhi repairs, as Settings -> Repairs lists them."""
+    listing = await ws.call({"type": "repairs/list_issues"})
+    return [i for i in listing["issues"] if i["domain"] == "xiaozhi" and not i["dismissed_version"]]
+
+
+async def fix_flow(
+    http: aiohttp.ClientSession, base: str, token: str, issue_id: str | None, body: dict[str, Any]
+) -> dict[str, Any]:
+    """Start a repair's fix flow (issue_id) or submit its step (body has flow_id), over REST."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if issue_id is not None:
+        url, body = f"{base}/api/repairs/issues/fix", {"handler": "xiaozhi", "issue_id": issue_id}
+    else:
+        url = f"{base}/api/repairs/issues/fix/{body.pop('flow_id')}"
+    async with http.post(url, json=body, headers=headers) as response:
+        response.raise_for_status()
+        result: dict[str, Any] = await response.json()
+        return result
+
+
 async def enter_code(
     http: aiohttp.ClientSession, base: str, token: str, device_id: str, code: str
 ) -> None:
-    """Do what the user does in Settings -> Devices: open the new device's flow, type the code."""
-    headers = {"Authorization": f"Bearer {token}"}
+    """Do what the user does in Settings -> Repairs: open "Add <device>", type the code.
+
+    The preferred Assistant cannot hear, so the flow goes on: pick the Wyoming one for it.
+    """
     ws = await HassWebSocket.connect(http, base, token)
     try:
-        flows = await ws.call({"type": "config_entries/flow/progress"})
+        waiting = next(
+            i
+            for i in await repairs(ws)
+            if i["translation_key"] == "device_waiting"
+            and i["translation_placeholders"]["mac"] == device_id
+        )
+        step(f'Repairs: "Add {waiting["translation_placeholders"]["name"]}"')
+        form = await fix_flow(http, base, token, waiting["issue_id"], {})
+        result = await fix_flow(http, base, token, None, {"flow_id": form["flow_id"], "code": code})
+        if result.get("step_id") != "pipeline":
+            raise RuntimeError(f"expected to be asked for an Assistant: {result}")
+        problems = [i for i in await repairs(ws) if i["translation_key"] == "pipeline_no_stt"]
+        if not problems:
+            raise RuntimeError("no repair says the preferred Assistant cannot hear")
+        step(
+            f'device added; Repairs: "{problems[0]["translation_placeholders"]["device"]} cannot '
+            f'hold a voice conversation" ({problems[0]["translation_placeholders"]["pipeline"]} '
+            "has no speech-to-text); the flow asks for another Assistant"
+        )
+        result = await fix_flow(
+            http, base, token, None, {"flow_id": result["flow_id"], "pipeline": WYOMING_PIPELINE}
+        )
+        if result.get("type") != "create_entry" or await repairs(ws):
+            raise RuntimeError(f"the Assistant was not set: {result}")
+        step(f"user picked {WYOMING_PIPELINE!r} for the device; Repairs is empty")
     finally:
         await ws.close()
-    flow = next(
-        f
-        for f in flows
-        if f["handler"] == "xiaozhi" and f["context"].get("unique_id") == f"device-{device_id}"
-    )
-    async with http.post(
-        f"{base}/api/config/config_entries/flow/{flow['flow_id']}",
-        json={"code": code},
-        headers=headers,
-    ) as response:
-        response.raise_for_status()
-        result = await response.json()
-    if result.get("reason") != "device_added":
-        raise RuntimeError(f"activation failed: {result}")
 
 
 async def device_turn(
@@ -314,10 +351,9 @@ async def device_turn(
         if code is None:
             raise RuntimeError("a new device should be asked to activate")
         step(f"device {device.device_id}: speaks activation code {code}")
-        await asyncio.sleep(0.2)  # HA starts the discovery flow
         await enter_code(http, base, token, device.device_id, code)
         await device.activate(poll_s=0.2)
-        step("user entered the code in HA; the device is added")
+        step("the device's activation poll: it is added")
         answer = await device.check_ota()
         step(f"device: OTA answer -> {answer['websocket']['url']} with its own token")
         started = time.monotonic()
@@ -446,7 +482,7 @@ async def run(args: argparse.Namespace) -> int:
                 )
             ws = await HassWebSocket.connect(http, base, token)
             try:
-                step(f"Wyoming STT and TTS added; pipeline {await use_wyoming_pipeline(ws)}")
+                step(f"Wyoming STT and TTS added; Assistant {await add_wyoming_pipeline(ws)}")
             finally:
                 await ws.close()
             result = await add_integration(http, base, token, "xiaozhi", {})

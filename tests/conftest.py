@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
+from homeassistant.components.repairs import repairs_flow_manager
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, mock_config_flow
 
+from custom_components.xiaozhi.activation import waiting_issue_id
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.core import OTA_PATH
 from tools.audio import speech_pcm
@@ -44,7 +46,7 @@ def _tts_cache_in_tmp(tmp_path: Path) -> Iterator[None]:
 @pytest.fixture
 async def ha_core(hass: HomeAssistant) -> None:
     """Set up what a real HA always has before any integration (exposed entities and such)."""
-    for component in ("homeassistant", "websocket_api", "config"):
+    for component in ("homeassistant", "websocket_api", "config", "repairs"):
         assert await async_setup_component(hass, component, {})
 
 
@@ -98,17 +100,12 @@ async def ota_url(
         assert await hass.config_entries.async_unload(hub_entry.entry_id)
 
 
-async def async_enter_code(hass: HomeAssistant, device_id: str, code: str) -> dict[str, Any]:
-    """Do what the user does: open the device's discovery flow and type the code."""
+async def async_start_fix(hass: HomeAssistant, issue_id: str) -> dict[str, Any]:
+    """Do what the user does in Settings -> Repairs: open a repair's fix flow."""
     await hass.async_block_till_done()
-    flow = next(
-        f
-        for f in hass.config_entries.flow.async_progress_by_handler(DOMAIN)
-        if f["context"].get("unique_id") == f"device-{device_id}"
-    )
-    result: dict[str, Any] = await hass.config_entries.flow.async_configure(
-        flow["flow_id"], {"code": code}
-    )
+    manager = repairs_flow_manager(hass)
+    assert manager is not None
+    result: dict[str, Any] = await manager.async_init(DOMAIN, context={"issue_id": issue_id})
     return result
 
 
@@ -116,6 +113,23 @@ async def async_enter_code(hass: HomeAssistant, device_id: str, code: str) -> di
 def speech() -> bytes:
     """A real spoken command (espeak-ng), 16 kHz mono, as the device microphone sends it."""
     return speech_pcm("turn on the kitchen light")
+
+
+async def async_fix(
+    hass: HomeAssistant, flow_id: str, user_input: dict[str, Any]
+) -> dict[str, Any]:
+    """Submit a step of a repair's fix flow."""
+    manager = repairs_flow_manager(hass)
+    assert manager is not None
+    result: dict[str, Any] = await manager.async_configure(flow_id, user_input)
+    await hass.async_block_till_done()
+    return result
+
+
+async def async_enter_code(hass: HomeAssistant, device_id: str, code: str) -> dict[str, Any]:
+    """Do what the user does: open the new device's repair ("Add ...") and type the code."""
+    form = await async_start_fix(hass, waiting_issue_id(device_id))
+    return await async_fix(hass, form["flow_id"], {"code": code})
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 from homeassistant.components import conversation
 from homeassistant.components.assist_pipeline import async_get_pipeline, async_update_pipeline
 from homeassistant.components.assist_satellite import AssistSatelliteAnnouncement
-from homeassistant.const import STATE_ON, STATE_UNAVAILABLE
+from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import device_registry as dr, entity_registry as er, intent
@@ -17,6 +17,9 @@ import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     setup_test_component_platform,
+)
+from pytest_homeassistant_custom_component.components.diagnostics import (
+    get_diagnostics_for_config_entry,
 )
 
 from custom_components.xiaozhi.const import DOMAIN
@@ -55,6 +58,22 @@ def satellite_entity_id(hass: HomeAssistant, device: DeviceEmulator) -> str:
     )
     assert entity_id is not None
     return entity_id
+
+
+def connectivity_entity_id(hass: HomeAssistant, device: DeviceEmulator) -> str:
+    entity_id = er.async_get(hass).async_get_entity_id(
+        "binary_sensor", DOMAIN, f"{device.device_id}-connected"
+    )
+    assert entity_id is not None
+    return entity_id
+
+
+async def wait_for_state(hass: HomeAssistant, entity_id: str, state: str) -> None:
+    for _ in range(100):
+        if hass.states.get(entity_id).state == state:
+            return
+        await asyncio.sleep(0.02)
+    assert hass.states.get(entity_id).state == state
 
 
 async def speak(device: DeviceEmulator, speech: bytes, mode: ListenMode) -> asyncio.Task[int]:
@@ -120,13 +139,13 @@ async def test_voice_turn_auto_mode(
     assert registry_device.sw_version == "2.0.3"
     assert (dr.CONNECTION_NETWORK_MAC, device.device_id) in registry_device.connections
 
+    # Gone idle, as xiaozhi devices do between conversations: still available (it is bound),
+    # only its connectivity sensor says it is not connected now.
+    connected = connectivity_entity_id(hass, device)
+    assert hass.states.get(connected).state == STATE_ON
     await device.close()
-    await hass.async_block_till_done()
-    for _ in range(50):
-        if hass.states.get(entity_id).state == STATE_UNAVAILABLE:
-            break
-        await asyncio.sleep(0.02)
-    assert hass.states.get(entity_id).state == STATE_UNAVAILABLE
+    await wait_for_state(hass, connected, STATE_OFF)
+    assert hass.states.get(entity_id).state == "idle"
 
 
 async def test_voice_turn_manual_mode(
@@ -229,26 +248,25 @@ async def test_announce_to_a_disconnected_device(
 ) -> None:
     """A device connects only during a conversation: while it is away there is nothing to play to.
 
-    HA skips entity services for unavailable entities; the satellite itself refuses with a clear
-    error should a call reach it between the disconnect and the state update.
+    The satellite stays available (HA would skip it silently otherwise) and the call fails with
+    the translated error.
     """
     device = await make_device()
     await device.connect()
     entity_id = satellite_entity_id(hass, device)
     await device.close()
-    for _ in range(50):
-        if hass.states.get(entity_id).state == STATE_UNAVAILABLE:
-            break
-        await asyncio.sleep(0.02)
-    assert hass.states.get(entity_id).state == STATE_UNAVAILABLE
-    await hass.services.async_call(
-        "assist_satellite",
-        "announce",
-        {"message": "Hello", "preannounce": False},
-        target={"entity_id": entity_id},
-        blocking=True,
-    )
-    assert providers.tts.messages == []
+    await wait_for_state(hass, connectivity_entity_id(hass, device), STATE_OFF)
+    assert hass.states.get(entity_id).state != STATE_UNAVAILABLE
+    with pytest.raises(HomeAssistantError) as raised:
+        await hass.services.async_call(
+            "assist_satellite",
+            "announce",
+            {"message": "Hello", "preannounce": False},
+            target={"entity_id": entity_id},
+            blocking=True,
+        )
+    assert raised.value.translation_key == "not_connected"
+    assert "is not connected" in str(raised.value)
     satellite = hass.data["entity_components"]["assist_satellite"].get_entity(entity_id)
     announcement = AssistSatelliteAnnouncement(
         message="Hello",
@@ -333,6 +351,9 @@ async def test_silence_ends_the_conversation(
     """The configurable silence timeout closes a conversation nobody speaks in."""
     entry = hass.config_entries.async_entries(DOMAIN)[0]
     result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"next_step_id": "conversation"}
+    )
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {"silence_timeout": 3}
     )
@@ -437,3 +458,30 @@ async def test_agent_failure_is_spoken(
     assert device.received.of_type("llm")[0]["emotion"] == "confused"
     assert device.received.of_type("tts", "sentence_start")  # HA's error message, spoken
     assert reply_seconds(device) > 0.5
+
+
+async def test_diagnostics_keep_the_last_finished_turn(
+    hass: HomeAssistant,
+    providers: Providers,
+    make_device: MakeDevice,
+    speech: bytes,
+    hass_client: Any,
+) -> None:
+    """Auto mode's next `listen start` opens an empty turn; diagnostics show the finished one."""
+    device = await make_device(relisten=True)
+    await device.connect()
+    mic = await speak(device, speech, ListenMode.AUTO)
+    await device.wait_for("tts", "stop")
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    xiaozhi = entry.runtime_data.devices[device.device_id]
+    finished = xiaozhi.last_turn
+    for _ in range(100):  # the device listens again: a new, empty turn
+        if xiaozhi._turn is not finished:
+            break
+        await asyncio.sleep(0.02)
+    assert xiaozhi._turn is not finished
+    mic.cancel()
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+    stages = diagnostics["devices"][device.device_id]["last_turn_ms_after_speech_end"]
+    assert set(stages) >= {Stage.STT_END.value, Stage.FIRST_FRAME.value}
+    assert diagnostics["ota_url"].endswith("/xiaozhi/ota/")

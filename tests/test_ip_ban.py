@@ -29,7 +29,7 @@ async def ha_core(hass: HomeAssistant) -> None:
     assert await async_setup_component(
         hass, "http", {"http": {"ip_ban_enabled": True, "login_attempts_threshold": THRESHOLD}}
     )
-    for component in ("homeassistant", "websocket_api", "config"):
+    for component in ("homeassistant", "websocket_api", "config", "repairs"):
         assert await async_setup_component(hass, component, {})
 
 

@@ -1,4 +1,4 @@
-"""Onboarding: activation codes through a discovery flow, per-device tokens, revocation."""
+"""Onboarding: activation codes through a repair's fix flow, per-device tokens, revocation."""
 
 from __future__ import annotations
 
@@ -9,15 +9,20 @@ from typing import Any
 import aiohttp
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
-from homeassistant.helpers import device_registry as dr, issue_registry as ir
+from homeassistant.helpers import (
+    area_registry as ar,
+    device_registry as dr,
+    issue_registry as ir,
+)
 import pytest
 
+from custom_components.xiaozhi.activation import waiting_issue_id
 from custom_components.xiaozhi.const import DOMAIN, MAX_ACTIVATION_ATTEMPTS
 from custom_components.xiaozhi.core import CloseCode
 from custom_components.xiaozhi.hub import XiaozhiHub
 from tools.emulator import DeviceEmulator
 
-from .conftest import async_enter_code
+from .conftest import async_fix, async_start_fix
 
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
 
@@ -53,23 +58,34 @@ async def test_new_device_is_added_with_its_code(
         assert answer["activation"]["challenge"]
         assert await activate_status(device) == 202
 
-        # HA shows "New xiaozhi device: <board> <mac>" under Settings -> Devices.
+        # Repairs shows "Add <the name the device will have>", with the MAC in its text.
         await hass.async_block_till_done()
-        flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
-        assert len(flows) == 1
-        assert flows[0]["context"]["title_placeholders"] == {
-            "name": f"xiaozhi-emulator {device.device_id}"
+        issue = ir.async_get(hass).async_get_issue(DOMAIN, waiting_issue_id(device.device_id))
+        assert issue is not None
+        assert issue.is_fixable
+        suffix = device.device_id.replace(":", "")[-4:].upper()
+        assert issue.translation_placeholders == {
+            "name": f"xiaozhi-emulator {suffix}",
+            "mac": device.device_id,
         }
         # The same code while it is valid (the device re-checks after its polls).
         assert (await device.check_ota())["activation"]["code"] == code
 
         wrong = "000000" if code != "000000" else "111111"
-        result = await async_enter_code(hass, device.device_id, wrong)
+        form = await async_start_fix(hass, waiting_issue_id(device.device_id))
+        assert form["description_placeholders"]["attempts"] == str(MAX_ACTIVATION_ATTEMPTS)
+        result = await async_fix(hass, form["flow_id"], {"code": wrong})
         assert result["type"] is FlowResultType.FORM
         assert result["errors"] == {"code": "invalid_code"}
-        result = await hass.config_entries.flow.async_configure(result["flow_id"], {"code": code})
+        assert result["description_placeholders"]["attempts"] == str(MAX_ACTIVATION_ATTEMPTS - 1)
+        area = ar.async_get(hass).async_create("Kitchen")
+        result = await async_fix(hass, result["flow_id"], {"code": code, "area": area.id})
         assert result["type"] is FlowResultType.ABORT
-        assert result["reason"] == "device_added"
+        # No Assistant here can hear (no speech-to-text): added, and told so, not a dead device.
+        assert result["reason"] == "added_without_voice"
+        assert (
+            ir.async_get(hass).async_get_issue(DOMAIN, waiting_issue_id(device.device_id)) is None
+        )
 
         assert await activate_status(device) == 200
         answer = await device.check_ota()
@@ -79,7 +95,9 @@ async def test_new_device_is_added_with_its_code(
         assert await device.connect() is not None
         registry = dr.async_get(hass)
         entry_id = hass.config_entries.async_entries(DOMAIN)[0].entry_id
-        assert registry.async_get_device_by_identifier((DOMAIN, device.device_id), entry_id)
+        added = registry.async_get_device_by_identifier((DOMAIN, device.device_id), entry_id)
+        assert added is not None
+        assert added.area_id == area.id
         # (The test harness's stand-in for HA's storage logs what it writes; HA does not.)
         ours = [r for r in caplog.records if not r.name.startswith("pytest_homeassistant")]
         assert not [r for r in ours if token in r.getMessage()]
@@ -92,24 +110,24 @@ async def test_wrong_codes_are_rate_limited(hass: HomeAssistant, ota_url: str) -
     try:
         code = (await device.check_ota())["activation"]["code"]
         wrong = "000000" if code != "000000" else "111111"
-        await hass.async_block_till_done()
-        flow_id = hass.config_entries.flow.async_progress_by_handler(DOMAIN)[0]["flow_id"]
+        flow_id = (await async_start_fix(hass, waiting_issue_id(device.device_id)))["flow_id"]
         for attempt in range(1, MAX_ACTIVATION_ATTEMPTS + 1):
-            result = await hass.config_entries.flow.async_configure(flow_id, {"code": wrong})
+            result = await async_fix(hass, flow_id, {"code": wrong})
             if attempt < MAX_ACTIVATION_ATTEMPTS:
                 assert result["errors"] == {"code": "invalid_code"}
         # The old code is dead; the form stays open for the new one the device gets next.
         assert result["type"] is FlowResultType.FORM
         assert result["errors"] == {"code": "too_many_attempts"}
-        result = await hass.config_entries.flow.async_configure(flow_id, {"code": code})
+        assert result["description_placeholders"]["attempts"] == str(MAX_ACTIVATION_ATTEMPTS)
+        result = await async_fix(hass, flow_id, {"code": code})
         assert result["errors"] == {"code": "invalid_code"}
         answer = await device.check_ota()
         new_code = answer["activation"]["code"]
         assert new_code != code
         assert device.device_id not in hub(hass).devices
-        result = await hass.config_entries.flow.async_configure(flow_id, {"code": new_code})
+        result = await async_fix(hass, flow_id, {"code": new_code})
         assert result["type"] is FlowResultType.ABORT
-        assert result["reason"] == "device_added"
+        assert result["reason"] == "added_without_voice"
     finally:
         await device.close()
 
@@ -164,8 +182,13 @@ async def test_removed_device_is_revoked(
 
 
 async def set_options(hass: HomeAssistant, **options: Any) -> None:
+    """Change who may add a device, as the options' "Who may add a device" step does."""
     entry = hass.config_entries.async_entries(DOMAIN)[0]
     result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["type"] is FlowResultType.MENU
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"next_step_id": "security"}
+    )
     result = await hass.config_entries.options.async_configure(result["flow_id"], options)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     await hass.async_block_till_done()

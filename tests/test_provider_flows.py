@@ -10,6 +10,7 @@ from homeassistant.const import CONF_API_KEY, CONF_LLM_HASS_API, CONF_NAME, CONF
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import device_registry as dr, entity_registry as er, llm
+import probatio
 import pytest
 
 from custom_components.xiaozhi import async_remove_config_entry_device
@@ -372,3 +373,56 @@ async def test_diagnostics_redact_api_keys(hass: HomeAssistant, llm_server: LlmS
     assert subentry["data"][CONF_API_KEY] == "**REDACTED**"
     assert subentry["data"][CONF_MODEL] == MODEL
     assert API_KEY not in str(diagnostics)
+
+
+async def test_agent_form_follows_the_preset_and_a_local_server_needs_no_key(
+    hass: HomeAssistant,
+) -> None:
+    result = await start(hass, "conversation")
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"preset": "deepseek"}
+    )
+    assert result["description_placeholders"] == {
+        "base_url": "https://api.deepseek.com/v1",
+        "model": "deepseek-chat",
+    }
+    assert _required(result, "api_key")
+    result = await start(hass, "conversation")
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"preset": "volcengine"}
+    )
+    assert result["description_placeholders"]["model"].startswith("ep-")
+    result = await start(hass, "conversation")
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"preset": "custom"}
+    )
+    assert not _required(result, "api_key")
+
+
+async def test_defaults_follow_a_chinese_ha(hass: HomeAssistant) -> None:
+    await hass.config.async_update(language="zh-Hans")
+    result = await start(hass, "tts")
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"service": "edge"}
+    )
+    assert _suggested(result, "name") == "Edge 语音合成"
+    result = await start(hass, "conversation")
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"preset": "bailian"}
+    )
+    assert "语音助手" in _suggested(result, "prompt")
+
+
+def _field(result: Any, name: str) -> Any:
+    return next(key for key in result["data_schema"].schema if str(key) == name)
+
+
+def _required(result: Any, name: str) -> bool:
+    return isinstance(_field(result, name), probatio.Required)
+
+
+def _suggested(result: Any, name: str) -> Any:
+    key = _field(result, name)
+    if key.description and "suggested_value" in key.description:
+        return key.description["suggested_value"]
+    return key.default()

@@ -57,7 +57,7 @@ async def ha_core(hass: HomeAssistant) -> None:
         "http",
         {"http": {"use_x_forwarded_for": True, "trusted_proxies": ["127.0.0.0/8"]}},
     )
-    for component in ("homeassistant", "websocket_api", "config"):
+    for component in ("homeassistant", "websocket_api", "config", "repairs"):
         assert await async_setup_component(hass, component, {})
 
 
@@ -103,8 +103,13 @@ async def refused(device: DeviceEmulator, status: int = 403, **kwargs: Any) -> N
     assert info.value.status == status
 
 
-def discovery_flows(hass: HomeAssistant) -> list[Any]:
-    return hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+def waiting_repairs(hass: HomeAssistant) -> list[ir.IssueEntry]:
+    """The repairs that ask for a new device's code (the hub's "Add <device>")."""
+    return [
+        issue
+        for (domain, _), issue in ir.async_get(hass).issues.items()
+        if domain == DOMAIN and issue.translation_key == "device_waiting" and issue.active
+    ]
 
 
 # --- B.1: a bound device is its (MAC, Client-Id) pair ---------------------------------------------
@@ -145,7 +150,7 @@ async def test_a_bound_mac_alone_gets_nothing(
     assert answer["websocket"]["token"] != token
     assert "activation" in answer
     await hass.async_block_till_done()
-    assert discovery_flows(hass) == []  # a bound MAC is not offered as a new device
+    assert waiting_repairs(hass) == []  # a bound MAC is not offered as a new device
 
     # The WebSocket wants the pair too, even with the real token.
     for client_id in ("", str(uuid.uuid4())):
@@ -194,7 +199,7 @@ async def test_a_reflashed_device_gets_a_repair_and_can_be_added_again(
         assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
         answer = await reflashed.check_ota()
         result = await async_enter_code(hass, device.device_id, answer["activation"]["code"])
-        assert result["reason"] == "device_added"
+        assert result["reason"] == "added_without_voice"  # added; no Assistant can hear here
         await reflashed.check_ota()
         assert await reflashed.connect() is not None
         assert hub(hass).devices[device.device_id].client_id == reflashed.client_id
@@ -348,13 +353,14 @@ async def test_a_flood_of_made_up_devices_stays_bounded(
             assert held < MAX_FLOOD_HELD_BYTES
             activations = hub(hass).activations
             assert len(activations.pending) <= MAX_PENDING_ACTIVATIONS
-            assert len(discovery_flows(hass)) <= MAX_PENDING_ACTIVATIONS
+            assert len(waiting_repairs(hass)) <= MAX_PENDING_ACTIVATIONS
             assert len(activations._checkins._windows) <= MAX_TRACKED_ADDRESSES
             # Board names are cleaned before they reach a title.
-            for flow in discovery_flows(hass):
-                name = flow["context"]["title_placeholders"]["name"]
+            for issue in waiting_repairs(hass):
+                assert issue.translation_placeholders is not None
+                name = issue.translation_placeholders["name"]
                 assert not any(c in name for c in "\x1b[](){}")
-                assert len(name) <= 40 + 1 + 17
+                assert len(name) <= 40 + 1 + 4
             spread_statuses = dict(statuses)
             # One address, after the caps emptied: cut per address; a real device gets in.
             activations.pending.clear()
@@ -364,7 +370,7 @@ async def test_a_flood_of_made_up_devices_stays_bounded(
             await attack
             assert statuses.get(200, 0) <= MAX_PENDING_PER_ADDRESS
             result = await async_enter_code(hass, real.device_id, code)
-            assert result["reason"] == "device_added"
+            assert result["reason"] == "added_without_voice"  # added; no Assistant can hear here
             await real.activate(poll_s=0.01)
             await real.check_ota()
             assert await real.connect() is not None
@@ -378,7 +384,7 @@ async def test_a_flood_of_made_up_devices_stays_bounded(
     )
 
 
-async def test_codes_and_their_flows_expire(
+async def test_codes_and_their_repairs_expire(
     hass: HomeAssistant, ota_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("custom_components.xiaozhi.activation.ACTIVATION_CODE_TTL_S", 0.2)
@@ -386,16 +392,16 @@ async def test_codes_and_their_flows_expire(
     try:
         await device.check_ota()
         await hass.async_block_till_done()
-        assert len(discovery_flows(hass)) == 1
+        assert len(waiting_repairs(hass)) == 1
         await asyncio.sleep(0.3)
         async_fire_time_changed(hass, dt_util.utcnow() + dt_util.dt.timedelta(seconds=31))
         await hass.async_block_till_done()
-        assert discovery_flows(hass) == []
+        assert waiting_repairs(hass) == []
         assert hub(hass).activations.pending == {}
-        # A device that is still there gets a new code, and a new flow.
+        # A device that is still there gets a new code, and a new repair.
         assert "activation" in await device.check_ota()
         await hass.async_block_till_done()
-        assert len(discovery_flows(hass)) == 1
+        assert len(waiting_repairs(hass)) == 1
     finally:
         await device.close()
 

@@ -18,11 +18,11 @@ from .const import (
     SUBENTRY_TTS,
 )
 from .hub import XiaozhiConfigEntry, XiaozhiHub
+from .issues import async_delete_all_issues, async_raise_issue
 from .llm_api import async_register_api
 from .mcp_endpoint import async_setup_endpoints
 from .memory import async_get_memory
 from .redact import filter_loggers
-from .repairs import async_raise_issue
 from .store import DeviceStore
 from .subentry import SubentryReloader
 from .views import async_register_views
@@ -86,7 +86,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> b
 def _async_update_issues(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> None:
     """Warn (in Repairs) while any device on the local network can add itself."""
     if entry.options.get(CONF_AUTH_MODE) == AUTH_MODE_LOCAL_NETWORK:
-        async_raise_issue(hass, ISSUE_OPEN_TO_LOCAL_NETWORK, ISSUE_OPEN_TO_LOCAL_NETWORK)
+        async_raise_issue(hass, ISSUE_OPEN_TO_LOCAL_NETWORK, ISSUE_OPEN_TO_LOCAL_NETWORK, fix={})
     else:
         ir.async_delete_issue(hass, DOMAIN, ISSUE_OPEN_TO_LOCAL_NETWORK)
 
@@ -98,7 +98,8 @@ async def async_unload_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> 
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> None:
-    """The hub is deleted: its bound devices and its agents' memory go with it."""
+    """The hub is deleted: its bound devices, its repairs and its agents' memory go with it."""
+    async_delete_all_issues(hass)
     await DeviceStore(hass, entry).async_remove()
     await async_get_memory(hass).async_remove()
 

@@ -1,6 +1,10 @@
-"""Activation: unknown devices get a code to speak, and a discovery flow to type it into.
+"""Activation: unknown devices get a code to speak, and a repair to type it into.
 
-Everything here is bounded: codes (and their flows) expire, there are at most
+A waiting device is shown in Repairs ("Add <name>"), whose fix flow (`repairs.py`) takes the
+code: the hub is a single config entry, and HA aborts any other config flow of its domain,
+discovery flows included, once it exists.
+
+Everything here is bounded: codes (and their repairs) expire, there are at most
 MAX_PENDING_ACTIVATIONS at once and MAX_PENDING_PER_ADDRESS per address, and unknown devices'
 check-ins are counted per address, so a flood of made-up devices cannot grow memory or the list
 of discovered devices, nor keep a real device out for long.
@@ -17,9 +21,8 @@ import logging
 import secrets
 import unicodedata
 
-from homeassistant.config_entries import SOURCE_INTEGRATION_DISCOVERY
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.helpers import discovery_flow
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.event import async_track_time_interval
 
 from .const import (
@@ -27,6 +30,7 @@ from .const import (
     ACTIVATION_CODE_TTL_S,
     ACTIVATION_SWEEP_INTERVAL_S,
     DOMAIN,
+    ISSUE_DEVICE_WAITING,
     MAX_ACTIVATION_ATTEMPTS,
     MAX_BOARD_NAME_CHARS,
     MAX_PENDING_ACTIVATIONS,
@@ -37,7 +41,8 @@ from .const import (
 )
 from .core import OtaRequest
 from .core.errors import CheckInRefusedError
-from .devices import XiaozhiDevice
+from .devices import XiaozhiDevice, device_name
+from .issues import async_raise_issue, device_issue_id
 from .models import XiaozhiConfigEntry
 from .store import DeviceStore, new_token
 
@@ -75,9 +80,9 @@ def _new_code() -> str:
     return "".join(secrets.choice("0123456789") for _ in range(ACTIVATION_CODE_DIGITS))
 
 
-def flow_unique_id(device_id: str) -> str:
-    """The unique id of a device's discovery flow."""
-    return f"device-{device_id}"
+def waiting_issue_id(device_id: str) -> str:
+    """The id of the repair that asks for a waiting device's code."""
+    return device_issue_id(ISSUE_DEVICE_WAITING, device_id)
 
 
 def sanitize_name(name: str | None) -> str | None:
@@ -111,7 +116,7 @@ class CheckInCounter:
 
 
 class Activations:
-    """The devices waiting for their code, and their discovery flows."""
+    """The devices waiting for their code, and the repairs that ask for it."""
 
     def __init__(self, hass: HomeAssistant, entry: XiaozhiConfigEntry, store: DeviceStore) -> None:
         """Start with nobody waiting; expired codes are swept while the entry is loaded."""
@@ -119,7 +124,7 @@ class Activations:
         self.store = store
         self.pending: dict[tuple[str, str], PendingActivation] = {}
         self._attempts: dict[str, int] = {}  # wrong codes per MAC
-        self._flows: set[str] = set()  # MACs whose discovery flow was started
+        self._asking: set[str] = set()  # MACs whose repair asks for their code
         self._checkins = CheckInCounter()
         entry.async_on_unload(
             async_track_time_interval(
@@ -135,8 +140,8 @@ class Activations:
     def async_check_in(self, request: OtaRequest, client_id: str) -> PendingActivation:
         """Return the activation of an unknown device (MAC + Client-Id), starting one if needed.
 
-        A discovery flow is started for a MAC nobody bound; a bound MAC with another Client-Id
-        gets a code too (a re-flashed device needs one) but no flow: see `Authorization`.
+        A repair asks for the code of a MAC nobody bound; a bound MAC with another Client-Id
+        gets a code too (a re-flashed device needs one) but no repair: see `Authorization`.
         """
         now = self._now()
         if not self._checkins.allow(request.remote, now):
@@ -147,7 +152,7 @@ class Activations:
         if pending is None or pending.expires <= now:
             pending = self._async_start(request, client_id, now)
         if request.device_id not in self.store.devices:
-            self._async_start_flow(pending)
+            self._async_ask(pending)
         return pending
 
     def _async_start(self, request: OtaRequest, client_id: str, now: float) -> PendingActivation:
@@ -184,18 +189,16 @@ class Activations:
         return pending
 
     @callback
-    def _async_start_flow(self, pending: PendingActivation) -> None:
-        if pending.device_id in self._flows:
+    def _async_ask(self, pending: PendingActivation) -> None:
+        if pending.device_id in self._asking:
             return
-        self._flows.add(pending.device_id)
-        discovery_flow.async_create_flow(
+        self._asking.add(pending.device_id)
+        async_raise_issue(
             self.hass,
-            DOMAIN,
-            context={"source": SOURCE_INTEGRATION_DISCOVERY},
-            data={"device_id": pending.device_id, "board": pending.board or ""},
-            discovery_key=discovery_flow.DiscoveryKey(
-                domain=DOMAIN, key=pending.device_id, version=1
-            ),
+            waiting_issue_id(pending.device_id),
+            ISSUE_DEVICE_WAITING,
+            {"name": device_name(pending.device_id, pending.board), "mac": pending.device_id},
+            fix={"device_id": pending.device_id},
         )
 
     def held(
@@ -221,6 +224,10 @@ class Activations:
         now = self._now()
         return [p for p in self.pending.values() if p.device_id == device_id and p.expires > now]
 
+    def attempts_left(self, device_id: str) -> int:
+        """Wrong codes the user may still enter before the code is thrown away."""
+        return MAX_ACTIVATION_ATTEMPTS - self._attempts.get(device_id, 0)
+
     async def async_confirm(self, device_id: str, code: str) -> ActivationResult:
         """Bind the device that speaks `code` (the user typed it); written to disk first."""
         waiting = self.waiting(device_id)
@@ -240,7 +247,7 @@ class Activations:
             self._attempts.pop(device_id)
             return ActivationResult.TOO_MANY_ATTEMPTS
         self._async_drop(device_id)
-        self._flows.discard(device_id)
+        self._async_stop_asking(device_id)
         device = await self.store.async_bind(
             device_id,
             match.client_id,
@@ -255,9 +262,9 @@ class Activations:
 
     @callback
     def async_bound(self, device: XiaozhiDevice) -> None:
-        """A device was bound without its code: its activations and flow go."""
+        """A device was bound without its code: its activations and repair go."""
         self._async_drop(device.device_id)
-        self._async_abort_flow(device.device_id)
+        self._async_stop_asking(device.device_id)
 
     @callback
     def _async_drop(self, device_id: str) -> None:
@@ -267,29 +274,25 @@ class Activations:
 
     @callback
     def _async_sweep(self, _now: datetime | None = None) -> None:
-        """Remove expired codes, and the flows of devices no longer waiting."""
+        """Remove expired codes, and the repairs of devices no longer waiting."""
         now = self._now()
         for key in [k for k, p in self.pending.items() if p.expires <= now]:
             del self.pending[key]
         waiting = {device_id for device_id, _ in self.pending}
-        for device_id in self._flows - waiting:
-            self._async_abort_flow(device_id)
+        for device_id in self._asking - waiting:
+            self._async_stop_asking(device_id)
         for device_id in self._attempts.keys() - waiting:
             del self._attempts[device_id]
 
     @callback
-    def _async_abort_flow(self, device_id: str) -> None:
-        self._flows.discard(device_id)
-        flows = self.hass.config_entries.flow
-        for flow in flows.async_progress_by_handler(
-            DOMAIN, match_context={"unique_id": flow_unique_id(device_id)}
-        ):
-            flows.async_abort(flow["flow_id"])
+    def _async_stop_asking(self, device_id: str) -> None:
+        self._asking.discard(device_id)
+        ir.async_delete_issue(self.hass, DOMAIN, waiting_issue_id(device_id))
 
     @callback
     def _async_abort_all(self) -> None:
-        """The hub unloads: every code is forgotten, so their flows go too."""
-        for device_id in list(self._flows):
-            self._async_abort_flow(device_id)
+        """The hub unloads: every code is forgotten, so their repairs go too."""
+        for device_id in list(self._asking):
+            self._async_stop_asking(device_id)
         self.pending.clear()
         self._attempts.clear()

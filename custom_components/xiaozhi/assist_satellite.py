@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import logging
 from typing import Any, Final
 
+from homeassistant.components import tts
 from homeassistant.components.assist_pipeline import (
     PipelineEvent,
     PipelineEventType,
@@ -64,6 +65,7 @@ from .devices import XiaozhiDevice
 from .entity import XiaozhiEntity, async_add_device_entities
 from .hub import XiaozhiConfigEntry
 from .media import TTS_OPTIONS, tts_pcm, url_pcm
+from .voice import async_check_voice, async_explain, device_pipeline
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -376,7 +378,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         try:
             if text is not None:
                 await self._async_run_text(text)
-            elif turn.mic is not None:
+            elif turn.mic is not None and await self._async_voice_ready(turn):
                 await self.async_accept_pipeline_from_satellite(
                     _mic_stream(turn.mic), wake_word_phrase=wake_word
                 )
@@ -386,6 +388,30 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         finally:
             self._end_mic(turn)
             turn.reply.finish()
+
+    async def _async_voice_ready(self, turn: _Turn) -> bool:
+        """Whether the device's Assistant can do voice; if not, the device says why."""
+        pipeline = device_pipeline(self.hass, self.device)
+        if (problem := async_check_voice(self.hass, self.device, pipeline)) is None:
+            return True
+        _LOGGER.warning(
+            "%s: the assistant %s cannot hold a voice conversation (%s); see Repairs",
+            self.entity_id,
+            pipeline.name,
+            problem,
+        )
+        placeholders = {"device": self.device.name, "pipeline": pipeline.name}
+        message = await async_explain(self.hass, problem, placeholders)
+        turn.error = (problem, message)
+        turn.reply.send(self._error_alert(message))
+        if pipeline.tts_engine:  # it can still say it
+            stream = tts.async_create_stream(
+                self.hass, pipeline.tts_engine, pipeline.tts_language, self.tts_options
+            )
+            stream.async_set_message(message)
+            turn.reply.sentence(message)
+            turn.reply.play(tts_pcm(self.hass, stream.token, turn.session.reply_audio.sample_rate))
+        return False
 
     async def _async_run_text(self, text: str) -> None:
         """Run typed text from the agent onward, as `async_accept_pipeline_from_satellite` would.

@@ -27,7 +27,7 @@ from .const import (
 )
 from .core import DeviceIdentity
 from .devices import XiaozhiDevice
-from .repairs import async_raise_issue
+from .issues import async_delete_device_issues, async_raise_issue, device_issue_id
 from .store import DeviceStore
 
 _LOGGER = logging.getLogger(__name__)
@@ -42,15 +42,10 @@ class Identity(Enum):
     UNKNOWN = "unknown"  # a MAC nobody bound
 
 
-def issue_id(kind: str, device_id: str) -> str:
-    """The id of a device's repair issue."""
-    return f"{kind}_{device_id.replace(':', '')}"
-
-
 @callback
 def _async_raise(hass: HomeAssistant, kind: str, device: XiaozhiDevice) -> None:
     placeholders = {"device": device.name, "mac": device.device_id}
-    async_raise_issue(hass, issue_id(kind, device.device_id), kind, placeholders)
+    async_raise_issue(hass, device_issue_id(kind, device.device_id), kind, placeholders)
 
 
 def _same(a: str | None, b: str | None) -> bool:
@@ -99,7 +94,7 @@ class Authorization:
             _LOGGER.info("Device %s: Client-Id recorded (proven by its token)", device.device_id)
         if self._failures.pop(device.device_id, 0) >= MAX_AUTH_FAILURES:
             ir.async_delete_issue(
-                self.hass, DOMAIN, issue_id(ISSUE_DEVICE_AUTH_FAILING, device.device_id)
+                self.hass, DOMAIN, device_issue_id(ISSUE_DEVICE_AUTH_FAILING, device.device_id)
             )
         return device
 
@@ -123,7 +118,7 @@ class Authorization:
     @callback
     def async_identity_changed(self, device: XiaozhiDevice) -> None:
         """A bound MAC checked in with another Client-Id: re-flashed (or someone else)."""
-        issue = issue_id(ISSUE_DEVICE_IDENTITY_CHANGED, device.device_id)
+        issue = device_issue_id(ISSUE_DEVICE_IDENTITY_CHANGED, device.device_id)
         if ir.async_get(self.hass).async_get_issue(DOMAIN, issue) is not None:
             return
         _LOGGER.warning(
@@ -134,7 +129,6 @@ class Authorization:
 
     @callback
     def async_forget(self, device_id: str) -> None:
-        """A device was removed: its failures and repairs go with it."""
+        """A device was removed (or added again): its failures and repairs go with it."""
         self._failures.pop(device_id, None)
-        for kind in (ISSUE_DEVICE_AUTH_FAILING, ISSUE_DEVICE_IDENTITY_CHANGED):
-            ir.async_delete_issue(self.hass, DOMAIN, issue_id(kind, device_id))
+        async_delete_device_issues(self.hass, device_id)

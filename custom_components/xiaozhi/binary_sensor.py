@@ -1,4 +1,4 @@
-"""Binary sensors: each MCP endpoint's connectivity, and whether a device's battery charges."""
+"""Binary sensors: devices reachable now, batteries charging, MCP endpoints connected."""
 
 from __future__ import annotations
 
@@ -15,13 +15,23 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from .const import MANUFACTURER, SUBENTRY_MCP_ENDPOINT
 from .device_tools import STATUS_TOOL, DeviceTools
 from .devices import XiaozhiDevice
-from .entity import XiaozhiToolEntity, async_add_tool_entities
+from .entity import (
+    XiaozhiEntity,
+    XiaozhiToolEntity,
+    async_add_device_entities,
+    async_add_tool_entities,
+)
 from .hub import XiaozhiConfigEntry
 from .mcp_endpoint import EndpointService, async_get_endpoint
 from .subentry import XiaozhiServiceEntity, async_add_subentry_entities
 
 PARALLEL_UPDATES = 0
 ENDPOINT_MODEL = "MCP endpoint"
+CONNECTED = BinarySensorEntityDescription(
+    key="connected",
+    device_class=BinarySensorDeviceClass.CONNECTIVITY,
+    entity_category=EntityCategory.DIAGNOSTIC,
+)
 
 
 async def async_setup_entry(
@@ -29,7 +39,7 @@ async def async_setup_entry(
     entry: XiaozhiConfigEntry,
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
-    """Add the sensor of each endpoint, and the charging sensor of each device with a battery."""
+    """Add each device's connectivity (and charging) sensor, and each endpoint's."""
 
     async def endpoint_sensors(subentry: ConfigSubentry) -> list[EndpointConnectivity]:
         service = async_get_endpoint(hass, entry, subentry.subentry_id)
@@ -42,6 +52,20 @@ async def async_setup_entry(
         entry, SUBENTRY_MCP_ENDPOINT, async_add_entities, endpoint_sensors
     )
     async_add_tool_entities(hass, entry, async_add_entities, device_sensors)
+    async_add_device_entities(
+        hass, entry, async_add_entities, lambda device: [XiaozhiConnectedSensor(device)]
+    )
+
+
+class XiaozhiConnectedSensor(XiaozhiEntity, BinarySensorEntity):
+    """On while the device can be reached: a conversation's channel, or its MQTT connection."""
+
+    entity_description = CONNECTED
+
+    @property
+    def is_on(self) -> bool:
+        """Whether a message sent now reaches the device."""
+        return self.device.reachable
 
 
 class EndpointConnectivity(XiaozhiServiceEntity, BinarySensorEntity):

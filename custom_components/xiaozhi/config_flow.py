@@ -1,7 +1,8 @@
-"""Config flow: one hub per Home Assistant, no YAML."""
+"""Config flow: one hub per Home Assistant, no YAML; its options in three steps."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from homeassistant.config_entries import (
@@ -12,7 +13,6 @@ from homeassistant.config_entries import (
     OptionsFlow,
 )
 from homeassistant.core import callback
-from homeassistant.helpers.network import NoURLAvailableError, get_url
 from homeassistant.helpers.selector import (
     EntitySelector,
     EntitySelectorConfig,
@@ -25,13 +25,12 @@ from homeassistant.helpers.selector import (
 )
 import probatio
 
-from .activation import ActivationResult, flow_unique_id
 from .const import (
+    AUTH_MODE_ALLOW_LIST,
     AUTH_MODE_BOUND,
     AUTH_MODES,
     CONF_ALLOWED_DEVICES,
     CONF_AUTH_MODE,
-    CONF_CODE,
     CONF_MQTT_PORT,
     CONF_SILENCE_TIMEOUT,
     CONF_UDP_PORT,
@@ -48,78 +47,37 @@ from .const import (
     SUBENTRY_TTS,
     TLS_MQTT_PORT,
 )
-from .core import OTA_PATH
 from .core.const import DEFAULT_MQTT_PORT, DEFAULT_UDP_PORT
-from .hub import async_get_hub
+from .hub import ota_url
 from .subentry_flows import ConversationFlow, McpEndpointFlow, SttFlow, TtsFlow
 
-PLACEHOLDER_URL = "http://<home-assistant-ip>:8123"
+TITLES = {"zh": "小智", "en": "Xiaozhi"}  # the hub's entry title, in HA's language
+MAC_PATTERN = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
-    """Create the hub and tell the user the OTA URL to put on devices."""
+    """Create the hub and tell the user the OTA URL to put on devices.
+
+    One hub serves every device (`single_config_entry`); devices are added through Repairs,
+    with the code they speak (see `activation.py`).
+    """
 
     VERSION = 1
 
-    _device_id: str = ""
-
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Confirm, then create the hub (one serves every device).
-
-        One hub per HA is checked here: the manifest's `single_config_entry` would also abort
-        every device's discovery flow once the hub exists.
-        """
-        if self._async_current_entries():
-            return self.async_abort(reason="single_instance_allowed")
-        placeholders = {"ota_url": self._ota_url()}
+        """Confirm, then create the hub."""
+        placeholders = {"ota_url": ota_url(self.hass)}
         if user_input is None:
             return self.async_show_form(
                 step_id="user",
                 data_schema=probatio.Schema({}),
                 description_placeholders=placeholders,
             )
+        language = "zh" if self.hass.config.language.lower().startswith("zh") else "en"
         return self.async_create_entry(
-            title="Xiaozhi",
+            title=TITLES[language],
             data={},
             description_placeholders=placeholders,
-        )
-
-    async def async_step_integration_discovery(
-        self, discovery_info: dict[str, Any]
-    ) -> ConfigFlowResult:
-        """A new device checked in: ask for the code it speaks and shows."""
-        self._device_id = discovery_info["device_id"]
-        await self.async_set_unique_id(flow_unique_id(self._device_id))
-        self.context["title_placeholders"] = {
-            "name": f"{discovery_info.get('board') or 'xiaozhi'} {self._device_id}"
-        }
-        return await self.async_step_activate()
-
-    async def async_step_activate(
-        self, user_input: dict[str, Any] | None = None
-    ) -> ConfigFlowResult:
-        """Bind the device when the user enters its activation code.
-
-        A wrong, expired or thrown-away code leaves the form open: the device speaks a new code
-        at its next check (about every 30 s while it waits). Success adds the device to the
-        existing hub entry, so it ends like HA's other flows that change an existing entry (as
-        `reauth_successful` does): a message, no new entry.
-        """
-        if (hub := async_get_hub(self.hass)) is None:
-            return self.async_abort(reason="hub_not_loaded")
-        errors: dict[str, str] = {}
-        if user_input is not None:
-            result = await hub.async_activate(self._device_id, user_input[CONF_CODE])
-            if result is ActivationResult.ADDED:
-                return self.async_abort(
-                    reason=result.value, description_placeholders={"device": self._device_id}
-                )
-            errors[CONF_CODE] = result.value
-        return self.async_show_form(
-            step_id="activate",
-            data_schema=probatio.Schema({probatio.Required(CONF_CODE): str}),
-            description_placeholders={"device": self._device_id},
-            errors=errors,
         )
 
     @classmethod
@@ -141,44 +99,39 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
         """Return the options flow."""
         return XiaozhiOptionsFlow()
 
-    def _ota_url(self) -> str:
-        """Return the OTA URL devices on the LAN should use."""
-        try:
-            base = get_url(
-                self.hass, allow_external=False, allow_cloud=False, prefer_external=False
-            )
-        except NoURLAvailableError:
-            base = PLACEHOLDER_URL
-        return base.rstrip("/") + OTA_PATH
+
+def invalid_macs(text: str) -> list[str]:
+    """The entries of an allow list that are not MAC addresses."""
+    return [
+        item
+        for item in text.replace(",", " ").split()
+        if not MAC_PATTERN.match(item.lower().replace("-", ":"))
+    ]
 
 
 class XiaozhiOptionsFlow(OptionsFlow):
-    """How conversations behave (read at each turn: no reload, no dropped connections).
+    """Conversations, who may add a device, always-connected ports; each read when used.
 
     Changed ports reopen the always-connected listeners (their devices reconnect by themselves).
     """
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Edit the options."""
-        if user_input is not None:
-            if int(user_input.get(CONF_MQTT_PORT, DEFAULT_MQTT_PORT)) == TLS_MQTT_PORT:
-                return self.async_show_form(
-                    step_id="init",
-                    data_schema=self._schema(),
-                    errors={CONF_MQTT_PORT: "tls_port"},
-                )
-            return self.async_create_entry(data=user_input)
-        return self.async_show_form(step_id="init", data_schema=self._schema())
+        """Choose what to change; the OTA URL devices need is shown here."""
+        return self.async_show_menu(
+            step_id="init",
+            menu_options=["conversation", "security", "connection"],
+            description_placeholders={"ota_url": ota_url(self.hass)},
+        )
 
-    def _schema(self) -> probatio.Schema:
-        return probatio.Schema(
+    async def async_step_conversation(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """How long silence may last before a conversation ends; who answers the camera."""
+        if user_input is not None:
+            return self._save(user_input)
+        schema = probatio.Schema(
             {
-                probatio.Required(
-                    CONF_SILENCE_TIMEOUT,
-                    default=self.config_entry.options.get(
-                        CONF_SILENCE_TIMEOUT, DEFAULT_SILENCE_TIMEOUT_S
-                    ),
-                ): NumberSelector(
+                probatio.Required(CONF_SILENCE_TIMEOUT): NumberSelector(
                     NumberSelectorConfig(
                         min=MIN_SILENCE_TIMEOUT_S,
                         max=MAX_SILENCE_TIMEOUT_S,
@@ -187,34 +140,89 @@ class XiaozhiOptionsFlow(OptionsFlow):
                         mode=NumberSelectorMode.BOX,
                     )
                 ),
-                probatio.Required(
-                    CONF_AUTH_MODE,
-                    default=self.config_entry.options.get(CONF_AUTH_MODE, AUTH_MODE_BOUND),
-                ): SelectSelector(
-                    SelectSelectorConfig(options=AUTH_MODES, translation_key=CONF_AUTH_MODE)
+                probatio.Optional(CONF_VISION_ENTITY): EntitySelector(
+                    EntitySelectorConfig(domain="ai_task")
                 ),
-                probatio.Optional(
-                    CONF_ALLOWED_DEVICES,
-                    default=self.config_entry.options.get(CONF_ALLOWED_DEVICES, ""),
-                ): TextSelector(),
-                probatio.Optional(
-                    CONF_VISION_ENTITY,
-                    description={
-                        "suggested_value": self.config_entry.options.get(CONF_VISION_ENTITY)
-                    },
-                ): EntitySelector(EntitySelectorConfig(domain="ai_task")),
-                **{
-                    probatio.Required(
-                        key, default=self.config_entry.options.get(key, default)
-                    ): NumberSelector(
-                        NumberSelectorConfig(
-                            min=MIN_PORT, max=MAX_PORT, step=1, mode=NumberSelectorMode.BOX
-                        )
-                    )
-                    for key, default in (
-                        (CONF_MQTT_PORT, DEFAULT_MQTT_PORT),
-                        (CONF_UDP_PORT, DEFAULT_UDP_PORT),
-                    )
-                },
             }
         )
+        return self.async_show_form(
+            step_id="conversation",
+            data_schema=self.add_suggested_values_to_schema(
+                schema,
+                {
+                    CONF_SILENCE_TIMEOUT: DEFAULT_SILENCE_TIMEOUT_S,
+                    **self.config_entry.options,
+                },
+            ),
+        )
+
+    async def async_step_security(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Who may be added without an activation code; the allow list must be MACs."""
+        errors: dict[str, str] = {}
+        placeholders = {"invalid": ""}
+        if user_input is not None:
+            listed = user_input.get(CONF_ALLOWED_DEVICES, "")
+            if bad := invalid_macs(listed):
+                errors[CONF_ALLOWED_DEVICES] = "invalid_mac"
+                placeholders["invalid"] = ", ".join(bad)
+            elif user_input[CONF_AUTH_MODE] == AUTH_MODE_ALLOW_LIST and not listed.strip():
+                errors[CONF_ALLOWED_DEVICES] = "allow_list_empty"
+            else:
+                user_input.setdefault(CONF_ALLOWED_DEVICES, "")
+                return self._save(user_input)
+        schema = probatio.Schema(
+            {
+                probatio.Required(CONF_AUTH_MODE): SelectSelector(
+                    SelectSelectorConfig(options=AUTH_MODES, translation_key=CONF_AUTH_MODE)
+                ),
+                probatio.Optional(CONF_ALLOWED_DEVICES): TextSelector(),
+            }
+        )
+        return self.async_show_form(
+            step_id="security",
+            data_schema=self.add_suggested_values_to_schema(
+                schema,
+                {
+                    CONF_AUTH_MODE: AUTH_MODE_BOUND,
+                    **self.config_entry.options,
+                    **(user_input or {}),
+                },
+            ),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_connection(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """The ports of the always-connected (MQTT+UDP) transport; 8883 means TLS to devices."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            if int(user_input[CONF_MQTT_PORT]) == TLS_MQTT_PORT:
+                errors[CONF_MQTT_PORT] = "tls_port"
+            else:
+                return self._save(user_input)
+        port = NumberSelector(
+            NumberSelectorConfig(min=MIN_PORT, max=MAX_PORT, step=1, mode=NumberSelectorMode.BOX)
+        )
+        schema = probatio.Schema(
+            {probatio.Required(CONF_MQTT_PORT): port, probatio.Required(CONF_UDP_PORT): port}
+        )
+        return self.async_show_form(
+            step_id="connection",
+            data_schema=self.add_suggested_values_to_schema(
+                schema,
+                {
+                    CONF_MQTT_PORT: DEFAULT_MQTT_PORT,
+                    CONF_UDP_PORT: DEFAULT_UDP_PORT,
+                    **self.config_entry.options,
+                    **(user_input or {}),
+                },
+            ),
+            errors=errors,
+        )
+
+    def _save(self, user_input: dict[str, Any]) -> ConfigFlowResult:
+        return self.async_create_entry(data={**self.config_entry.options, **user_input})

@@ -7,7 +7,7 @@ MANUFACTURER: Final = "Xiaozhi"
 
 CONF_TOKEN: Final = "token"  # a bound device's secret, handed out in its OTA answers
 CONF_CLIENT_ID: Final = "client_id"  # the UUID a device keeps in NVS: with the MAC, who it is
-CONF_CODE: Final = "code"  # the activation code, in the device's discovery flow
+CONF_CODE: Final = "code"  # the activation code, in the new device's repair (fix flow)
 CONF_DEVICES: Final = "devices"  # device_id -> what the device told us (board, firmware)
 TOKEN_BYTES: Final = 32
 
@@ -32,7 +32,7 @@ MAX_SILENCE_TIMEOUT_S: Final = 60
 
 # Activation (binding a new device with the code it speaks).
 ACTIVATION_CODE_DIGITS: Final = 6
-ACTIVATION_CODE_TTL_S: Final = 600.0  # a code, and its discovery flow, live this long
+ACTIVATION_CODE_TTL_S: Final = 600.0  # a code, and its repair, live this long
 ACTIVATION_SWEEP_INTERVAL_S: Final = 30.0  # how often expired codes and flows are removed
 MAX_ACTIVATION_ATTEMPTS: Final = 5  # wrong codes before the code is thrown away
 MAX_PENDING_ACTIVATIONS: Final = 32  # devices waiting for their code at once
@@ -56,6 +56,8 @@ ISSUE_OPEN_TO_LOCAL_NETWORK: Final = "open_to_local_network"
 ISSUE_DEVICE_AUTH_FAILING: Final = "device_auth_failing"  # formatted: f"{...}_{device_id}"
 ISSUE_DEVICE_IDENTITY_CHANGED: Final = "device_identity_changed"  # formatted like the above
 ISSUE_UNREACHABLE_URL: Final = "unreachable_url"
+ISSUE_DEVICE_WAITING: Final = "device_waiting"  # a new device's code; formatted like the above
+ISSUE_PIPELINE_CANNOT_LISTEN: Final = "pipeline_cannot_listen"  # formatted like the above
 MAX_AUTH_FAILURES: Final = 3  # refused connections in a row before a bound device gets a repair
 
 # How a device reaches the hub (a per-device select; applies from the device's next start).

@@ -13,7 +13,13 @@ from homeassistant.helpers.device_registry import CONNECTION_NETWORK_MAC, Device
 from .const import DEFAULT_TRANSPORT, DOMAIN, MANUFACTURER
 from .core import DeviceConnection, DeviceSession, SessionHandler
 from .core.messages import DeviceMessage, Message
-from .core.timings import TurnTimings
+from .core.timings import Stage, TurnTimings
+
+
+def device_name(device_id: str, board: str | None) -> str:
+    """A default name users can tell apart: board and the end of the MAC."""
+    suffix = device_id.replace(":", "")[-4:].upper()
+    return f"{board or 'Xiaozhi'} {suffix}"
 
 
 class DeviceUnreachableError(HomeAssistantError):
@@ -40,7 +46,8 @@ class XiaozhiDevice:
     session: DeviceSession | None = None
     connection: DeviceConnection | None = None  # its MQTT connection, between sessions too
     handler: SessionHandler | None = None  # its satellite, which the device's sessions report to
-    last_turn: TurnTimings = field(default_factory=TurnTimings)  # the latest, filled as it goes
+    _turn: TurnTimings = field(default_factory=TurnTimings, repr=False)  # filled as it goes
+    _finished_turn: TurnTimings | None = field(default=None, repr=False)
     _listeners: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _message_listeners: list[Callable[[DeviceMessage], None]] = field(
         default_factory=list, repr=False
@@ -49,8 +56,7 @@ class XiaozhiDevice:
     @property
     def name(self) -> str:
         """A default name users can tell apart: board and the end of the MAC."""
-        suffix = self.device_id.replace(":", "")[-4:].upper()
-        return f"{self.board or 'Xiaozhi'} {suffix}"
+        return device_name(self.device_id, self.board)
 
     @property
     def device_info(self) -> DeviceInfo:
@@ -63,6 +69,24 @@ class XiaozhiDevice:
             model=self.board,
             sw_version=self.firmware_version,
         )
+
+    @property
+    def last_turn(self) -> TurnTimings:
+        """The latest turn the user spoke in, not an empty one just opened after it.
+
+        In auto mode the device's next `listen start` follows every reply at once: its new turn
+        stays empty until the user speaks, and diagnostics keep showing the finished one.
+        """
+        if Stage.SPEECH_END in self._turn.marks or self._finished_turn is None:
+            return self._turn
+        return self._finished_turn
+
+    @last_turn.setter
+    def last_turn(self, timings: TurnTimings) -> None:
+        """A new turn starts."""
+        if Stage.SPEECH_END in self._turn.marks:
+            self._finished_turn = self._turn
+        self._turn = timings
 
     @property
     def connected(self) -> bool:

@@ -11,7 +11,7 @@ from homeassistant.helpers.device_registry import DeviceEntry
 
 from .const import CONF_CLIENT_ID, CONF_MQTT_PASSWORD, CONF_TOKEN, DOMAIN
 from .devices import XiaozhiDevice
-from .hub import XiaozhiConfigEntry
+from .hub import XiaozhiConfigEntry, ota_url
 from .mcp_endpoint import DATA_ENDPOINTS
 from .redact import redact_url_credentials
 
@@ -69,6 +69,7 @@ async def async_get_config_entry_diagnostics(
     hub = entry.runtime_data
     data = async_redact_data(
         {
+            "ota_url": ota_url(hass),
             "options": dict(entry.options),
             "subentries": {
                 subentry_id: {

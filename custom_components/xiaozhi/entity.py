@@ -63,10 +63,10 @@ def async_add_tool_entities(
 
 
 class XiaozhiEntity(Entity):
-    """An entity of one xiaozhi device; unavailable while nothing can reach the device.
+    """An entity of one xiaozhi device: available while the device is bound.
 
-    A WebSocket device is reachable during conversations; an always-connected one whenever
-    its MQTT connection is up.
+    A xiaozhi device opens its channel only during a conversation, so "connected" is not
+    "available": that is the device's connectivity binary sensor.
     """
 
     _attr_has_entity_name = True
@@ -77,11 +77,6 @@ class XiaozhiEntity(Entity):
         self.device = device
         self._attr_unique_id = f"{device.device_id}-{self.entity_description.key}"
         self._attr_device_info = device.device_info
-
-    @property
-    def available(self) -> bool:
-        """Available while the device is reachable."""
-        return self.device.reachable
 
     async def async_added_to_hass(self) -> None:
         """Follow the device's connection."""

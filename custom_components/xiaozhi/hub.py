@@ -1,10 +1,11 @@
 """The hub: the one place that serves xiaozhi devices in this Home Assistant.
 
 It is the core servers' `DeviceGate`, composed of one module per job: the bound devices
-(`store.py`), activation codes and discovery flows (`activation.py`) and credential checks
-(`authorization.py`). It runs two transports: the WebSocket on HA's own port (a channel per
-conversation) and, once a device is switched to it, the always-connected MQTT+UDP listeners.
-There is at most one hub (the config flow allows one entry); it is found with `async_get_hub`.
+(`store.py`), activation codes and the repairs that ask for them (`activation.py`) and
+credential checks (`authorization.py`). It runs two transports: the WebSocket on HA's own port
+(a channel per conversation) and, once a device is switched to it, the always-connected
+MQTT+UDP listeners. There is at most one hub (the manifest's `single_config_entry`); it is
+found with `async_get_hub`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .const import (
     TRANSPORT_MQTT,
 )
 from .core import (
+    OTA_PATH,
     WEBSOCKET_PATH,
     Activation,
     CloseCode,
@@ -69,20 +71,31 @@ from .core.messages import Alert, DeviceMessage, Listen, ListenState, System
 from .core.mqtt_server import device_topic
 from .device_tools import DeviceTools
 from .devices import XiaozhiDevice
+from .issues import async_raise_issue
 from .models import XiaozhiConfigEntry
-from .repairs import async_raise_issue
 from .store import DeviceStore, new_token
 
-__all__ = ["XiaozhiConfigEntry", "XiaozhiHub", "async_get_hub"]
+__all__ = ["XiaozhiConfigEntry", "XiaozhiHub", "async_get_hub", "ota_url"]
 
 _LOGGER = logging.getLogger(__name__)
 
 DATA_HUB: HassKey[XiaozhiHub] = HassKey(f"{DOMAIN}_hub")
 
+PLACEHOLDER_URL = "http://<home-assistant-ip>:8123"  # when HA knows no URL of its own
 ACTIVATION_MESSAGES = {
     "zh": "请在 Home Assistant 中添加此设备，验证码：{code}",
     "en": "Add this device in Home Assistant with code {code}",
 }
+
+
+@callback
+def ota_url(hass: HomeAssistant) -> str:
+    """The OTA URL devices on the LAN should use (what the user types into each device)."""
+    try:
+        base = get_url(hass, allow_external=False, allow_cloud=False, prefer_external=False)
+    except NoURLAvailableError:
+        base = PLACEHOLDER_URL
+    return base.rstrip("/") + OTA_PATH
 
 
 @callback

@@ -27,9 +27,9 @@ from homeassistant.util.hass_dict import HassKey
 from mcp.shared.message import SessionMessage
 
 from .const import DOMAIN, ISSUE_ENDPOINT_OVER_LIMIT, ISSUE_ENDPOINT_REFUSED, SUBENTRY_MCP_ENDPOINT
+from .issues import async_raise_issue
 from .mcp_link import LIMITS, EndpointLink, ToolsFit
 from .models import XiaozhiConfigEntry
-from .repairs import async_raise_issue
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -45,6 +45,7 @@ from .const import (
     DEFAULT_TEMPERATURE,
     ENDPOINT_URL_SCHEMES,
     LLM_PRESETS,
+    PRESET_CUSTOM,
     SERVICE_DASHSCOPE,
     SERVICE_EDGE,
     SERVICE_OPENAI,
@@ -60,12 +61,27 @@ MAX_MAX_TOKENS: Final = 8192
 MIN_TIMEOUT_S: Final = 0.1
 MAX_TIMEOUT_S: Final = 120.0
 DEFAULT_ENDPOINT_TITLE: Final = "xiaozhi.me"
+# Default names and instructions, in HA's language ("zh" for any Chinese, else "en").
 DEFAULT_TITLES: Final = {
-    (SERVICE_OPENAI, "stt"): "Whisper",
-    (SERVICE_DASHSCOPE, "stt"): "Paraformer",
-    (SERVICE_EDGE, "tts"): "Edge TTS",
-    (SERVICE_DASHSCOPE, "tts"): "CosyVoice",
+    "en": {
+        (SERVICE_OPENAI, "stt"): "Whisper",
+        (SERVICE_DASHSCOPE, "stt"): "Paraformer",
+        (SERVICE_EDGE, "tts"): "Edge TTS",
+        (SERVICE_DASHSCOPE, "tts"): "CosyVoice",
+    },
+    "zh": {
+        (SERVICE_OPENAI, "stt"): "Whisper 语音识别",
+        (SERVICE_DASHSCOPE, "stt"): "Paraformer 语音识别",
+        (SERVICE_EDGE, "tts"): "Edge 语音合成",
+        (SERVICE_DASHSCOPE, "tts"): "CosyVoice 语音合成",
+    },
 }
+DEFAULT_INSTRUCTIONS: Final = {
+    "en": llm.DEFAULT_INSTRUCTIONS_PROMPT,
+    "zh": "你是 Home Assistant 的语音助手。如实回答关于世界的问题。用纯文本回答，简单明了。",
+}
+# The model example where the preset suggests none: Volcengine Ark wants an endpoint ID.
+MODEL_EXAMPLES: Final = {"volcengine": "ep-20250101000000-abcde"}
 
 _PASSWORD = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
 _URL = TextSelector(TextSelectorConfig(type=TextSelectorType.URL))
@@ -106,6 +122,10 @@ class _ServiceFlow(ConfigSubentryFlow):
     @property
     def _is_new(self) -> bool:
         return self.source == "user"
+
+    @property
+    def _language(self) -> str:
+        return "zh" if self.hass.config.language.lower().startswith("zh") else "en"
 
     def _loaded(self) -> bool:
         return self._get_entry().state is ConfigEntryState.LOADED
@@ -174,7 +194,7 @@ class ConversationFlow(_ServiceFlow):
                 CONF_PRESET: user_input[CONF_PRESET],
                 CONF_BASE_URL: preset.base_url,
                 CONF_MODEL: preset.model,
-                CONF_PROMPT: llm.DEFAULT_INSTRUCTIONS_PROMPT,
+                CONF_PROMPT: DEFAULT_INSTRUCTIONS[self._language],
                 CONF_TEMPERATURE: DEFAULT_TEMPERATURE,
                 CONF_MAX_TOKENS: DEFAULT_MAX_TOKENS,
                 CONF_LLM_HASS_API: [llm.LLM_API_ASSIST],
@@ -202,8 +222,9 @@ class ConversationFlow(_ServiceFlow):
                 timeout=min(VALIDATION_TIMEOUT_S, float(user_input[CONF_TIMEOUT])),
             )
             if error is None:
-                return self._finish(user_input, optional=(CONF_PROMPT,))
+                return self._finish(user_input, optional=(CONF_PROMPT, CONF_API_KEY))
             errors["base"] = str(error)
+        custom = self._data[CONF_PRESET] == PRESET_CUSTOM
         suggested = {**self._data, **(user_input or {})}
         suggested[CONF_LLM_HASS_API] = _known_apis(self.hass, suggested.get(CONF_LLM_HASS_API))
         schema = probatio.Schema(
@@ -212,7 +233,8 @@ class ConversationFlow(_ServiceFlow):
                     self._data[CONF_MODEL] or LLM_PRESETS[self._data[CONF_PRESET]].vendor
                 ),
                 probatio.Required(CONF_BASE_URL): _URL,
-                probatio.Required(CONF_API_KEY): _PASSWORD,
+                # A local server (Ollama, LM Studio) takes no key.
+                (probatio.Optional if custom else probatio.Required)(CONF_API_KEY): _PASSWORD,
                 probatio.Required(CONF_MODEL): str,
                 probatio.Optional(CONF_PROMPT): TemplateSelector(),
                 probatio.Optional(CONF_LLM_HASS_API): _llm_api_selector(self.hass),
@@ -228,10 +250,15 @@ class ConversationFlow(_ServiceFlow):
                 probatio.Required(CONF_TIMEOUT): _TIMEOUT,
             }
         )
+        preset = LLM_PRESETS[self._data[CONF_PRESET]]
         return self.async_show_form(
             step_id="settings",
             data_schema=self.add_suggested_values_to_schema(schema, suggested),
             errors=errors,
+            description_placeholders={
+                "base_url": preset.base_url or "http://192.168.1.20:11434/v1",
+                "model": MODEL_EXAMPLES.get(self._data[CONF_PRESET], preset.model or "qwen3:8b"),
+            },
         )
 
 
@@ -257,7 +284,7 @@ class _SpeechFlow(_ServiceFlow):
     def _service_form(
         self, step_id: str, fields: dict[Any, Any], defaults: dict[str, Any]
     ) -> SubentryFlowResult:
-        title = DEFAULT_TITLES[(step_id, self._subentry_type)]
+        title = DEFAULT_TITLES[self._language][(step_id, self._subentry_type)]
         schema = probatio.Schema({**self._name_field(title), **fields})
         return self.async_show_form(
             step_id=step_id,
