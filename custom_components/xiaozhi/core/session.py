@@ -406,10 +406,8 @@ class DeviceSession:
         frame_s = self.reply_audio.frame_duration / 1000
         clock: PlaybackClock | None = None
         while not reply.interrupted and not self.link.closed:
-            while reply.messages:
-                await self.send(reply.messages.popleft())
-            reply.read_audio(bytes_per_s)
             if reply.speak_requested and clock is None:
+                # First, ahead of messages queued meanwhile: the device switches while they go.
                 await self.start_speaking()
                 # The reply is fetched and encoded at once; only its first frame waits for the
                 # device to have switched to speaking.
@@ -419,6 +417,9 @@ class DeviceSession:
                     self._loop.time,
                     not_before=self._speaking_since + TTS_START_SETTLE_S,
                 )
+            while reply.messages:
+                await self.send(reply.messages.popleft())
+            reply.read_audio(bytes_per_s)
             if clock is not None and (
                 len(reply.pcm) >= encoder.frame_bytes or (reply.audio_ended and reply.pcm)
             ):
