@@ -2,11 +2,13 @@
 
     scripts/env python -m pytest benchmarks/test_hub.py -s -p no:cacheprovider
 
-XIAOZHI_BENCH_JSON=path also writes every number as JSON.
+XIAOZHI_BENCH_JSON=path also writes every number as JSON; XIAOZHI_BENCH_ONLY=user_latency,load
+runs only those scenarios; XIAOZHI_BENCH_DEVICES=100,200 sets the device counts of the load.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 import json
 import os
 from pathlib import Path
@@ -19,8 +21,8 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from tests.conftest import allow_a_fleet, make_hub_entry
 from tests.providers import Providers
 
-from .hub import FULL, HubBench, run_all
-from .report import format_table
+from .hub import FULL, SCENARIOS, HubBench, run_all
+from .report import format_goals, format_table
 
 
 @pytest.fixture
@@ -35,7 +37,12 @@ async def test_hub_benchmarks(
     hass: HomeAssistant, providers: Providers, make_device: Any, ota_url: str
 ) -> None:
     """Run every scenario; print the table."""
-    results = await run_all(HubBench(hass, providers, make_device, ota_url), FULL)
+    sizes = FULL
+    if counts := os.environ.get("XIAOZHI_BENCH_DEVICES"):
+        sizes = replace(sizes, load_counts=[int(count) for count in counts.split(",")])
+    only = os.environ.get("XIAOZHI_BENCH_ONLY", ",".join(SCENARIOS)).split(",")
+    results = await run_all(HubBench(hass, providers, make_device, ota_url), sizes, only)
     print("\n" + format_table(results))
+    print("\n" + format_goals(results))
     if path := os.environ.get("XIAOZHI_BENCH_JSON"):
         Path(path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

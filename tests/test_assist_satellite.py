@@ -28,8 +28,8 @@ from tools.audio import speech_pcm
 from tools.emulator import DeviceEmulator
 
 from . import audio
-from .core.test_vad import FAINT_NOISE, LEAD_S, clip, voice
 from .conftest import make_hub_entry
+from .core.test_vad import FAINT_NOISE, LEAD_S, clip, voice
 from .providers import Providers, async_use_streaming
 
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
