@@ -137,7 +137,13 @@ def format_goals(results: dict[str, Any]) -> str:
             f"goal 2  hub overhead after the end-of-speech decision p95 <= {_ms(HUB_OVERHEAD_S)}"
             f" (instant providers): {measured}  {_verdict(worst <= HUB_OVERHEAD_S)}"
         )
-    for count, load in (results.get("load") or {}).items():
+    loads = results.get("load") or {}
+    if LOAD_DEVICES not in loads:
+        lines.append(
+            f"goal 3  {LOAD_DEVICES} devices: not measured in this run"
+            f" (devices: {', '.join(loads) or 'none'})  MISS"
+        )
+    for count, load in loads.items():
         if int(count) < int(LOAD_DEVICES):
             continue
         jitter, lag = load["jitter_s"]["p99"], load["loop_lag_s"]["p99"]
