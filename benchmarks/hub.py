@@ -457,6 +457,16 @@ class Sizes:
     memory_turns: int
 
 
+QUICK = Sizes(
+    latency_turns=10,
+    aggressive_turns=5,
+    overhead_turns=40,
+    streaming_turns=3,
+    load_counts=[100],
+    load_seconds=15.0,
+    idle_devices=20,
+    memory_turns=100,
+)
 FULL = Sizes(
     latency_turns=50,
     aggressive_turns=20,

@@ -4,7 +4,8 @@
 
 XIAOZHI_BENCH_JSON=path also writes every number as JSON; XIAOZHI_BENCH_ONLY=user_latency,load
 runs only those scenarios; XIAOZHI_BENCH_DEVICES=100,200 sets the device counts of the load;
-XIAOZHI_BENCH_PROFILE=1 prints where the event loop's thread spent its time (cProfile).
+XIAOZHI_BENCH_QUICK=1 runs fewer turns; XIAOZHI_BENCH_PROFILE=1 prints where the time went
+(cProfile).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from tests.conftest import allow_a_fleet, make_hub_entry
 from tests.providers import Providers
 
-from .hub import FULL, SCENARIOS, HubBench, run_all
+from .hub import FULL, QUICK, SCENARIOS, HubBench, run_all
 from .report import format_goals, format_table
 
 
@@ -40,7 +41,7 @@ async def test_hub_benchmarks(
     hass: HomeAssistant, providers: Providers, make_device: Any, ota_url: str
 ) -> None:
     """Run every scenario; print the table."""
-    sizes = FULL
+    sizes = QUICK if os.environ.get("XIAOZHI_BENCH_QUICK") else FULL
     if counts := os.environ.get("XIAOZHI_BENCH_DEVICES"):
         sizes = replace(sizes, load_counts=[int(count) for count in counts.split(",")])
     only = os.environ.get("XIAOZHI_BENCH_ONLY", ",".join(SCENARIOS)).split(",")

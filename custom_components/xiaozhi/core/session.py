@@ -443,6 +443,7 @@ class DeviceSession:
             if reply.speak_requested and clock is None:
                 # First, ahead of messages queued meanwhile: the device switches while they go.
                 await self.start_speaking()
+                timings.mark(Stage.TTS_START, self._speaking_since)
                 # The reply is fetched and encoded at once; only its first frame waits for the
                 # device to have switched to speaking.
                 clock = PlaybackClock(
