@@ -66,8 +66,13 @@ class Offload:
 
     def _start(self) -> None:
         batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
+        try:
+            job = self._loop.run_in_executor(None, _run_batch, batch)
+        except RuntimeError as err:  # the executor is shut down: the host is stopping
+            for _, _, done in batch:
+                done(err, 0.0)
+            return
         self._running = True
-        job = self._loop.run_in_executor(None, _run_batch, batch)
         job.add_done_callback(lambda finished: self._finished(batch, finished))
 
     def _finished(
