@@ -39,6 +39,7 @@ from .microphone import (
 
 CONNECT_CONCURRENCY = 10  # devices booting at once (their OTA check and handshake)
 WARMUP_SHARE = 10  # the first report of `turns` comes after 1/10 of the turns
+SLOW_GAP_S = 0.065  # a steady frame this long after the previous one is late (goal 3)
 LOAD_STAGGER_S = 5.0  # device i starts its first turn i/N of this after the first device
 
 
@@ -101,12 +102,14 @@ async def realtime_device(
 def pacing_report(replies: list[list[float]]) -> dict[str, Any]:
     """Jitter of the steady frames, and frames that came after the device's buffer ran dry."""
     jitter: list[float] = []
-    late = 0
+    late = slow = 0
     for times in replies:
         if not times:
             continue
         steady = times[PLAYBACK_LEAD_FRAMES:]
-        jitter.extend(abs(b - a - FRAME_S) for a, b in itertools.pairwise(steady))
+        gaps = [b - a for a, b in itertools.pairwise(steady)]
+        jitter.extend(abs(gap - FRAME_S) for gap in gaps)
+        slow += sum(1 for gap in gaps if gap > SLOW_GAP_S)
         late += sum(1 for k, t in enumerate(times) if t > times[0] + k * FRAME_S)
     return {
         "replies": sum(1 for times in replies if times),
@@ -114,6 +117,7 @@ def pacing_report(replies: list[list[float]]) -> dict[str, Any]:
         "frames_per_reply": sorted({len(times) for times in replies}),
         "jitter_s": percentiles(jitter, 50, 99),
         "late_frames": late,
+        "gaps_over_65ms": slow,
     }
 
 

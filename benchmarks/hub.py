@@ -8,7 +8,7 @@ size and prints the table, `tests/test_bench_smoke.py` runs them small to keep t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 import contextlib
 from dataclasses import dataclass
 import gc
@@ -28,6 +28,7 @@ from homeassistant.core import HomeAssistant
 from custom_components.xiaozhi.assist_satellite import XiaozhiSatellite
 from custom_components.xiaozhi.const import DOMAIN, TRANSPORT_MQTT, TRANSPORT_WEBSOCKET
 from custom_components.xiaozhi.core.messages import ListenMode
+from custom_components.xiaozhi.core.sentences import split_sentences
 from custom_components.xiaozhi.core.timings import Stage
 from custom_components.xiaozhi.hub import XiaozhiHub
 from tests.providers import Providers
@@ -191,17 +192,28 @@ def _delta_per_frame(now: dict[str, float], before: dict[str, float], kind: str)
 
 
 async def streaming(bench: HubBench, turns: int) -> dict[str, Any]:
-    """An agent streaming 3 sentences at TOKEN_S a word: first audio vs. its last token."""
+    """An agent streaming 3 sentences at TOKEN_S a word: first audio vs. its second sentence.
+
+    Also checks the subtitles: each sentence once, in order, and each just before a frame.
+    """
     await bench.use(streaming_tts=True, word_delay=TOKEN_S)
     bench.providers.agent.reply = STREAMED_SENTENCES
+    words = STREAMED_SENTENCES.split()
+    # The agent says word k at (k + 1) * TOKEN_S; the second sentence ends with its 2nd period.
+    second_end = [i for i, word in enumerate(words) if word.endswith(".")][1] + 1
+    expected = split_sentences(STREAMED_SENTENCES)
     device = await bench.make_device()
     await device.connect()
     packets = make_utterance().packets[:MANUAL_SPEECH_FRAMES]
     loop = asyncio.get_running_loop()
     first_audio: list[float] = []
+    second_sentence: list[float] = []
     last_token: list[float] = []
+    subtitle_lead: list[float] = []
+    subtitles_right = 0
     for _ in range(turns):
         before = len(device.received.audio)
+        after = len(device.received.messages)
         await device.listen_start(ListenMode.MANUAL)
         await send_in_real_time(device, packets, loop.time())
         bench.providers.agent.finished_at = None
@@ -209,16 +221,30 @@ async def streaming(bench: HubBench, turns: int) -> dict[str, Any]:
         speech_end = loop.time()
         await device.wait_for_audio(before + 1)
         first_audio.append(device.received.audio[before][0] - speech_end)
-        after = len(device.received.messages)
-        await device.wait_for("tts", "stop", after=after - 1)
-        assert bench.providers.agent.finished_at is not None
-        last_token.append(bench.providers.agent.finished_at - speech_end)
+        await device.wait_for("tts", "stop", after=after)
+        finished = bench.providers.agent.finished_at
+        assert finished is not None
+        last_token.append(finished - speech_end)
+        second_sentence.append(finished - (len(words) - second_end) * TOKEN_S - speech_end)
+        frames = [t for t, _ in device.received.audio[before:]]
+        shown = [
+            (t, m["text"])
+            for t, m in device.received.messages[after:]
+            if m["type"] == "tts" and m.get("state") == "sentence_start"
+        ]
+        subtitles_right += [text for _, text in shown] == expected
+        for at, _ in shown:
+            if following := [t for t in frames if t >= at]:
+                subtitle_lead.append(following[0] - at)
     await device.close()
     return {
         "turns": turns,
-        "words": len(STREAMED_SENTENCES.split()),
+        "words": len(words),
         "speech_end_to_first_frame_s": percentiles(first_audio, 50, 95),
+        "speech_end_to_second_sentence_s": percentiles(second_sentence, 50, 95),
         "speech_end_to_last_token_s": percentiles(last_token, 50, 95),
+        "turns_with_each_sentence_once": subtitles_right,
+        "subtitle_to_next_frame_s": percentiles(subtitle_lead, 50, 100),
     }
 
 
@@ -444,12 +470,23 @@ class Sizes:
     memory_turns: int
 
 
+QUICK = Sizes(
+    latency_turns=10,
+    aggressive_turns=5,
+    overhead_turns=40,
+    streaming_turns=3,
+    load_counts=[100],
+    load_seconds=15.0,
+    mqtt_load_counts=[50],
+    idle_devices=20,
+    memory_turns=100,
+)
 FULL = Sizes(
     latency_turns=50,
     aggressive_turns=20,
     overhead_turns=200,
     streaming_turns=10,
-    load_counts=[1, 10, 50, 100],
+    load_counts=[1, 10, 50, 100, 200],
     load_seconds=15.0,
     mqtt_load_counts=[50],
     idle_devices=100,
@@ -468,19 +505,33 @@ SMOKE = Sizes(
 )
 
 
-async def run_all(bench: HubBench, sizes: Sizes) -> dict[str, Any]:
-    """Every scenario, one after the other."""
+SCENARIOS = (
+    "user_latency",
+    "user_latency_aggressive",
+    "hub_overhead",
+    "streaming",
+    "load",
+    "load_mqtt",
+    "memory",
+)
+
+
+async def run_all(bench: HubBench, sizes: Sizes, only: Iterable[str] = SCENARIOS) -> dict[str, Any]:
+    """Every scenario (or those named in `only`), one after the other."""
     # The test harness runs the loop in asyncio's debug mode, which records a stack trace for
     # every task and callback; Home Assistant in production does not.
     bench.hass.loop.set_debug(False)
-    return {
-        "user_latency": await user_latency(bench, sizes.latency_turns),
-        "user_latency_aggressive": await user_latency(bench, sizes.aggressive_turns, "aggressive"),
-        "hub_overhead": await hub_overhead(bench, sizes.overhead_turns),
-        "streaming": await streaming(bench, sizes.streaming_turns),
-        "load": await load(bench, sizes.load_counts, sizes.load_seconds),
-        "load_mqtt": await load(
+    runs: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+        "user_latency": lambda: user_latency(bench, sizes.latency_turns),
+        "user_latency_aggressive": lambda: user_latency(
+            bench, sizes.aggressive_turns, "aggressive"
+        ),
+        "hub_overhead": lambda: hub_overhead(bench, sizes.overhead_turns),
+        "streaming": lambda: streaming(bench, sizes.streaming_turns),
+        "load": lambda: load(bench, sizes.load_counts, sizes.load_seconds),
+        "load_mqtt": lambda: load(
             bench, sizes.mqtt_load_counts, sizes.load_seconds, transport=TRANSPORT_MQTT
         ),
-        "memory": await memory(bench, sizes.idle_devices, sizes.memory_turns),
+        "memory": lambda: memory(bench, sizes.idle_devices, sizes.memory_turns),
     }
+    return {name: await runs[name]() for name in SCENARIOS if name in set(only)}

@@ -2,14 +2,20 @@
 
     scripts/env python -m pytest benchmarks/test_hub.py -s -p no:cacheprovider
 
-XIAOZHI_BENCH_JSON=path also writes every number as JSON.
+XIAOZHI_BENCH_JSON=path also writes every number as JSON; XIAOZHI_BENCH_ONLY=user_latency,load
+runs only those scenarios; XIAOZHI_BENCH_DEVICES=100,200 sets the device counts of the load;
+XIAOZHI_BENCH_QUICK=1 runs fewer turns; XIAOZHI_BENCH_PROFILE=1 prints where the time went
+(cProfile).
 """
 
 from __future__ import annotations
 
+import cProfile
+from dataclasses import replace
 import json
 import os
 from pathlib import Path
+import pstats
 from typing import Any
 
 from homeassistant.core import HomeAssistant
@@ -19,8 +25,8 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from tests.conftest import allow_a_fleet, make_hub_entry
 from tests.providers import Providers
 
-from .hub import FULL, HubBench, run_all
-from .report import format_table
+from .hub import FULL, QUICK, SCENARIOS, HubBench, run_all
+from .report import format_goals, format_table
 
 
 @pytest.fixture
@@ -35,7 +41,18 @@ async def test_hub_benchmarks(
     hass: HomeAssistant, providers: Providers, make_device: Any, ota_url: str
 ) -> None:
     """Run every scenario; print the table."""
-    results = await run_all(HubBench(hass, providers, make_device, ota_url), FULL)
+    sizes = QUICK if os.environ.get("XIAOZHI_BENCH_QUICK") else FULL
+    if counts := os.environ.get("XIAOZHI_BENCH_DEVICES"):
+        sizes = replace(sizes, load_counts=[int(count) for count in counts.split(",")])
+    only = os.environ.get("XIAOZHI_BENCH_ONLY", ",".join(SCENARIOS)).split(",")
+    profile = cProfile.Profile() if os.environ.get("XIAOZHI_BENCH_PROFILE") else None
+    if profile is not None:
+        profile.enable()  # the event loop's thread only
+    results = await run_all(HubBench(hass, providers, make_device, ota_url), sizes, only)
+    if profile is not None:
+        profile.disable()
+        pstats.Stats(profile).sort_stats("tottime").print_stats(30)
     print("\n" + format_table(results))
+    print("\n" + format_goals(results))
     if path := os.environ.get("XIAOZHI_BENCH_JSON"):
         Path(path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

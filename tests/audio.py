@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 import itertools
 import math
 import statistics
@@ -9,6 +10,7 @@ import statistics
 import pytest
 
 
+@cache  # test TTS engines answer at once: the same tone is not synthesized twice
 def tone(seconds: float, rate: int, freq: float = 440.0, amplitude: float = 0.3) -> bytes:
     """Return 16-bit mono PCM of a sine tone."""
     count = int(seconds * rate)

@@ -31,6 +31,7 @@ from tools.emulator import DeviceEmulator
 
 from . import audio
 from .conftest import make_hub_entry
+from .core.test_vad import FAINT_NOISE, LEAD_S, clip, voice
 from .providers import Providers, async_use_streaming
 
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
@@ -120,7 +121,8 @@ async def test_voice_turn_auto_mode(
 
     assert hass.states.get(providers.light.entity_id).state == STATE_ON
     kinds = [(m["type"], m.get("state")) for _, m in device.received.messages]
-    assert kinds.index(("stt", None)) < kinds.index(("tts", "start"))
+    # The device switched to speaking when the hub decided the speech had ended.
+    assert kinds.index(("tts", "start")) < kinds.index(("stt", None))
     assert ("llm", None) in kinds
     sentence = device.received.of_type("tts", "sentence_start")[0]["text"]
     assert sentence == providers.tts.messages[-1]
@@ -161,13 +163,15 @@ async def test_voice_turn_manual_mode(
     assert hass.states.get(providers.light.entity_id).state == STATE_ON
     assert reply_seconds(device) >= 1.0
     assert_paced(device)
-    # Where the time went, as diagnostics show it: the first frame waited for the device to have
-    # switched to speaking (`tts start` goes out with the transcript), nothing else did.
+    # Where the time went, as diagnostics show it: `tts start` went out at `listen stop`; the
+    # first frame waited for the device to have switched to speaking, nothing else did.
+    kinds = [(m["type"], m.get("state")) for _, m in device.received.messages]
+    assert kinds.index(("tts", "start")) < kinds.index(("stt", None))
     hub = hass.config_entries.async_entries(DOMAIN)[0].runtime_data
     stages = hub.devices[device.device_id].last_turn.since_speech_end()
     assert set(stages) == {s.value for s in Stage} - {Stage.SPEECH_END.value}
     assert max(stages, key=stages.__getitem__) == Stage.FIRST_FRAME
-    assert stages[Stage.FIRST_FRAME] >= stages[Stage.STT_END] + TTS_START_SETTLE_S * 1000 - 1
+    assert stages[Stage.FIRST_FRAME] >= TTS_START_SETTLE_S * 1000 - 1
     await asyncio.sleep(0.2)
     # Manual mode: no follow-up turn; the channel stays open and idle.
     assert not device.closed
@@ -441,8 +445,12 @@ async def test_stt_failure_ends_the_conversation_cleanly(
     # The device goes idle instead of streaming its microphone into nothing.
     assert await device.wait_closed(timeout=10) == 1000
     mic.cancel()
-    kinds = [(m["type"], m.get("state")) for _, m in device.received.messages]
-    assert ("tts", "start") not in kinds
+    kinds = [(m["type"], m.get("state")) for _, m in device.received.messages if m["type"] != "mcp"]
+    # It switched to speaking at the end of speech; the turn's sender ended that before closing.
+    assert kinds[1] == ("tts", "start")
+    assert kinds[-1] == ("tts", "stop")
+    assert kinds.count(("tts", "start")) == 1
+    assert device.received.audio == []
 
 
 async def test_agent_failure_is_spoken(
@@ -485,3 +493,79 @@ async def test_diagnostics_keep_the_last_finished_turn(
     stages = diagnostics["devices"][device.device_id]["last_turn_ms_after_speech_end"]
     assert set(stages) >= {Stage.STT_END.value, Stage.FIRST_FRAME.value}
     assert diagnostics["ota_url"].endswith("/xiaozhi/ota/")
+
+
+async def test_tts_start_goes_out_before_the_stt_result(
+    hass: HomeAssistant,
+    providers: Providers,
+    make_device: MakeDevice,
+    speech: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Auto mode: the device switches to speaking while a slow STT engine is still working."""
+    transcribe = providers.stt.async_process_audio_stream
+    stt_delay = 0.5
+
+    async def slow(*args: Any) -> Any:
+        result = await transcribe(*args)
+        await asyncio.sleep(stt_delay)
+        return result
+
+    monkeypatch.setattr(providers.stt, "async_process_audio_stream", slow)
+    device = await make_device()
+    await device.connect()
+    mic = await speak(device, speech, ListenMode.AUTO)
+    stt = await device.wait_for("stt")
+    await device.wait_for("tts", "stop")
+    mic.cancel()
+    assert stt["text"] == "turn on the kitchen light"
+    times = {(m["type"], m.get("state")): t for t, m in device.received.messages}
+    assert times[("tts", "stop")] > times[("stt", None)]
+    assert times[("stt", None)] - times[("tts", "start")] > stt_delay - 0.1
+    assert reply_seconds(device) >= 1.0
+
+
+async def test_streamed_reply_with_a_whole_text_tts_shows_each_sentence_once(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice, speech: bytes
+) -> None:
+    """The agent streams, the TTS does not (Wyoming): TTS_START repeats the text; shown once."""
+    await async_update_pipeline(
+        hass,
+        async_get_pipeline(hass),
+        conversation_engine=providers.agent.entity_id,
+        tts_engine=providers.tts.entity_id,
+    )
+    providers.agent.word_delay = 0.01
+    device = await make_device()
+    await device.connect()
+    mic = await speak(device, speech, ListenMode.AUTO)
+    await device.wait_for("tts", "stop")
+    mic.cancel()
+    sentences = [m["text"] for m in device.received.of_type("tts", "sentence_start")]
+    assert sentences == [
+        "Sure, here is the plan for tonight.",
+        "First, preheat the oven to two hundred degrees.",
+        "Then bake the bread for twenty minutes and let it cool.",
+    ]
+    assert [m.strip() for m in providers.tts.messages] == [providers.agent.reply]  # one request
+    assert reply_seconds(device) >= 5.0
+
+
+async def test_a_command_with_a_300_ms_pause_is_not_cut(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice
+) -> None:
+    """Auto mode at the default setting: the pause is not the end; the whole command is heard."""
+    first, second = voice("turn on the"), voice("kitchen light")
+    command = clip(LEAD_S, first, 0.3, second, noise=FAINT_NOISE).tobytes()
+    device = await make_device()
+    await device.connect()
+    await device.listen_start(ListenMode.AUTO)
+    mic = asyncio.get_running_loop().create_task(
+        device.stream_pcm(command + clip(3.0, noise=FAINT_NOISE).tobytes())
+    )
+    await device.wait_for("stt")
+    await device.wait_for("tts", "stop")
+    mic.cancel()
+    assert len(device.received.of_type("stt")) == 1
+    assert len(device.received.of_type("tts", "start")) == 1
+    assert providers.stt.received[0] >= len(command)  # the STT heard the second part too

@@ -2,8 +2,9 @@
 
 The device's session reports to its satellite directly (it is the session's handler). Each turn
 is one pipeline run whose events are mapped to protocol messages here, the one place that does
-it: STT text -> `stt`; the agent's answer -> `llm` (emotion); TTS -> `tts start`, each sentence's
-`sentence_start` as its audio starts, paced Opus audio, `tts stop`. They go into the turn's
+it: the end of speech -> `tts start` (the device switches while STT and the agent work); STT
+text -> `stt`; the agent's answer -> `llm` (emotion); TTS -> each sentence's `sentence_start` as
+its audio starts, paced Opus audio, `tts stop`. They go into the turn's
 `Reply`, which the session sends in order (`DeviceSession.speak`).
 
 End of speech is decided in one place per listening mode: the hub's Silero endpointer in auto
@@ -204,8 +205,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
                 self._start_turn(session)
             case Listen(state=ListenState.STOP):
                 if (turn := self._turn) is not None and turn.mic is not None:
-                    self._mark(turn, Stage.SPEECH_END)
-                    self._end_mic(turn)
+                    self._speech_ended(turn)
             case Listen(state=ListenState.DETECT, text=text):
                 self._wake_word = text or FIRMWARE_WAKE_WORD.wake_word
                 if text:
@@ -252,8 +252,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
             return
         event = turn.endpointer.process(pcm)
         if event is EndpointEvent.SPEECH_END:
-            self._mark(turn, Stage.SPEECH_END)
-            self._end_mic(turn)
+            self._speech_ended(turn)
         elif event is EndpointEvent.NO_SPEECH:
             # Nobody is talking to it: end the conversation, the device goes idle.
             _LOGGER.debug("%s: no speech; ending the conversation", self.entity_id)
@@ -315,6 +314,17 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
 
     def _mark(self, turn: _Turn, stage: Stage) -> None:
         turn.timings.mark(stage, self.hass.loop.time())
+
+    def _speech_ended(self, turn: _Turn) -> None:
+        """The user has finished: switch the device to speaking now, while STT and the agent work.
+
+        The device drops or flushes reply audio that races its switch (`TTS_START_SETTLE_S`);
+        sent here, `tts start` is long applied when the reply is ready. If nothing usable was
+        heard, the turn's sender still ends it with `tts stop`.
+        """
+        self._mark(turn, Stage.SPEECH_END)
+        turn.reply.start_speaking()
+        self._end_mic(turn)
 
     def _end_mic(self, turn: _Turn) -> None:
         """End the utterance: the pipeline's STT stage finishes; realtime hears barge-ins."""
@@ -456,7 +466,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
                 self._end_mic(turn)
                 text = data["stt_output"]["text"]
                 reply.send(Stt(text=text))
-                if text:  # switch the device to speaking early: it drops audio that races it
+                if text:  # HA's pipeline ended the utterance itself (its 15 s limit)
                     reply.start_speaking()
             case PipelineEventType.INTENT_START if turn.typed:
                 self._mark(turn, Stage.SPEECH_END)

@@ -6,7 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 import json
+import threading
 from typing import ClassVar, Self
+from unittest.mock import patch
 
 import pytest
 
@@ -16,6 +18,7 @@ from custom_components.xiaozhi.core import (
     SessionStarted,
     SessionState,
 )
+from custom_components.xiaozhi.core.codec import OpusDecoder, OpusEncoder
 from custom_components.xiaozhi.core.const import (
     PLAYBACK_LEAD_FRAMES,
     TTS_START_SETTLE_S,
@@ -30,6 +33,7 @@ from custom_components.xiaozhi.core.messages import (
     JsonObject,
     Listen,
     ListenMode,
+    ListenState,
     Message,
 )
 from custom_components.xiaozhi.core.reply import Reply
@@ -78,7 +82,7 @@ class RecordingHost:
                 self.events.append(event)
 
     def audio_received(self, session: DeviceSession, pcm: bytes) -> None:
-        pass
+        self.events.append(len(pcm))
 
 
 @pytest.fixture
@@ -240,3 +244,31 @@ async def test_a_new_message_type_needs_no_change_to_the_session(
     monkeypatch.setitem(DEVICE_MESSAGE_TYPES, Notice.TYPE, Notice)  # type: ignore[arg-type]
     await s.handle_text('{"type": "notice", "text": "低电量"}')
     assert host.events[-1] == Notice(text="低电量")
+
+
+async def test_microphone_audio_is_decoded_off_the_loop_in_order_before_later_messages(
+    session: tuple[DeviceSession, RecordingLink, RecordingHost],
+) -> None:
+    """Frames of 20/60 ms reach the handler in order, all before the `listen stop` after them."""
+    s, _, host = session
+    encoders = {ms: OpusEncoder(16000, ms, bitrate=None, complexity=0) for ms in (20, 60)}
+    lengths = [20, 60, 60, 20, 60] * 6
+    packets = [encoders[ms].encode(tone(ms / 1000, 16000)) for ms in lengths]
+    await s.handle_text(Listen(state=ListenState.START, mode=ListenMode.MANUAL).to_json())
+    main = threading.get_ident()
+    decoders: set[int] = set()
+    decode = OpusDecoder.decode
+
+    def spy(decoder: OpusDecoder, packet: bytes) -> bytes:
+        decoders.add(threading.get_ident())
+        return decode(decoder, packet)
+
+    with patch.object(OpusDecoder, "decode", spy):
+        for packet in packets:
+            s.handle_audio(packet)
+        await s.handle_text(Listen(state=ListenState.STOP).to_json())
+    heard = host.events[2:]
+    assert heard[:-1] == [ms * 32 for ms in lengths]  # 16 kHz 16-bit: 32 bytes a millisecond
+    assert isinstance(heard[-1], Listen) and heard[-1].state is ListenState.STOP
+    assert decoders and main not in decoders
+    assert s.codec_stats.frames_decoded == len(packets)

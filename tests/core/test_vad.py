@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from functools import cache
+import math
 import time
 
 import numpy as np
 import pytest
 
+from custom_components.xiaozhi.core import vad
 from custom_components.xiaozhi.core.vad import (
     TRAILING_SILENCE_S,
     WINDOW_S,
@@ -236,3 +238,25 @@ def test_cost_per_device_frame() -> None:
     per_frame_us = (time.perf_counter() - started) / len(frames) * 1e6
     print(f"{per_frame_us:.0f} us per 60 ms frame")
     assert per_frame_us < 1000
+
+
+@pytest.mark.parametrize("noise", [FAINT_NOISE, ROOM_NOISE, LOUD_NOISE])
+def test_the_model_skips_the_background_and_decides_the_same(
+    noise: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between commands the model scores (almost) nothing; commands end where they did."""
+    idle = SpeechEndpointer(no_speech_timeout_s=60.0)
+    feed(idle, clip(3.0, noise=noise))
+    assert idle.model_skipped >= idle.audio_s / WINDOW_S - 2  # all but the first windows
+
+    audio = clip(LEAD_S, voice("turn on the"), 0.3, voice("kitchen light"), TAIL_S, noise=noise)
+    gated = feed(SpeechEndpointer(), audio)
+    monkeypatch.setattr(vad, "BACKGROUND_ABOVE_FLOOR_DB", -math.inf)
+    always = SpeechEndpointer()
+    scored = feed(always, audio)
+    assert always.model_skipped == 0
+    # The same decisions; in loud noise the model's state differs a little after the windows it
+    # did not score: the end may move by one device frame, never the pause into an end.
+    assert kinds(gated) == kinds(scored) == [START, END]
+    assert gated[0] == scored[0]
+    assert abs(gated[1][1] - scored[1][1]) <= FRAME_S + 1e-9

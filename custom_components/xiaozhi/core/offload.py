@@ -1,0 +1,107 @@
+"""Codec work for every device, off the event loop, in order, in batches.
+
+libopus runs through ctypes, which releases the GIL for the call (`benchmarks/gil_release.py`
+measures it): decoding and encoding on an executor thread use the second core while the event
+loop serves the devices. One batch is in flight per loop at a time: jobs queued meanwhile go in
+the next, so the results come back in the order the jobs were queued (each device's frames stay
+in order) and the loop pays one executor round trip per batch, not per frame. Silero's
+extension holds the GIL, so the voice detection stays on the loop (a thread would not add a
+core).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+import time
+from typing import Any, Final
+import weakref
+
+MAX_BATCH: Final = 64  # jobs per executor run; at 60 ms frames that is 64 devices' next frame
+
+type Done = Callable[[Any, float], None]
+"""Called on the loop with the job's result (or the exception it raised) and its CPU seconds."""
+
+
+class Offload:
+    """A queue of short blocking calls, run on the loop's default executor in batches."""
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Offload] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve one event loop."""
+        self._loop = loop
+        self._queued: list[tuple[Callable[[Any], Any], Any, Done]] = []
+        self._running = False
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> Offload:
+        """The loop's one queue (created at first use)."""
+        if (offload := cls._by_loop.get(loop)) is None:
+            offload = cls._by_loop[loop] = cls(loop)
+        return offload
+
+    def submit(self, call: Callable[[Any], Any], argument: Any, done: Done) -> None:
+        """Run `call(argument)` off the loop; `done` gets its result on the loop, in order."""
+        self._queued.append((call, argument, done))
+        if not self._running:
+            self._start()
+
+    def run(self, call: Callable[[Any], Any], argument: Any) -> asyncio.Future[tuple[Any, float]]:
+        """`submit` for a coroutine: a future of (result, CPU seconds); raises what `call` did."""
+        future: asyncio.Future[tuple[Any, float]] = self._loop.create_future()
+
+        def done(result: Any, seconds: float) -> None:
+            if future.done():  # the awaiting coroutine was cancelled
+                return
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result((result, seconds))
+
+        self.submit(call, argument, done)
+        return future
+
+    def _start(self) -> None:
+        batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
+        try:
+            job = self._loop.run_in_executor(None, _run_batch, batch)
+        except RuntimeError as err:  # the executor is shut down: the host is stopping
+            for _, _, done in batch:
+                done(err, 0.0)
+            return
+        self._running = True
+        job.add_done_callback(lambda finished: self._finished(batch, finished))
+
+    def _finished(
+        self,
+        batch: list[tuple[Callable[[Any], Any], Any, Done]],
+        job: asyncio.Future[list[tuple[Any, float]]],
+    ) -> None:
+        self._running = False
+        if self._queued and not self._loop.is_closed():
+            self._start()  # the next batch decodes while this one is delivered
+        if job.cancelled():
+            return
+        if (error := job.exception()) is not None:
+            results: list[tuple[Any, float]] = [(error, 0.0)] * len(batch)
+        else:
+            results = job.result()
+        for (_, _, done), (result, seconds) in zip(batch, results, strict=True):
+            done(result, seconds)
+
+
+def _run_batch(batch: list[tuple[Callable[[Any], Any], Any, Done]]) -> list[tuple[Any, float]]:
+    """On the executor: every call of the batch, in order; an exception is its call's result."""
+    results: list[tuple[Any, float]] = []
+    clock = time.thread_time
+    for call, argument, _ in batch:
+        started = clock()
+        try:
+            result = call(argument)
+        except Exception as err:
+            result = err
+        results.append((result, clock() - started))
+    return results

@@ -1,0 +1,49 @@
+"""Tests for the codec offload: in order, off the loop, errors as results."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from custom_components.xiaozhi.core.offload import MAX_BATCH, Offload
+
+
+async def test_results_come_back_in_order_across_batches() -> None:
+    loop = asyncio.get_running_loop()
+    offload = Offload.of(loop)
+    assert Offload.of(loop) is offload
+    threads: set[int] = set()
+    results: list[int] = []
+
+    def square(value: int) -> int:
+        threads.add(threading.get_ident())
+        return value * value
+
+    count = MAX_BATCH * 3 + 5
+    done = asyncio.Event()
+
+    def collect(result: int, _: float) -> None:
+        results.append(result)
+        if len(results) == count:
+            done.set()
+
+    for value in range(count):
+        offload.submit(square, value, collect)
+    await asyncio.wait_for(done.wait(), 5)
+    assert results == [value * value for value in range(count)]
+    assert threading.get_ident() not in threads
+
+
+async def test_an_error_is_its_jobs_result_only() -> None:
+    offload = Offload.of(asyncio.get_running_loop())
+
+    def fail(_: object) -> None:
+        raise ValueError("bad packet")
+
+    with pytest.raises(ValueError, match="bad packet"):
+        await offload.run(fail, None)
+    result, seconds = await offload.run(len, b"abc")
+    assert result == 3
+    assert seconds >= 0
