@@ -211,8 +211,14 @@ async def test_device_tools_between_conversations(
     assert methods(device)[:2] == ["initialize", "tools/list"]
     await hass.async_block_till_done()
     speaker = entity_id(hass, "media_player", device, "speaker")
-    battery = entity_id(hass, "sensor", device, "battery_level")
     await until(lambda: volume_of(hass, speaker) == 0.7)
+    registry = er.async_get(hass)
+    await until(  # the sensors come with the status's keys
+        lambda: registry.async_get_entity_id("sensor", DOMAIN, f"{device.device_id}-battery_level")
+        is not None
+    )
+    await hass.async_block_till_done()
+    battery = entity_id(hass, "sensor", device, "battery_level")
     assert hass.states.get(battery).state == "76"
     assert known.session is None and device.session_id == ""  # no conversation was opened
 
