@@ -9,9 +9,11 @@ import struct
 from typing import Any
 
 import aiomqtt
+from homeassistant.components.media_player import ATTR_MEDIA_VOLUME_LEVEL, SERVICE_VOLUME_SET
 from homeassistant.components.notify import ATTR_MESSAGE, ATTR_TITLE
 from homeassistant.const import ATTR_ENTITY_ID, STATE_ON, STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import entity_registry as er, issue_registry as ir
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -26,7 +28,7 @@ from custom_components.xiaozhi.const import (
 )
 from custom_components.xiaozhi.core import SessionState
 from custom_components.xiaozhi.core.const import MQTT_KEEPALIVE_S, PLAYBACK_LEAD_FRAMES
-from custom_components.xiaozhi.core.messages import DeviceMessage, ListenMode, Mcp
+from custom_components.xiaozhi.core.messages import ListenMode
 from custom_components.xiaozhi.core.udp import Drop
 from custom_components.xiaozhi.devices import XiaozhiDevice
 from custom_components.xiaozhi.diagnostics import async_get_config_entry_diagnostics
@@ -151,26 +153,10 @@ async def test_voice_turns_over_mqtt_and_udp(
 async def test_between_conversations(
     hass: HomeAssistant, providers: Providers, make_device: MakeDevice
 ) -> None:
-    """No session open: a device tool is called and a notification is shown."""
+    """No session open: a notification is shown; the entities follow the connection."""
     device = await make_device()
     known = await switch_to_mqtt(hass, device)
     assert known.session is None
-
-    answers: list[DeviceMessage] = []
-    known.async_listen_messages(answers.append)
-    await known.async_send(
-        Mcp(
-            payload={
-                "jsonrpc": "2.0",
-                "id": 7,
-                "method": "tools/call",
-                "params": {"name": "self.audio_speaker.set_volume", "arguments": {"volume": 40}},
-            }
-        )
-    )
-    await until(lambda: bool(answers))
-    assert isinstance(answers[0], Mcp)
-    assert answers[0].payload["id"] == 7 and answers[0].payload["result"]["isError"] is False
 
     notify = entity_id(hass, "notify", device, "alert")
     assert hass.states.get(notify).state != STATE_UNAVAILABLE
@@ -189,6 +175,108 @@ async def test_between_conversations(
     await until(lambda: known.connection is None)
     await hass.async_block_till_done()
     assert hass.states.get(notify).state == STATE_UNAVAILABLE
+
+
+def methods(device: DeviceEmulator, start: int = 0) -> list[str]:
+    """The MCP methods the emulated device was asked for, from request `start` on."""
+    return [str(request["method"]) for request in device.mcp.requests[start:]]
+
+
+def volume_of(hass: HomeAssistant, speaker: str) -> float | None:
+    current = hass.states.get(speaker)
+    assert current is not None
+    volume: float | None = current.attributes.get(ATTR_MEDIA_VOLUME_LEVEL)
+    return volume
+
+
+async def set_volume(hass: HomeAssistant, speaker: str, level: float) -> None:
+    await hass.services.async_call(
+        "media_player",
+        SERVICE_VOLUME_SET,
+        {ATTR_ENTITY_ID: speaker, ATTR_MEDIA_VOLUME_LEVEL: level},
+        blocking=True,
+    )
+
+
+async def test_device_tools_between_conversations(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice, speech: bytes
+) -> None:
+    """The device's tools over its MQTT connection: listed, called and followed, no session."""
+    device = await make_device()
+    assert device.mcp.requests == []  # never in a conversation: HA has not seen its tools
+    known = await switch_to_mqtt(hass, device)
+
+    # The connection alone lists the tools and reads the status: the entities appear, live.
+    await until(lambda: methods(device)[-1:] == ["tools/call"])
+    assert methods(device)[:2] == ["initialize", "tools/list"]
+    await hass.async_block_till_done()
+    speaker = entity_id(hass, "media_player", device, "speaker")
+    await until(lambda: volume_of(hass, speaker) == 0.7)
+    registry = er.async_get(hass)
+    await until(  # the sensors come with the status's keys
+        lambda: registry.async_get_entity_id("sensor", DOMAIN, f"{device.device_id}-battery_level")
+        is not None
+    )
+    await hass.async_block_till_done()
+    battery = entity_id(hass, "sensor", device, "battery_level")
+    assert hass.states.get(battery).state == "76"
+    assert known.session is None and device.session_id == ""  # no conversation was opened
+
+    # The volume set from HA: a tools/call over MQTT, the device's volume changes.
+    device.mcp.calls.clear()
+    device.mcp.battery_level = 75
+    await set_volume(hass, speaker, 0.35)
+    assert device.mcp.calls[0] == ("self.audio_speaker.set_volume", {"volume": 35})
+    assert device.mcp.volume == 35
+    assert volume_of(hass, speaker) == 0.35
+    call = device.received.of_type("mcp")[-1]
+    assert "session_id" not in call  # sent between sessions
+    await until(lambda: hass.states.get(battery).state == "75")  # refreshed after the call
+    assert known.session is None
+
+    # The MQTT connection drops: the tool entities follow, and a call says why it fails.
+    await device.disconnect_mqtt()
+    await until(lambda: known.connection is None)
+    await hass.async_block_till_done()
+    assert hass.states.get(speaker).state == STATE_UNAVAILABLE
+    assert hass.states.get(battery).state == STATE_UNAVAILABLE
+    await set_volume(hass, speaker, 0.5)  # HA skips an unavailable entity
+    with pytest.raises(HomeAssistantError, match="not connected"):  # as the LLM API calls
+        await (
+            hub_of(hass)
+            .device_tools(known)
+            .async_call("self.audio_speaker.set_volume", {"volume": 50})
+        )
+    assert device.mcp.volume == 35
+
+    # It reconnects (its 60 s timer): initialize and tools/list again, the entities come back.
+    start = len(device.mcp.requests)
+    await device.connect_mqtt()
+    await until(lambda: hass.states.get(speaker).state != STATE_UNAVAILABLE)
+    assert methods(device, start)[:2] == ["initialize", "tools/list"]
+    assert hass.states.get(battery).state == "75"
+
+    # A voice turn over MQTT+UDP still works, and a call during it goes over the session.
+    hello = await device.connect()
+    assert hello is not None and hello.transport == "udp"
+    start_messages = len(device.received.messages)
+    mic = await speak(device, speech)
+    stt = await device.wait_for("stt", after=start_messages)
+    assert stt["text"] == "turn on the kitchen light"
+    await set_volume(hass, speaker, 0.5)
+    assert device.mcp.volume == 50
+    assert device.received.of_type("mcp")[-1]["session_id"] == device.session_id
+    await device.wait_for("tts", "stop", after=start_messages)
+    mic.cancel()
+    assert hass.states.get(providers.light.entity_id).state == STATE_ON
+
+    # The conversation ends; the tools stay available on the connection.
+    await device.close_audio_channel()
+    await until(lambda: known.session is None)
+    await hass.async_block_till_done()
+    assert hass.states.get(speaker).state != STATE_UNAVAILABLE
+    await set_volume(hass, speaker, 0.2)
+    assert device.mcp.volume == 20
 
 
 async def test_server_goodbye_and_stale_messages(

@@ -151,8 +151,11 @@ async def test_fuzz_mqtt_and_udp(
     caplog.set_level(logging.WARNING)
     device = await make_device()
     known = await switch_to_mqtt(hass, device)
-    await device.connect()
     hub = hub_of(hass)
+    # The connection lists the device's tools and reads its status: let the device answer
+    # before the fuzzer takes its connection over (its client cannot publish on a closed one).
+    await until(lambda: bool(hub.device_tools(known).status))
+    await device.connect()
     mqtt_port, udp_port = hub.mqtt.mqtt_port, hub.mqtt.udp_port
     ssrc = int.from_bytes(bytes.fromhex(device.server_hello_udp["nonce"])[4:8], "big")
     loop = asyncio.get_running_loop()

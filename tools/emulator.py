@@ -793,7 +793,10 @@ class DeviceEmulator:
         self.mcp.http = await self._session()
 
         async def answer() -> None:
-            if (response := await self.mcp.handle(payload)) is not None and self.can_send:
+            if (response := await self.mcp.handle(payload)) is None or not self.can_send:
+                return
+            # The connection may go while a tool runs: the firmware's publish just fails.
+            with contextlib.suppress(aiomqtt.MqttError, ConnectionError):
                 await self.send_json({"type": "mcp", "payload": response})
 
         task = asyncio.get_running_loop().create_task(answer(), name="emulator mcp")

@@ -1,9 +1,14 @@
-"""A device's own tools in HA: its MCP client while a channel is open, and what they report.
+"""A device's own tools in HA: its MCP client while it is reachable, and what they report.
 
-One `DeviceTools` per device (kept by the hub). When the device's channel opens it sends
+One `DeviceTools` per device (kept by the hub), with one MCP client per channel: a WebSocket
+device's session, or an always-connected device's MQTT connection (its sessions come and go on
+it, so its tools stay callable between conversations). When the channel opens it sends
 `initialize` (with the camera's upload URL and token) and lists the tools; the names are kept
 with the device so its entities exist while it is away. Entities and the LLM API call tools
 through `async_call`, which turns every failure into a clear `HomeAssistantError`.
+
+`handle` is the one place the device's MCP messages reach the client: the satellite hands in
+those of a session, the device's listener those sent between sessions.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from homeassistant.util import dt as dt_util
 from yarl import URL
 
 from .const import DOMAIN, SIGNAL_TOOLS_CHANGED
-from .core import DeviceSession
+from .core import DeviceConnection, DeviceSession
 from .core.const import VISION_PATH
 from .core.mcp import (
     DeviceGoneError,
@@ -30,8 +35,8 @@ from .core.mcp import (
     McpTimeoutError,
     parse_json_text,
 )
-from .core.messages import JsonObject, Mcp
-from .devices import XiaozhiDevice
+from .core.messages import DeviceMessage, JsonObject, Mcp
+from .devices import DeviceUnreachableError, XiaozhiDevice
 from .models import XiaozhiConfigEntry
 from .store import DeviceStore, new_token
 
@@ -70,42 +75,77 @@ class DeviceTools:
         self.status: dict[str, Any] = {}  # the last status answer, flattened
         self.photo: bytes | None = None
         self.photo_at = dt_util.utcnow()
-        self._session: DeviceSession | None = None
+        # What the client talks over: the MQTT connection, else the session (WebSocket).
+        self._channel: DeviceConnection | DeviceSession | None = None
         self._client: McpClient | None = None
         self._listeners: list[Callable[[], None]] = []
         entry.async_on_unload(device.async_listen(self._async_device_changed))
+        entry.async_on_unload(device.async_listen_messages(self._async_message_received))
         entry.async_on_unload(self._async_stop)
         self._async_device_changed()
 
     # --- the channel -----------------------------------------------------------------------------
 
     @callback
-    def handle(self, session: DeviceSession, message: Mcp) -> None:
-        """An MCP message from the device's channel."""
-        if session is self._session and self._client is not None:
+    def handle(self, session: DeviceSession | None, message: Mcp) -> None:
+        """An MCP message from the device: in `session`, or between sessions (None)."""
+        channel = self._channel
+        if self._client is None or channel is None:
+            return
+        if isinstance(channel, DeviceConnection):
+            # Calls go over whichever way reaches the device (`async_send`): so do answers.
+            ours = session is None or session is channel.session or session is self.device.session
+        else:
+            ours = session is channel
+        if ours:
             self._client.handle(message.payload)
 
     @callback
+    def _async_message_received(self, message: DeviceMessage) -> None:
+        """What the device sends between sessions: its MCP answers are the client's."""
+        if isinstance(message, Mcp):
+            self.handle(None, message)
+
+    def _channel_now(self) -> DeviceConnection | DeviceSession | None:
+        """An always-connected device's MQTT connection, else its open session."""
+        connection = self.device.connection
+        if connection is not None and connection.connected:
+            return connection
+        return self.device.session
+
+    @callback
     def _async_device_changed(self) -> None:
-        session = self.device.session
-        if session is self._session:
+        channel = self._channel_now()
+        if channel is self._channel:
             return
         self._async_stop()
-        if session is None:
+        if channel is None:
             return
-        self._session = session
-        client = self._client = McpClient(
-            lambda payload: session.send(Mcp(payload=payload)), self.device.device_id
-        )
+        self._channel = channel
+        if isinstance(channel, DeviceConnection):
+            client = McpClient(self._async_send, self.device.device_id)
+        else:
+            session = channel
+            client = McpClient(
+                lambda payload: session.send(Mcp(payload=payload)), self.device.device_id
+            )
+        self._client = client
         self.entry.async_create_background_task(
             self.hass, self._async_start(client), f"xiaozhi tools {self.device.device_id}"
         )
+
+    async def _async_send(self, payload: JsonObject) -> None:
+        """Send over the open session, else over the MQTT connection."""
+        try:
+            await self.device.async_send(Mcp(payload=payload))
+        except DeviceUnreachableError as err:
+            raise DeviceGoneError("the device is not connected") from err
 
     @callback
     def _async_stop(self) -> None:
         if self._client is not None:
             self._client.close()
-        self._client = self._session = None
+        self._client = self._channel = None
         if self.tools:
             self.tools = {}
             self._async_notify()
@@ -160,18 +200,18 @@ class DeviceTools:
 
     @property
     def connected(self) -> bool:
-        """Whether the device's channel is open and its tools are listed."""
-        return self._client is not None and bool(self.tools)
+        """Whether the device is reachable and its tools are listed."""
+        return self._client is not None and bool(self.tools) and self.device.reachable
 
     def has(self, name: str) -> bool:
-        """Whether the open channel offers this tool."""
-        return self._client is not None and name in self.tools
+        """Whether the device is reachable and offers this tool."""
+        return self._client is not None and name in self.tools and self.device.reachable
 
     async def async_call(self, name: str, arguments: JsonObject | None = None) -> str:
         """Call a tool; refresh the status after it. Failures raise `HomeAssistantError`."""
         client = self._client
         placeholders = {"device": self.device.name, "tool": name}
-        if client is None or name not in self.tools:
+        if client is None or not self.has(name):
             raise HomeAssistantError(
                 translation_domain=DOMAIN,
                 translation_key="tool_unavailable",

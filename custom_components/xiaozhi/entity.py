@@ -65,7 +65,7 @@ def async_add_tool_entities(
 class XiaozhiEntity(Entity):
     """An entity of one xiaozhi device: available while the device is bound.
 
-    A xiaozhi device opens its channel only during a conversation, so "connected" is not
+    A WebSocket device opens its channel only during a conversation, so "connected" is not
     "available": that is the device's connectivity binary sensor.
     """
 
@@ -88,7 +88,8 @@ class XiaozhiToolEntity(XiaozhiEntity):
     """An entity backed by one of the device's MCP tools (and a value of its status).
 
     It exists once the device has listed the tool (the list is kept across restarts), and is
-    available only while a channel offering the tool is open.
+    available while the device is reachable and offers the tool: during a conversation over the
+    WebSocket, all the time an always-connected device's MQTT connection is up.
     """
 
     tool: str  # the MCP tool the entity calls, or whose presence it needs
@@ -108,7 +109,7 @@ class XiaozhiToolEntity(XiaozhiEntity):
 
     @property
     def available(self) -> bool:
-        """Available while the open channel offers the tool."""
+        """Available while the device is reachable and offers the tool."""
         return self.tools.has(self.tool) and (
             self.status_key is None or self.status_key in self.tools.status
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+import logging
 from typing import Any
 
 import pytest
@@ -81,6 +82,18 @@ async def test_close_fails_waiting_calls_and_later_ones(wire: Wire) -> None:
         await call
     with pytest.raises(DeviceGoneError):
         await wire.client.call_tool("self.reboot")
+
+
+async def test_bad_answers_are_warned_of_once(wire: Wire, caplog: pytest.LogCaptureFixture) -> None:
+    """A device repeating bad input (an always-connected one can, any time) is logged once."""
+    caplog.set_level(logging.DEBUG, mcp.__name__)
+    for _ in range(5):
+        wire.client.handle({"jsonrpc": "2.0", "id": "7", "result": {}})
+        wire.client.handle({"jsonrpc": "2.0", "id": 999, "result": {}})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert len([r for r in caplog.records if r.levelno == logging.DEBUG]) == 8
+    assert await wire.client.call_tool("self.audio_speaker.set_volume", {"volume": 9}) == "true"
 
 
 async def test_a_cursor_that_repeats_ends_the_listing() -> None:

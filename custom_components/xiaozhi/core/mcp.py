@@ -105,6 +105,7 @@ class McpClient:
         self._next_id = 1
         self._pending: dict[int, asyncio.Future[JsonObject]] = {}
         self._closed = False
+        self._warned: set[str] = set()  # kinds of bad input already logged as warnings
         self.server_info: JsonObject = {}
         # Log records get this string, never the client: a kept record would keep the session.
         self._log_name = f"MCP {name}"
@@ -128,13 +129,11 @@ class McpClient:
             or not isinstance(request_id, int)
             or isinstance(request_id, bool)
         ):
-            _LOGGER.warning(
-                "%s: dropping malformed MCP message (no JSON-RPC 2.0 id)", self._log_name
-            )
+            self._warn_once("malformed", "dropping malformed MCP message (no JSON-RPC 2.0 id)")
             return
         future = self._pending.pop(request_id, None)
         if future is None:
-            _LOGGER.warning("%s: dropping MCP answer to unknown id %s", self._log_name, request_id)
+            self._warn_once("unknown id", "dropping MCP answer to unknown id %s", request_id)
             return
         if future.done():
             return
@@ -146,6 +145,12 @@ class McpClient:
             future.set_result(result)
         else:
             future.set_exception(McpError("answer without a result object"))
+
+    def _warn_once(self, kind: str, message: str, *args: object) -> None:
+        """Warn of a kind of bad input once per channel; later ones only at debug level."""
+        level = logging.DEBUG if kind in self._warned else logging.WARNING
+        self._warned.add(kind)
+        _LOGGER.log(level, "%s: " + message, self._log_name, *args)
 
     def close(self) -> None:
         """The channel closed: every request still waiting fails at once."""
