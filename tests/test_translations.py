@@ -1,0 +1,172 @@
+"""What hassfest checks in strings, translations and the manifest, for what runs offline.
+
+hassfest (`script.hassfest`) ships in HA's repository, not in the `homeassistant` wheel, so these
+rules are re-stated here: valid JSON, no URLs or HTML in strings (URLs go in description
+placeholders), the same keys and placeholders in strings.json and every translation, every
+exception key raised in code present (and none unused), manifest keys in hassfest's order, and
+requirements HA can install. Each rule is also run against a broken copy to show it bites.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+import re
+import string
+from typing import Any
+
+from packaging.requirements import Requirement
+import pytest
+
+from custom_components.xiaozhi.llm_client import ErrorKind
+from custom_components.xiaozhi.voice import NO_STT, NO_TTS
+
+ROOT = Path(__file__).resolve().parent.parent
+INTEGRATION = ROOT / "custom_components" / "xiaozhi"
+LANGUAGES = ("en", "zh-Hans")
+
+# A scheme ("http://", "wss://"), "www.", or a bare host name with a common top-level domain.
+URL = re.compile(
+    r"[a-z][a-z0-9+.-]*://|\bwww\.|\b[\w-]+(\.[\w-]+)*\.(com|cn|me|org|net|io)\b", re.IGNORECASE
+)
+HTML = re.compile(r"<[a-z/][^>]*>", re.I)
+QUOTED_PLACEHOLDER = re.compile(r"'\{\w+\}'")
+# A key given with the domain, or to tts.py's `_error(key, ...)` helper.
+RAISED_KEY = re.compile(r'translation_domain=DOMAIN,\s*translation_key="(\w+)"|_error\(\s*"(\w+)"')
+# Exception keys chosen at run time: the chat service's error kinds and an assistant's problem.
+DYNAMIC_EXCEPTION_KEYS = {f"llm_{kind}" for kind in ErrorKind} | {NO_STT, NO_TTS}
+
+
+def _load(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _leaves(data: Any, prefix: str = "") -> dict[str, str]:
+    """Every string by its dotted key."""
+    if isinstance(data, dict):
+        found: dict[str, str] = {}
+        for key, value in data.items():
+            found |= _leaves(value, f"{prefix}.{key}" if prefix else key)
+        return found
+    assert isinstance(data, str), f"{prefix}: not a string"
+    return {prefix: data}
+
+
+def _placeholders(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def _raised_keys() -> set[str]:
+    return {
+        key
+        for path in INTEGRATION.rglob("*.py")
+        for keys in RAISED_KEY.findall(path.read_text(encoding="utf-8"))
+        for key in keys
+        if key
+    }
+
+
+def string_problems(
+    strings: dict[str, Any], translations: dict[str, dict[str, Any]], raised: set[str]
+) -> list[str]:
+    """What hassfest (and a translator) would object to."""
+    problems: list[str] = []
+    source = _leaves(strings)
+    for key, text in source.items():
+        if URL.search(text):
+            problems.append(f"{key}: a URL (use a description placeholder)")
+        if HTML.search(text):
+            problems.append(f"{key}: HTML")
+        if text != text.strip():
+            problems.append(f"{key}: leading or trailing whitespace")
+        if QUOTED_PLACEHOLDER.search(text):
+            problems.append(f"{key}: a single-quoted placeholder")
+    for language, data in translations.items():
+        leaves = _leaves(data)
+        for key in source.keys() - leaves.keys():
+            problems.append(f"{language}: {key} missing")
+        for key in leaves.keys() - source.keys():
+            problems.append(f"{language}: {key} not in strings.json")
+        for key in source.keys() & leaves.keys():
+            if _placeholders(source[key]) != _placeholders(leaves[key]):
+                problems.append(f"{language}: {key} has other placeholders")
+            if URL.search(leaves[key]):
+                problems.append(f"{language}: {key}: a URL")
+    exceptions = set(strings.get("exceptions", {}))
+    problems += [f"exceptions.{key} raised but missing" for key in sorted(raised - exceptions)]
+    unused = exceptions - raised - DYNAMIC_EXCEPTION_KEYS
+    problems += [f"exceptions.{key} never raised" for key in sorted(unused)]
+    return problems
+
+
+def _current() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    strings = _load(INTEGRATION / "strings.json")
+    folder = INTEGRATION / "translations"
+    translations = {lang: _load(folder / f"{lang}.json") for lang in LANGUAGES}
+    return strings, translations
+
+
+def test_strings_and_translations_pass_the_hassfest_rules() -> None:
+    strings, translations = _current()
+    assert string_problems(strings, translations, _raised_keys()) == []
+
+
+def test_english_is_strings_json() -> None:
+    """HA builds en.json from strings.json; here it is kept identical by hand."""
+    strings, translations = _current()
+    assert translations["en"] == strings
+
+
+def test_the_check_catches_a_url_a_missing_key_and_an_unknown_exception() -> None:
+    strings, translations = _current()
+    broken = copy.deepcopy(strings)
+    broken["issues"]["unreachable_url"]["description"] += " See https://example.com/help."
+    broken_translations = copy.deepcopy(translations)
+    del broken_translations["zh-Hans"]["exceptions"]["not_connected"]
+    broken_translations["zh-Hans"]["exceptions"]["tool_failed"]["message"] = "{device} 失败"
+    problems = string_problems(broken, broken_translations, _raised_keys() | {"no_such_key"})
+    assert "issues.unreachable_url.description: a URL (use a description placeholder)" in problems
+    assert "zh-Hans: exceptions.not_connected.message missing" in problems
+    assert "zh-Hans: exceptions.tool_failed.message has other placeholders" in problems
+    assert "exceptions.no_such_key raised but missing" in problems
+
+
+@pytest.mark.parametrize(
+    "text", ["wss://host/x", "see www.example.org", "on xiaozhi.me", "http://192.168.1.10:8123/"]
+)
+def test_what_counts_as_a_url(text: str) -> None:
+    assert URL.search(text)
+
+
+def test_manifest_keys_are_in_hassfest_order() -> None:
+    """Domain, name, then the rest sorted; a custom integration needs a version."""
+    manifest = _load(INTEGRATION / "manifest.json")
+    keys = list(manifest)
+    assert keys[:2] == ["domain", "name"]
+    assert keys[2:] == sorted(keys[2:])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", manifest["version"])
+
+
+def test_requirements_are_bounded_pip_specifiers() -> None:
+    """pip must parse each; each has an upper bound, so a breaking major is never pulled in."""
+    for line in _load(INTEGRATION / "manifest.json")["requirements"]:
+        requirement = Requirement(line)
+        operators = {spec.operator for spec in requirement.specifier}
+        assert operators & {"==", "<", "~="}, line
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "strings.json", "icons.json"])
+def test_integration_json_is_valid(name: str) -> None:
+    assert isinstance(_load(INTEGRATION / name), dict)
+
+
+def test_every_icon_belongs_to_a_translated_entity_and_state() -> None:
+    """icons.json uses the entities' translation keys (and their states) from strings.json."""
+    icons = _load(INTEGRATION / "icons.json")["entity"]
+    entities = _load(INTEGRATION / "strings.json")["entity"]
+    for platform, keys in icons.items():
+        for key, icon in keys.items():
+            assert key in entities[platform], f"{platform}.{key}"
+            assert icon["default"].startswith("mdi:")
+            assert set(icon.get("state", {})) <= set(entities[platform][key].get("state", {}))
