@@ -10,21 +10,28 @@ requirements HA can install. Each rule is also run against a broken copy to show
 from __future__ import annotations
 
 import copy
+from importlib import metadata
 import json
 from pathlib import Path
 import re
 import string
+import sys
 from typing import Any
 
+import homeassistant
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 import pytest
 
+from custom_components.xiaozhi import PLATFORMS
 from custom_components.xiaozhi.llm_client import ErrorKind
 from custom_components.xiaozhi.voice import NO_STT, NO_TTS
 
 ROOT = Path(__file__).resolve().parent.parent
 INTEGRATION = ROOT / "custom_components" / "xiaozhi"
 LANGUAGES = ("en", "zh-Hans")
+# Being rewritten on another branch; it gets the constant there.
+KNOWN_WITHOUT_PARALLEL_UPDATES = ["assist_satellite"]
 
 # A scheme ("http://", "wss://"), "www.", or a bare host name with a common top-level domain.
 URL = re.compile(
@@ -148,12 +155,70 @@ def test_manifest_keys_are_in_hassfest_order() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+", manifest["version"])
 
 
-def test_requirements_are_bounded_pip_specifiers() -> None:
-    """pip must parse each; each has an upper bound, so a breaking major is never pulled in."""
+def _constraints() -> dict[str, str]:
+    """HA's own pins (package_constraints.txt), which pip applies to custom requirements too."""
+    text = (Path(homeassistant.__file__).parent / "package_constraints.txt").read_text()
+    pins = {}
+    for raw in text.splitlines():
+        line = raw.split("#")[0].strip()
+        if "==" in line and ";" not in line:
+            name, version = line.split("==", 1)
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_requirements_install_under_has_constraints() -> None:
+    """hassfest's form (no spaces, parseable versions); HA's own pin of a package must satisfy it.
+
+    HA installs a custom integration's requirements with `-c package_constraints.txt`: an exact
+    pin other than HA's cannot be installed, so packages HA pins get a range here.
+    """
+    constraints = _constraints()
     for line in _load(INTEGRATION / "manifest.json")["requirements"]:
+        assert " " not in line, line
         requirement = Requirement(line)
-        operators = {spec.operator for spec in requirement.specifier}
-        assert operators & {"==", "<", "~="}, line
+        assert requirement.specifier, f"{line}: no version"
+        if (pinned := constraints.get(canonicalize_name(requirement.name))) is not None:
+            assert requirement.specifier.contains(pinned), f"{line} excludes HA's {pinned}"
+            assert not any(spec.operator == "==" for spec in requirement.specifier), line
+
+
+def _distributions(requirements: list[str]) -> set[str]:
+    return {canonicalize_name(Requirement(line).name) for line in requirements}
+
+
+def _module(distribution: str) -> str:
+    return {"audioop-lts": "audioop"}.get(distribution, distribution.replace("-", "_"))
+
+
+def test_every_third_party_import_is_a_requirement() -> None:
+    """Every import comes from the standard library, HA's own requirements or the manifest's.
+
+    A package the manifest's requirements bring (anyio and pydantic with mcp) counts as theirs.
+    """
+    declared = _distributions(_load(INTEGRATION / "manifest.json")["requirements"])
+    provided = set(declared) | {"homeassistant", "probatio"}
+    for name in ["homeassistant", *declared]:
+        provided |= _distributions(
+            [line for line in metadata.requires(name) or [] if "extra ==" not in line]
+        )
+    imported = {
+        match.split(".")[0]
+        for path in INTEGRATION.rglob("*.py")
+        for match in re.findall(r"^\s*(?:import|from) ([a-z_][\w.]*)", path.read_text(), re.M)
+    }
+    third_party = imported - set(sys.stdlib_module_names)
+    assert third_party <= {_module(name) for name in provided}, third_party
+
+
+def test_every_platform_limits_parallel_updates() -> None:
+    """PARALLEL_UPDATES on every platform module (0 where entities only push)."""
+    missing = [
+        platform
+        for platform in PLATFORMS
+        if "PARALLEL_UPDATES" not in (INTEGRATION / f"{platform}.py").read_text()
+    ]
+    assert missing == KNOWN_WITHOUT_PARALLEL_UPDATES
 
 
 @pytest.mark.parametrize("name", ["manifest.json", "strings.json", "icons.json"])
