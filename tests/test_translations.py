@@ -235,3 +235,19 @@ def test_every_icon_belongs_to_a_translated_entity_and_state() -> None:
             assert key in entities[platform], f"{platform}.{key}"
             assert icon["default"].startswith("mdi:")
             assert set(icon.get("state", {})) <= set(entities[platform][key].get("state", {}))
+
+
+def test_quality_scale_lists_every_rule_of_the_installed_ha() -> None:
+    """The same rules as a Platinum core integration's file; a reason for every exempt or todo."""
+    import yaml  # noqa: PLC0415 (only this test reads YAML)
+
+    core = Path(homeassistant.__file__).parent / "components" / "acaia" / "quality_scale.yaml"
+    rules = yaml.safe_load((INTEGRATION / "quality_scale.yaml").read_text())["rules"]
+    assert set(rules) == set(yaml.safe_load(core.read_text())["rules"])
+    for name, rule in rules.items():
+        if rule == "done":
+            continue
+        assert rule["status"] in {"done", "todo", "exempt"}, name
+        assert rule["status"] == "done" or rule.get("comment"), name
+    tier_met = all(rule == "done" or rule["status"] != "todo" for rule in rules.values())
+    assert ("quality_scale" in _load(INTEGRATION / "manifest.json")) == tier_met
