@@ -16,10 +16,10 @@ from typing import Any, Final
 
 from aiohttp import BodyPartReader, web
 from homeassistant.components import ai_task
-from homeassistant.components.http import KEY_HASS, HomeAssistantView
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.http import KEY_HASS, HomeAssistantView
 
 from .const import CONF_VISION_ENTITY, DOMAIN
 from .core.const import BODY_READ_TIMEOUT_S, VISION_PATH
