@@ -226,7 +226,7 @@ async def test_edge_options_voices_and_languages(
         ("EmmaMultilingualNeural", "+10%"),
     ]
 
-    with pytest.raises(HomeAssistantError, match="Invalid Edge TTS option"):
+    with pytest.raises(HomeAssistantError, match="Invalid text-to-speech option"):
         await speak(hass, EDGE, ["你好。"], {"pitch": 500})
 
 

@@ -257,6 +257,9 @@ async def test_a_loopback_channel_url_for_a_lan_device_gets_a_repair(
     hub_._async_check_reachable("ws://127.0.0.1:8123/xiaozhi/v1/", "192.168.1.50")
     issue = issues.async_get_issue(DOMAIN, "unreachable_url")
     assert issue is not None
-    assert issue.translation_placeholders == {"url": "ws://127.0.0.1:8123/xiaozhi/v1/"}
+    assert issue.translation_placeholders == {
+        "url": "ws://127.0.0.1:8123/xiaozhi/v1/",
+        "example_url": "http://192.168.1.10:8123/xiaozhi/ota/",
+    }
     await device.check_ota()  # a loopback device reaching a loopback URL is fine
     assert issues.async_get_issue(DOMAIN, "unreachable_url") is None

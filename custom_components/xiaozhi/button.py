@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from homeassistant.components.button import (
-    ButtonDeviceClass,
-    ButtonEntity,
-    ButtonEntityDescription,
-)
+from homeassistant.components.button import ButtonEntity, ButtonEntityDescription
+from homeassistant.components.button.const import ButtonDeviceClass
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.const import EntityCategory, Platform
 from homeassistant.core import HomeAssistant

@@ -106,6 +106,10 @@ DEFAULT_SERVICE_TIMEOUT_S: Final = 15.0
 # MCP endpoint subentries: the URL (homeassistant.const.CONF_URL, with its token) and the LLM APIs
 # served (homeassistant.const.CONF_LLM_HASS_API).
 ENDPOINT_URL_SCHEMES: Final = ("ws", "wss")
+# Shown in the UI through description placeholders (hassfest allows no URLs in strings).
+XIAOZHI_CONSOLE: Final = "xiaozhi.me"
+EXAMPLE_ENDPOINT_URL: Final = "wss://api.xiaozhi.me/mcp/?token=…"
+EXAMPLE_OTA_URL: Final = "http://192.168.1.10:8123/xiaozhi/ota/"
 ISSUE_ENDPOINT_REFUSED: Final = "endpoint_refused"  # formatted: f"{...}_{subentry_id}"
 ISSUE_ENDPOINT_OVER_LIMIT: Final = "endpoint_over_limit"  # formatted like the above
 

@@ -35,6 +35,7 @@ from .const import (
     CONF_MQTT_PORT,
     CONF_UDP_PORT,
     DOMAIN,
+    EXAMPLE_OTA_URL,
     ISSUE_MQTT_PORTS_IN_USE,
     ISSUE_UNREACHABLE_URL,
     MAX_DEVICES_WITHOUT_CODE,
@@ -451,7 +452,7 @@ class XiaozhiHub:
                 self.hass,
                 ISSUE_UNREACHABLE_URL,
                 ISSUE_UNREACHABLE_URL,
-                {"url": url},
+                {"url": url, "example_url": EXAMPLE_OTA_URL},
                 ir.IssueSeverity.ERROR,
             )
         else:

@@ -26,7 +26,13 @@ from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.util.hass_dict import HassKey
 from mcp.shared.message import SessionMessage
 
-from .const import DOMAIN, ISSUE_ENDPOINT_OVER_LIMIT, ISSUE_ENDPOINT_REFUSED, SUBENTRY_MCP_ENDPOINT
+from .const import (
+    DOMAIN,
+    ISSUE_ENDPOINT_OVER_LIMIT,
+    ISSUE_ENDPOINT_REFUSED,
+    SUBENTRY_MCP_ENDPOINT,
+    XIAOZHI_CONSOLE,
+)
 from .issues import async_raise_issue
 from .mcp_link import LIMITS, EndpointLink, ToolsFit
 from .models import XiaozhiConfigEntry
@@ -130,7 +136,7 @@ class EndpointService:
             self.hass,
             self._refused_issue,
             ISSUE_ENDPOINT_REFUSED,
-            {"endpoint": self.subentry.title},
+            {"endpoint": self.subentry.title, "console": XIAOZHI_CONSOLE},
             severity=ir.IssueSeverity.ERROR,
         )
 

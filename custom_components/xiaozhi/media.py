@@ -13,6 +13,7 @@ from homeassistant.components.ffmpeg import get_ffmpeg_manager
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 
+from .const import DOMAIN
 from .core.codec import samples_per_frame
 from .core.const import SAMPLE_WIDTH
 from .core.errors import CodecError
@@ -34,7 +35,11 @@ async def tts_pcm(hass: HomeAssistant, token: str, sample_rate: int) -> AsyncIte
     """Yield the PCM of a TTS result stream at `sample_rate`, mono, as it is synthesized."""
     stream = tts.async_get_stream(hass, token)
     if stream is None:
-        raise HomeAssistantError(f"TTS stream {token} not found")
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="tts_stream_missing",
+            translation_placeholders={"token": token},
+        )
     reader = WavStreamReader()
     converter: PcmConverter | None = None
     try:
@@ -46,7 +51,11 @@ async def tts_pcm(hass: HomeAssistant, token: str, sample_rate: int) -> AsyncIte
             if pcm := converter.convert(pcm):
                 yield pcm
     except CodecError as err:
-        raise HomeAssistantError(f"TTS audio is not usable: {err}") from err
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="tts_audio_unusable",
+            translation_placeholders={"error": str(err)},
+        ) from err
 
 
 async def url_pcm(hass: HomeAssistant, url: str, sample_rate: int) -> AsyncIterator[bytes]:
@@ -79,7 +88,11 @@ async def url_pcm(hass: HomeAssistant, url: str, sample_rate: int) -> AsyncItera
             yield chunk
         if await process.wait() != 0:
             error = (await process.stderr.read()).decode(errors="replace").strip()
-            raise HomeAssistantError(f"ffmpeg could not convert {url}: {error[:200]}")
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="media_convert_failed",
+                translation_placeholders={"url": url, "error": error[:200]},
+            )
     finally:
         if process.returncode is None:
             process.kill()

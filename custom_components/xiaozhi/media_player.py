@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from homeassistant.components.media_player import (
+from homeassistant.components.media_player import MediaPlayerEntity, MediaPlayerEntityDescription
+from homeassistant.components.media_player.const import (
     MediaPlayerDeviceClass,
-    MediaPlayerEntity,
-    MediaPlayerEntityDescription,
     MediaPlayerEntityFeature,
     MediaPlayerState,
 )

@@ -27,6 +27,7 @@ from .entity import (
 from .hub import XiaozhiConfigEntry
 from .voice import async_check_voice, voice_problem
 
+PARALLEL_UPDATES = 1  # the theme is a device tool call: one at a time per entity
 THEME_TOOL = "self.screen.set_theme"
 THEME_KEY = "screen.theme"
 THEMES = ["light", "dark"]

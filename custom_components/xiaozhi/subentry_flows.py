@@ -25,7 +25,7 @@ import probatio
 from yarl import URL
 
 from .cloud import cosyvoice, edge, openai_stt, paraformer
-from .cloud.dashscope import DEFAULT_URL as DASHSCOPE_URL
+from .cloud.dashscope import DEFAULT_URL as DASHSCOPE_URL, INTL_URL as DASHSCOPE_INTL_URL
 from .const import (
     CONF_BASE_URL,
     CONF_LANGUAGE,
@@ -44,6 +44,7 @@ from .const import (
     DEFAULT_SERVICE_TIMEOUT_S,
     DEFAULT_TEMPERATURE,
     ENDPOINT_URL_SCHEMES,
+    EXAMPLE_ENDPOINT_URL,
     LLM_PRESETS,
     PRESET_CUSTOM,
     SERVICE_DASHSCOPE,
@@ -51,6 +52,7 @@ from .const import (
     SERVICE_OPENAI,
     STT_SERVICES,
     TTS_SERVICES,
+    XIAOZHI_CONSOLE,
 )
 from .llm_client import async_validate
 from .subentry import async_create_openai_client
@@ -60,7 +62,7 @@ MAX_TEMPERATURE: Final = 2.0
 MAX_MAX_TOKENS: Final = 8192
 MIN_TIMEOUT_S: Final = 0.1
 MAX_TIMEOUT_S: Final = 120.0
-DEFAULT_ENDPOINT_TITLE: Final = "xiaozhi.me"
+DEFAULT_ENDPOINT_TITLE: Final = XIAOZHI_CONSOLE
 # Default names and instructions, in HA's language ("zh" for any Chinese, else "en").
 DEFAULT_TITLES: Final = {
     "en": {
@@ -289,6 +291,7 @@ class _SpeechFlow(_ServiceFlow):
         return self.async_show_form(
             step_id=step_id,
             data_schema=self.add_suggested_values_to_schema(schema, {**defaults, **self._data}),
+            description_placeholders={"intl_url": DASHSCOPE_INTL_URL},
         )
 
 
@@ -435,6 +438,11 @@ class McpEndpointFlow(_ServiceFlow):
             step_id="user",
             data_schema=self.add_suggested_values_to_schema(schema, suggested),
             errors=errors,
+            description_placeholders={
+                "console": XIAOZHI_CONSOLE,
+                "example_url": EXAMPLE_ENDPOINT_URL,
+                "schemes": " / ".join(f"{scheme}://" for scheme in ENDPOINT_URL_SCHEMES),
+            },
         )
 
     async def _async_step_settings(self) -> SubentryFlowResult:

@@ -32,6 +32,7 @@ from .const import (
     CONF_SERVICE,
     CONF_VOICE,
     CONF_VOLUME,
+    DOMAIN,
     SERVICE_DASHSCOPE,
     SERVICE_EDGE,
     SUBENTRY_TTS,
@@ -77,21 +78,30 @@ async def async_setup_entry(
     await async_add_subentry_entities(entry, SUBENTRY_TTS, async_add_entities, entities)
 
 
-async def _ha_errors(audio: AsyncIterator[bytes]) -> AsyncGenerator[bytes]:
+def _error(key: str, engine: str, **placeholders: str) -> HomeAssistantError:
+    """HA's error with a translated message (`exceptions.<key>`)."""
+    return HomeAssistantError(
+        translation_domain=DOMAIN,
+        translation_key=key,
+        translation_placeholders={"engine": engine, **placeholders},
+    )
+
+
+async def _ha_errors(audio: AsyncIterator[bytes], engine: str) -> AsyncGenerator[bytes]:
     """Pass audio through; a service failure becomes HA's error."""
     try:
         async for chunk in audio:
             yield chunk
     except SpeechServiceError as err:
-        raise HomeAssistantError(str(err)) from err
+        raise _error("tts_failed", engine, error=str(err)) from err
 
 
-def _number(options: Mapping[str, Any], key: str) -> float:
+def _number(options: Mapping[str, Any], key: str, engine: str) -> float:
     value = options.get(key) or 0
     try:
         return float(value)
     except (TypeError, ValueError) as err:
-        raise HomeAssistantError(f"Invalid {key}: {value!r}") from err
+        raise _error("tts_invalid_option", engine, error=f"{key}={value!r}") from err
 
 
 class CloudTtsEntity(XiaozhiServiceEntity, tts.TextToSpeechEntity):
@@ -190,7 +200,7 @@ class EdgeTtsEntity(CloudTtsEntity):
             return voice
         if configured:
             return configured
-        raise HomeAssistantError(f"No Edge TTS voice for {language}")
+        raise _error("tts_no_voice", str(self.name), language=language)
 
     @override
     async def async_stream_tts_audio(self, request: TTSAudioRequest) -> tts.TTSAudioResponse:
@@ -203,10 +213,10 @@ class EdgeTtsEntity(CloudTtsEntity):
                 "volume": edge.format_volume(options.get(OPTION_VOLUME) or 0),
             }
         except ValueError as err:
-            raise HomeAssistantError(f"Invalid Edge TTS option: {err}") from err
+            raise _error("tts_invalid_option", str(self.name), error=str(err)) from err
         voice = self._voice_for(request.language, options)
         audio = self._client.stream(request.message_gen, voice=voice, **prosody)
-        return tts.TTSAudioResponse(edge.EXTENSION, _ha_errors(audio))
+        return tts.TTSAudioResponse(edge.EXTENSION, _ha_errors(audio, str(self.name)))
 
 
 class CosyVoiceTtsEntity(CloudTtsEntity):
@@ -238,19 +248,20 @@ class CosyVoiceTtsEntity(CloudTtsEntity):
     async def async_stream_tts_audio(self, request: TTSAudioRequest) -> tts.TTSAudioResponse:
         """Send text as it comes; return the audio as it is made (connection errors raise)."""
         options = request.options
+        engine = str(self.name)
         try:
             pcm = await self._client.synthesize(
                 request.message_gen,
                 voice=str(options.get(tts.ATTR_VOICE) or cosyvoice.DEFAULT_VOICE),
-                rate=cosyvoice.speech_rate(_number(options, OPTION_RATE)),
-                volume=cosyvoice.volume(_number(options, OPTION_VOLUME)),
+                rate=cosyvoice.speech_rate(_number(options, OPTION_RATE, engine)),
+                volume=cosyvoice.volume(_number(options, OPTION_VOLUME, engine)),
             )
         except SpeechServiceError as err:
-            raise HomeAssistantError(str(err)) from err
+            raise _error("tts_failed", engine, error=str(err)) from err
 
         async def wav() -> AsyncGenerator[bytes]:
             yield wav_stream_header(cosyvoice.SAMPLE_RATE)
-            async for chunk in _ha_errors(pcm):
+            async for chunk in _ha_errors(pcm, engine):
                 yield chunk
 
         return tts.TTSAudioResponse("wav", wav())

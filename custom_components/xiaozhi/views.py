@@ -15,9 +15,9 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from aiohttp import web
-from homeassistant.components.http import KEY_HASS, HomeAssistantView
 from homeassistant.components.http.ban import process_wrong_login
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.http import KEY_HASS, HomeAssistantView
 from homeassistant.util.hass_dict import HassKey
 
 from .const import DOMAIN

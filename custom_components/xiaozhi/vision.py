@@ -16,10 +16,10 @@ from typing import Any, Final
 
 from aiohttp import BodyPartReader, web
 from homeassistant.components import ai_task
-from homeassistant.components.http import KEY_HASS, HomeAssistantView
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.http import KEY_HASS, HomeAssistantView
 
 from .const import CONF_VISION_ENTITY, DOMAIN
 from .core.const import BODY_READ_TIMEOUT_S, VISION_PATH
@@ -136,13 +136,17 @@ async def _async_explain(
 ) -> str:
     """Ask the chosen ai_task entity about the device's photo entity."""
     if ai_task.DOMAIN not in hass.config.components:
-        raise HomeAssistantError("no AI Task integration is set up")
+        raise HomeAssistantError(translation_domain=DOMAIN, translation_key="vision_no_ai_task")
 
     photo_entity = er.async_get(hass).async_get_entity_id(
         "image", DOMAIN, f"{tools.device.device_id}-{PHOTO_KEY}"
     )
     if photo_entity is None:
-        raise HomeAssistantError("the device's photo entity is missing")
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="vision_no_photo_entity",
+            translation_placeholders={"device": tools.device.name},
+        )
     result = await ai_task.async_generate_data(
         hass,
         task_name=TASK_NAME,

@@ -22,6 +22,7 @@ from .errors import SpeechAuthError, SpeechServiceError
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_URL: Final = "wss://dashscope.aliyuncs.com/api-ws/v1/inference"
+INTL_URL: Final = "wss://dashscope-intl.aliyuncs.com/api-ws/v1/inference"  # international accounts
 MAX_EVENT_BYTES: Final = 4 * 1024 * 1024  # the largest frame accepted from the service
 CLOSE_TIMEOUT_S: Final = 2.0
 

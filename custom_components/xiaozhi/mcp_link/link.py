@@ -117,7 +117,7 @@ class Backoff:
         """Seconds to wait before the next attempt."""
         ceiling = min(self.max_s, self.base_s * 2 ** min(self.attempt, 30))
         self.attempt += 1
-        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+        return float(ceiling / 2 + self.rng.uniform(0, ceiling / 2))
 
     def reset(self) -> None:
         """Start again from the shortest wait."""
