@@ -274,10 +274,10 @@ async def test_stt_flows(
     assert result["type"] is FlowResultType.CREATE_ENTRY
     del whisper[CONF_NAME]
     assert result["data"] == {CONF_SERVICE: "openai", **whisper}
-    (check,) = openai_server.requests  # 0.1 s of silence, transcribed
+    (check,) = openai_server.requests  # 0.5 s of silence, transcribed
     assert check["model"] == "whisper-1"
     assert check["language"] == "zh"
-    assert len(check["file"]) == 44 + 3200
+    assert len(check["file"]) == 44 + 16000
 
     result = await start(hass, SUBENTRY_STT)
     result = await configure(hass, result, {CONF_SERVICE: "dashscope"})

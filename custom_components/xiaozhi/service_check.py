@@ -1,9 +1,10 @@
 """Check a speech service's settings before they are saved (test-before-configure).
 
-Each check makes the smallest request that a wrong key reliably fails: 0.1 s of silence for an
-OpenAI-compatible transcription API (listing models is not offered by every such server, and a
-listed model may still not transcribe), a DashScope task started and closed unused (no audio or
-text: nothing is billed), and Edge's voice list (Edge takes no key; the voice must exist).
+Each check makes the smallest request that a wrong key reliably fails: 0.5 s of silence for an
+OpenAI-compatible transcription API (OpenAI refuses audio under 0.1 s; listing models is not
+offered by every such server, and a listed model may still not transcribe), a DashScope task
+started and closed unused (no audio or text: nothing is billed), and Edge's voice list (Edge
+takes no key; the voice must exist).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .const import CONF_BASE_URL, CONF_LANGUAGE, CONF_MODEL, CONF_TIMEOUT, CONF_
 from .subentry import async_create_openai_client
 
 CHECK_TIMEOUT_S: Final = 10.0
-SILENCE_S: Final = 0.1
+SILENCE_S: Final = 0.5
 SILENCE_RATE: Final = 16000
 _NO_NETWORK: Final = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN})
 
@@ -100,7 +101,7 @@ def _timeout(data: Mapping[str, Any]) -> float:
 
 
 async def async_check_openai_stt(hass: HomeAssistant, data: Mapping[str, Any]) -> CheckError | None:
-    """Transcribe 0.1 s of silence."""
+    """Transcribe 0.5 s of silence."""
     client = await async_create_openai_client(hass, dict(data))
     transcriber = openai_stt.OpenAiTranscriber(
         client, model=data[CONF_MODEL], timeout=_timeout(data)
