@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+import errno
+import socket
+from types import MappingProxyType
 from typing import Any
+from unittest.mock import patch
 
-from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER, ConfigEntry
+from homeassistant.config_entries import (
+    SOURCE_RECONFIGURE,
+    SOURCE_USER,
+    ConfigEntry,
+    ConfigSubentry,
+)
 from homeassistant.const import CONF_API_KEY, CONF_LLM_HASS_API, CONF_NAME, CONF_PROMPT
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import device_registry as dr, entity_registry as er, llm
+import httpx
+import openai
 import probatio
 import pytest
 
 from custom_components.xiaozhi import async_remove_config_entry_device
+from custom_components.xiaozhi.cloud.dashscope import REGION_URLS
 from custom_components.xiaozhi.const import (
     CONF_BASE_URL,
     CONF_LANGUAGE,
@@ -23,6 +35,8 @@ from custom_components.xiaozhi.const import (
     CONF_PITCH,
     CONF_PRESET,
     CONF_RATE,
+    CONF_REGION,
+    CONF_SAVE_ANYWAY,
     CONF_SERVICE,
     CONF_TEMPERATURE,
     CONF_TIMEOUT,
@@ -34,7 +48,18 @@ from custom_components.xiaozhi.const import (
     SUBENTRY_TTS,
 )
 from custom_components.xiaozhi.diagnostics import async_get_config_entry_diagnostics
+from custom_components.xiaozhi.service_check import CheckError, classify
 
+from .cloud_servers import (
+    DASHSCOPE_KEY,
+    HOST,
+    OPENAI_KEY,
+    BlackHole,
+    DashScopeServer,
+    EdgeServer,
+    OpenAiServer,
+    closed_port,
+)
 from .llm_server import API_KEY, MODEL, LlmServer, Stall, async_start
 
 pytestmark = pytest.mark.usefixtures("ota_url")  # the hub is set up
@@ -48,6 +73,18 @@ async def llm_server(socket_enabled: None) -> AsyncIterator[LlmServer]:
     yield server
     server.released.set()
     await runner.cleanup()
+
+
+@pytest.fixture
+async def openai_server(socket_enabled: None) -> AsyncIterator[OpenAiServer]:
+    """The transcription service the STT flow checks the settings against."""
+    server = await OpenAiServer().start()
+    yield server
+    await server.close()
+
+
+def fields(result: Any) -> set[str]:
+    return {str(key) for key in result["data_schema"].schema}
 
 
 def hub(hass: HomeAssistant) -> ConfigEntry[Any]:
@@ -151,7 +188,7 @@ async def test_conversation_flow_presets_validation_and_entry(
 
 
 async def test_agent_entities_follow_their_subentry_without_reloading_the_hub(
-    hass: HomeAssistant, llm_server: LlmServer
+    hass: HomeAssistant, llm_server: LlmServer, edge_server: EdgeServer
 ) -> None:
     entry = hub(hass)
     hub_runtime = entry.runtime_data
@@ -217,131 +254,255 @@ async def test_agent_entities_follow_their_subentry_without_reloading_the_hub(
     assert entry.runtime_data is hub_runtime  # the hub (and every device channel) stayed up
 
 
-async def test_stt_flows(hass: HomeAssistant) -> None:
+async def test_stt_flows(
+    hass: HomeAssistant, openai_server: OpenAiServer, dashscope: DashScopeServer
+) -> None:
     result = await start(hass, SUBENTRY_STT)
     result = await configure(hass, result, {CONF_SERVICE: "openai"})
     assert result["step_id"] == "openai"
     assert suggested(result, CONF_MODEL) == "whisper-1"
     assert suggested(result, CONF_BASE_URL) == "https://api.openai.com/v1"
-    result = await configure(
-        hass,
-        result,
-        {
-            CONF_NAME: "Whisper",
-            CONF_BASE_URL: "https://api.openai.com/v1",
-            CONF_API_KEY: "sk-1",
-            CONF_MODEL: "whisper-1",
-            CONF_LANGUAGE: "zh",
-            CONF_TIMEOUT: 10.0,
-        },
-    )
-    assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["data"] == {
-        CONF_SERVICE: "openai",
-        CONF_BASE_URL: "https://api.openai.com/v1",
-        CONF_API_KEY: "sk-1",
+    whisper = {
+        CONF_NAME: "Whisper",
+        CONF_BASE_URL: openai_server.base_url,
+        CONF_API_KEY: OPENAI_KEY,
         CONF_MODEL: "whisper-1",
         CONF_LANGUAGE: "zh",
         CONF_TIMEOUT: 10.0,
     }
+    result = await configure(hass, result, whisper)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    del whisper[CONF_NAME]
+    assert result["data"] == {CONF_SERVICE: "openai", **whisper}
+    (check,) = openai_server.requests  # 0.5 s of silence, transcribed
+    assert check["model"] == "whisper-1"
+    assert check["language"] == "zh"
+    assert len(check["file"]) == 44 + 16000
 
     result = await start(hass, SUBENTRY_STT)
     result = await configure(hass, result, {CONF_SERVICE: "dashscope"})
     assert result["step_id"] == "dashscope"
     assert suggested(result, CONF_MODEL) == "paraformer-realtime-v2"
-    assert suggested(result, CONF_BASE_URL) == "wss://dashscope.aliyuncs.com/api-ws/v1/inference"
-    result = await configure(
-        hass,
-        result,
-        {
-            CONF_NAME: "Paraformer",
-            CONF_BASE_URL: "wss://dashscope.aliyuncs.com/api-ws/v1/inference",
-            CONF_API_KEY: "sk-2",
-            CONF_MODEL: "paraformer-realtime-v2",
-            CONF_TIMEOUT: 15.0,
-        },
-    )
+    assert suggested(result, CONF_REGION) == "mainland"
+    with patch.dict(REGION_URLS, {"mainland": dashscope.url}):
+        result = await configure(
+            hass,
+            result,
+            {
+                CONF_NAME: "Paraformer",
+                CONF_REGION: "mainland",
+                CONF_API_KEY: DASHSCOPE_KEY,
+                CONF_MODEL: "paraformer-realtime-v2",
+                CONF_TIMEOUT: 15.0,
+            },
+        )
     assert result["data"] == {
         CONF_SERVICE: "dashscope",
-        CONF_BASE_URL: "wss://dashscope.aliyuncs.com/api-ws/v1/inference",
-        CONF_API_KEY: "sk-2",
+        CONF_BASE_URL: dashscope.url,
+        CONF_API_KEY: DASHSCOPE_KEY,
         CONF_MODEL: "paraformer-realtime-v2",
         CONF_TIMEOUT: 15.0,
     }
+    assert dashscope.kinds() == ["run-task"]  # a task started and closed: no audio, no cost
+    await hass.async_block_till_done()
     paraformer = find_subentry(hass, "Paraformer")
 
-    result = await reconfigure(hass, paraformer, SUBENTRY_STT)
-    assert result["step_id"] == "dashscope"
-    result = await configure(
-        hass,
-        result,
-        {
-            CONF_BASE_URL: "wss://dashscope-intl.aliyuncs.com/api-ws/v1/inference",
-            CONF_API_KEY: "sk-3",
-            CONF_MODEL: "paraformer-v2",
-            CONF_LANGUAGE: "en",
-            CONF_TIMEOUT: 15.0,
-        },
+    # The international region: the key is checked there, and the URL follows the region.
+    intl = f"{dashscope.url}?region=intl"
+    with patch.dict(REGION_URLS, {"mainland": dashscope.url, "international": intl}):
+        result = await reconfigure(hass, paraformer, SUBENTRY_STT)
+        assert result["step_id"] == "dashscope"
+        assert suggested(result, CONF_REGION) == "mainland"
+        result = await configure(
+            hass,
+            result,
+            {
+                CONF_REGION: "international",
+                CONF_API_KEY: DASHSCOPE_KEY,
+                CONF_MODEL: "paraformer-v2",
+                CONF_LANGUAGE: "en",
+                CONF_TIMEOUT: 15.0,
+            },
+        )
+        assert result["reason"] == "reconfigure_successful"
+        await hass.async_block_till_done()
+        data = hub(hass).subentries[paraformer].data
+        assert data[CONF_BASE_URL] == intl
+        assert data[CONF_LANGUAGE] == "en"
+        result = await reconfigure(hass, paraformer, SUBENTRY_STT)
+        assert suggested(result, CONF_REGION) == "international"
+
+    # The service's device shows the model configured, not the default.
+    device = dr.async_get(hass).async_get_device_by_identifier(
+        (DOMAIN, paraformer), hub(hass).entry_id
     )
-    assert result["reason"] == "reconfigure_successful"
-    assert hub(hass).subentries[paraformer].data[CONF_API_KEY] == "sk-3"
-    assert hub(hass).subentries[paraformer].data[CONF_LANGUAGE] == "en"
-    assert (
-        hub(hass).subentries[paraformer].data[CONF_BASE_URL]
-        == "wss://dashscope-intl.aliyuncs.com/api-ws/v1/inference"
-    )
+    assert device is not None
+    assert device.model == "paraformer-v2"
 
 
-async def test_tts_flows(hass: HomeAssistant) -> None:
+async def test_an_existing_paraformer_url_keeps_working(hass: HomeAssistant) -> None:
+    """Entries saved with a typed URL keep it; the form shows the URL's region."""
+    entry = hub(hass)
+    subentry = ConfigSubentry(
+        data=MappingProxyType(
+            {
+                CONF_SERVICE: "dashscope",
+                CONF_BASE_URL: "wss://dashscope-intl.aliyuncs.com/api-ws/v1/inference",
+                CONF_API_KEY: "sk-old",
+                CONF_MODEL: "paraformer-realtime-v2",
+                CONF_TIMEOUT: 15.0,
+            }
+        ),
+        subentry_type=SUBENTRY_STT,
+        title="Old Paraformer",
+        unique_id=None,
+    )
+    hass.config_entries.async_add_subentry(entry, subentry)
+    await hass.async_block_till_done()
+    assert hass.states.get("stt.old_paraformer") is not None
+    result = await reconfigure(hass, subentry.subentry_id, SUBENTRY_STT)
+    assert suggested(result, CONF_REGION) == "international"
+
+
+WHISPER_FORM = {
+    CONF_NAME: "Whisper",
+    CONF_API_KEY: OPENAI_KEY,
+    CONF_MODEL: "whisper-1",
+    CONF_TIMEOUT: 5.0,
+}
+
+
+async def test_stt_check_failures_and_save_anyway(
+    hass: HomeAssistant, openai_server: OpenAiServer, black_hole: BlackHole
+) -> None:
+    result = await start(hass, SUBENTRY_STT)
+    result = await configure(hass, result, {CONF_SERVICE: "openai"})
+
+    # A wrong key: refused, and no way to save it anyway.
+    form = {**WHISPER_FORM, CONF_BASE_URL: openai_server.base_url}
+    result = await configure(hass, result, {**form, CONF_API_KEY: "sk-wrong"})
+    assert result["errors"] == {"base": "invalid_auth"}
+    assert CONF_SAVE_ANYWAY not in fields(result)
+    assert suggested(result, CONF_API_KEY) == "sk-wrong"  # what was typed stays in the form
+
+    # Nothing listens: cannot connect, and the user may save anyway.
+    refused = f"http://{HOST}:{closed_port()}/v1"
+    result = await configure(hass, result, {**form, CONF_BASE_URL: refused})
+    assert result["errors"] == {"base": "cannot_connect"}
+    assert CONF_SAVE_ANYWAY in fields(result)
+
+    # A service that never answers: timeout.
+    hung = f"http://{HOST}:{black_hole.port}/v1"
+    result = await configure(hass, result, {**form, CONF_BASE_URL: hung, CONF_TIMEOUT: 0.3})
+    assert result["errors"] == {"base": "timeout"}
+
+    # The service answers 500 to the test recording: the check may be wrong.
+    openai_server.status = 500
+    result = await configure(hass, result, form)
+    assert result["errors"] == {"base": "unexpected"}
+    assert CONF_SAVE_ANYWAY in fields(result)
+
+    result = await configure(hass, result, {**form, CONF_BASE_URL: refused, CONF_SAVE_ANYWAY: True})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_BASE_URL] == refused
+    assert CONF_SAVE_ANYWAY not in result["data"]
+
+
+async def test_dashscope_checks_refuse_a_wrong_key_or_model(
+    hass: HomeAssistant, dashscope: DashScopeServer
+) -> None:
+    form = {
+        CONF_NAME: "CosyVoice",
+        CONF_REGION: "mainland",
+        CONF_API_KEY: DASHSCOPE_KEY,
+        CONF_MODEL: "cosyvoice-v2",
+        CONF_VOICE: "longxiaochun_v2",
+        CONF_TIMEOUT: 5.0,
+    }
+    with patch.dict(REGION_URLS, {"mainland": dashscope.url}):
+        result = await start(hass, SUBENTRY_TTS)
+        result = await configure(hass, result, {CONF_SERVICE: "dashscope"})
+        result = await configure(hass, result, {**form, CONF_API_KEY: "sk-wrong"})
+        assert result["errors"] == {"base": "invalid_auth"}
+        assert CONF_SAVE_ANYWAY not in fields(result)
+        dashscope.fail_task = ("InvalidParameter", "voice not found")
+        result = await configure(hass, result, form)
+        assert result["errors"] == {"base": "rejected"}
+        dashscope.fail_task = ("InvalidApiKey", "Invalid API-key provided.")
+        result = await configure(hass, result, form)
+        assert result["errors"] == {"base": "invalid_auth"}
+        dashscope.fail_task = None
+        result = await configure(hass, result, form)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_BASE_URL] == dashscope.url
+    run_task = dashscope.log[-1][1]
+    assert run_task["parameters"]["voice"] == "longxiaochun_v2"
+
+
+def test_a_name_that_does_not_resolve_is_not_blamed_on_the_address() -> None:
+    dns = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    err = openai.APIConnectionError(request=httpx.Request("POST", "http://x"))
+    err.__cause__ = dns
+    assert classify(err) is CheckError.CANNOT_REACH
+    unreachable = OSError(errno.ENETUNREACH, "Network is unreachable")
+    assert classify(unreachable) is CheckError.CANNOT_REACH
+    assert classify(ConnectionRefusedError()) is CheckError.CANNOT_CONNECT
+
+
+async def test_tts_flows(
+    hass: HomeAssistant, edge_server: EdgeServer, dashscope: DashScopeServer
+) -> None:
     result = await start(hass, SUBENTRY_TTS)
     result = await configure(hass, result, {CONF_SERVICE: "edge"})
     assert result["step_id"] == "edge"
     assert suggested(result, CONF_VOICE) == "zh-CN-XiaoxiaoNeural"
-    result = await configure(
-        hass,
-        result,
-        {
-            CONF_NAME: "Edge",
-            CONF_VOICE: "en-US-AriaNeural",
-            CONF_RATE: 10.0,
-            CONF_PITCH: -5.0,
-            CONF_VOLUME: 0.0,
-            CONF_TIMEOUT: 15.0,
-        },
-    )
+    edge_form = {
+        CONF_NAME: "Edge",
+        CONF_VOICE: "en-US-EmmaMultilingualNeural",
+        CONF_RATE: 10.0,
+        CONF_PITCH: -5.0,
+        CONF_VOLUME: 0.0,
+        CONF_TIMEOUT: 15.0,
+    }
+    result = await configure(hass, result, {**edge_form, CONF_VOICE: "xx-XX-NobodyNeural"})
+    assert result["errors"] == {CONF_VOICE: "unknown_voice"}
+    assert CONF_SAVE_ANYWAY not in fields(result)
+    result = await configure(hass, result, edge_form)
     assert result["data"] == {
         CONF_SERVICE: "edge",
-        CONF_VOICE: "en-US-AriaNeural",
+        CONF_VOICE: "en-US-EmmaMultilingualNeural",
         CONF_RATE: 10,
         CONF_PITCH: -5,
         CONF_VOLUME: 0,
         CONF_TIMEOUT: 15.0,
     }
     assert isinstance(result["data"][CONF_RATE], int)
+    assert edge_server.voice_list_requests >= 2
     edge_id = find_subentry(hass, "Edge")
 
     result = await start(hass, SUBENTRY_TTS)
     result = await configure(hass, result, {CONF_SERVICE: "dashscope"})
     assert suggested(result, CONF_MODEL) == "cosyvoice-v2"
     assert suggested(result, CONF_VOICE) == "longxiaochun_v2"
-    result = await configure(
-        hass,
-        result,
-        {
-            CONF_NAME: "CosyVoice",
-            CONF_BASE_URL: "wss://dashscope.aliyuncs.com/api-ws/v1/inference",
-            CONF_API_KEY: "sk-4",
-            CONF_MODEL: "cosyvoice-v2",
-            CONF_VOICE: "longxiaochun_v2",
-            CONF_TIMEOUT: 15.0,
-        },
-    )
+    with patch.dict(REGION_URLS, {"mainland": dashscope.url}):
+        result = await configure(
+            hass,
+            result,
+            {
+                CONF_NAME: "CosyVoice",
+                CONF_REGION: "mainland",
+                CONF_API_KEY: DASHSCOPE_KEY,
+                CONF_MODEL: "cosyvoice-v2",
+                CONF_VOICE: "longxiaochun_v2",
+                CONF_TIMEOUT: 15.0,
+            },
+        )
     assert result["data"][CONF_SERVICE] == "dashscope"
     assert result["data"][CONF_VOICE] == "longxiaochun_v2"
 
     result = await reconfigure(hass, edge_id, SUBENTRY_TTS)
     assert result["step_id"] == "edge"
-    assert suggested(result, CONF_VOICE) == "en-US-AriaNeural"
+    assert suggested(result, CONF_VOICE) == "en-US-EmmaMultilingualNeural"
     result = await configure(
         hass,
         result,
@@ -363,6 +524,25 @@ async def test_tts_flows(hass: HomeAssistant) -> None:
     )
     assert service is not None
     assert not await async_remove_config_entry_device(hass, hub(hass), service)
+
+
+async def test_edge_offline_at_setup_can_be_saved_anyway(hass: HomeAssistant) -> None:
+    with patch("edge_tts.voices.VOICE_LIST", f"http://{HOST}:{closed_port()}/voices/list"):
+        result = await start(hass, SUBENTRY_TTS)
+        result = await configure(hass, result, {CONF_SERVICE: "edge"})
+        form = {
+            CONF_NAME: "Edge",
+            CONF_VOICE: "zh-CN-XiaoxiaoNeural",
+            CONF_RATE: 0,
+            CONF_PITCH: 0,
+            CONF_VOLUME: 0,
+            CONF_TIMEOUT: 5.0,
+        }
+        result = await configure(hass, result, form)
+        assert result["errors"] == {"base": "cannot_connect"}
+        result = await configure(hass, result, {**form, CONF_SAVE_ANYWAY: True})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert CONF_SAVE_ANYWAY not in result["data"]
 
 
 async def test_diagnostics_redact_api_keys(hass: HomeAssistant, llm_server: LlmServer) -> None:

@@ -101,6 +101,8 @@ CONF_VOICE: Final = "voice"
 CONF_RATE: Final = "rate"  # Edge TTS: percent
 CONF_PITCH: Final = "pitch"  # Edge TTS: Hz
 CONF_VOLUME: Final = "volume"  # Edge TTS: percent
+CONF_REGION: Final = "region"  # DashScope: the form's choice; base_url is derived from it
+CONF_SAVE_ANYWAY: Final = "save_anyway"  # a form field only: save although the check failed
 CONF_TIMEOUT: Final = "timeout"  # seconds before a request to the service is given up
 DEFAULT_SERVICE_TIMEOUT_S: Final = 15.0
 # MCP endpoint subentries: the URL (homeassistant.const.CONF_URL, with its token) and the LLM APIs

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 from homeassistant.config_entries import ConfigEntryState, ConfigSubentryFlow, SubentryFlowResult
 from homeassistant.const import CONF_API_KEY, CONF_LLM_HASS_API, CONF_NAME, CONF_PROMPT, CONF_URL
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers import llm
 from homeassistant.helpers.selector import (
     BooleanSelector,
@@ -24,8 +26,8 @@ from homeassistant.helpers.selector import (
 import probatio
 from yarl import URL
 
-from .cloud import cosyvoice, edge, openai_stt, paraformer
-from .cloud.dashscope import DEFAULT_URL as DASHSCOPE_URL, INTL_URL as DASHSCOPE_INTL_URL
+from . import service_check
+from .cloud import cosyvoice, dashscope, edge, openai_stt, paraformer
 from .const import (
     CONF_BASE_URL,
     CONF_LANGUAGE,
@@ -35,6 +37,8 @@ from .const import (
     CONF_PITCH,
     CONF_PRESET,
     CONF_RATE,
+    CONF_REGION,
+    CONF_SAVE_ANYWAY,
     CONF_SERVICE,
     CONF_TEMPERATURE,
     CONF_TIMEOUT,
@@ -108,6 +112,16 @@ def _known_apis(hass: Any, chosen: list[str] | None) -> list[str]:
     """The chosen APIs that are still registered (a form cannot suggest the others)."""
     known = {api.id for api in llm.async_get_apis(hass)}
     return [api for api in chosen or [] if api in known]
+
+
+type Check = Callable[[HomeAssistant, Mapping[str, Any]], Awaitable[str | None]]
+_REGION = SelectSelector(
+    SelectSelectorConfig(
+        options=list(dashscope.REGION_URLS),
+        translation_key=CONF_REGION,
+        mode=SelectSelectorMode.LIST,
+    )
+)
 
 
 def _slider(low: int, high: int, unit: str) -> NumberSelector:
@@ -265,9 +279,16 @@ class ConversationFlow(_ServiceFlow):
 
 
 class _SpeechFlow(_ServiceFlow):
-    """A speech service: choose the service, then fill in its settings."""
+    """A speech service: choose the service, then fill in its settings, checked before saving."""
 
     services: list[str]
+
+    def __init__(self) -> None:
+        """No input, error or offer to save anyway yet."""
+        super().__init__()
+        self._input: dict[str, Any] = {}
+        self._errors: dict[str, str] = {}
+        self._save_anyway_offered = False
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
         """Choose the service."""
@@ -283,16 +304,48 @@ class _SpeechFlow(_ServiceFlow):
         result: SubentryFlowResult = await step()
         return result
 
+    async def _async_check_and_finish(
+        self, user_input: dict[str, Any], check: Check, optional: tuple[str, ...] = ()
+    ) -> SubentryFlowResult | None:
+        """Save if the check passes (or the user saves anyway); None to show the form again."""
+        save_anyway = bool(user_input.pop(CONF_SAVE_ANYWAY, False))
+        self._input = dict(user_input)
+        if save_anyway and self._save_anyway_offered:
+            return self._finish(user_input, optional)
+        settings = {**self._data, **user_input}
+        for key in optional:
+            if key not in user_input:
+                settings.pop(key, None)
+        error = await check(self.hass, settings)
+        if error is None:
+            return self._finish(user_input, optional)
+        field = CONF_VOICE if error == service_check.CheckError.UNKNOWN_VOICE else "base"
+        self._errors = {field: error}
+        self._save_anyway_offered = error in service_check.SAVE_ANYWAY_ERRORS
+        return None
+
     def _service_form(
         self, step_id: str, fields: dict[Any, Any], defaults: dict[str, Any]
     ) -> SubentryFlowResult:
         title = DEFAULT_TITLES[self._language][(step_id, self._subentry_type)]
-        schema = probatio.Schema({**self._name_field(title), **fields})
+        extra: dict[Any, Any] = {}
+        if self._save_anyway_offered:
+            extra[probatio.Optional(CONF_SAVE_ANYWAY, default=False)] = BooleanSelector()
+        schema = probatio.Schema({**self._name_field(title), **fields, **extra})
+        suggested = {**defaults, **self._data, **self._input}
+        if CONF_REGION in fields:
+            suggested[CONF_REGION] = dashscope.region_of(suggested.get(CONF_BASE_URL))
         return self.async_show_form(
             step_id=step_id,
-            data_schema=self.add_suggested_values_to_schema(schema, {**defaults, **self._data}),
-            description_placeholders={"intl_url": DASHSCOPE_INTL_URL},
+            data_schema=self.add_suggested_values_to_schema(schema, suggested),
+            errors=self._errors,
         )
+
+    @staticmethod
+    def _apply_region(user_input: dict[str, Any]) -> None:
+        """The WebSocket URL of the chosen region (what the service's client uses)."""
+        region = user_input.pop(CONF_REGION, dashscope.REGION_MAINLAND)
+        user_input[CONF_BASE_URL] = dashscope.REGION_URLS[region]
 
 
 class SttFlow(_SpeechFlow):
@@ -304,8 +357,12 @@ class SttFlow(_SpeechFlow):
         self, user_input: dict[str, Any] | None = None
     ) -> SubentryFlowResult:
         """An OpenAI-compatible transcription API."""
-        if user_input is not None:
-            return self._finish(user_input, optional=(CONF_LANGUAGE,))
+        if user_input is not None and (
+            done := await self._async_check_and_finish(
+                user_input, service_check.async_check_openai_stt, optional=(CONF_LANGUAGE,)
+            )
+        ):
+            return done
         return self._service_form(
             SERVICE_OPENAI,
             {
@@ -327,18 +384,22 @@ class SttFlow(_SpeechFlow):
     ) -> SubentryFlowResult:
         """Paraformer realtime recognition on Alibaba Bailian."""
         if user_input is not None:
-            return self._finish(user_input, optional=(CONF_LANGUAGE,))
+            self._apply_region(user_input)
+            if done := await self._async_check_and_finish(
+                user_input, service_check.async_check_paraformer, optional=(CONF_LANGUAGE,)
+            ):
+                return done
         return self._service_form(
             SERVICE_DASHSCOPE,
             {
-                probatio.Required(CONF_BASE_URL): _URL,
+                probatio.Required(CONF_REGION): _REGION,
                 probatio.Required(CONF_API_KEY): _PASSWORD,
                 probatio.Required(CONF_MODEL): str,
                 probatio.Optional(CONF_LANGUAGE): str,
                 probatio.Required(CONF_TIMEOUT): _TIMEOUT,
             },
             {
-                CONF_BASE_URL: DASHSCOPE_URL,
+                CONF_BASE_URL: dashscope.DEFAULT_URL,
                 CONF_MODEL: paraformer.DEFAULT_MODEL,
                 CONF_TIMEOUT: DEFAULT_SERVICE_TIMEOUT_S,
             },
@@ -351,11 +412,14 @@ class TtsFlow(_SpeechFlow):
     services = TTS_SERVICES
 
     async def async_step_edge(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
-        """Microsoft Edge read-aloud voices: no key needed."""
+        """Microsoft Edge read-aloud voices: no key needed; the voice is checked."""
         if user_input is not None:
             for key in (CONF_RATE, CONF_PITCH, CONF_VOLUME):
                 user_input[key] = int(user_input[key])
-            return self._finish(user_input)
+            if done := await self._async_check_and_finish(
+                user_input, service_check.async_check_edge
+            ):
+                return done
         return self._service_form(
             SERVICE_EDGE,
             {
@@ -389,18 +453,22 @@ class TtsFlow(_SpeechFlow):
     ) -> SubentryFlowResult:
         """CosyVoice on Alibaba Bailian."""
         if user_input is not None:
-            return self._finish(user_input)
+            self._apply_region(user_input)
+            if done := await self._async_check_and_finish(
+                user_input, service_check.async_check_cosyvoice
+            ):
+                return done
         return self._service_form(
             SERVICE_DASHSCOPE,
             {
-                probatio.Required(CONF_BASE_URL): _URL,
+                probatio.Required(CONF_REGION): _REGION,
                 probatio.Required(CONF_API_KEY): _PASSWORD,
                 probatio.Required(CONF_MODEL): str,
                 probatio.Required(CONF_VOICE): str,
                 probatio.Required(CONF_TIMEOUT): _TIMEOUT,
             },
             {
-                CONF_BASE_URL: DASHSCOPE_URL,
+                CONF_BASE_URL: dashscope.DEFAULT_URL,
                 CONF_MODEL: cosyvoice.DEFAULT_MODEL,
                 CONF_VOICE: cosyvoice.DEFAULT_VOICE,
                 CONF_TIMEOUT: DEFAULT_SERVICE_TIMEOUT_S,

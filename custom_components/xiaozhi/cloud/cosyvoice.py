@@ -7,7 +7,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 
-from .dashscope import DashScopeModel, DashScopeTask
+from .dashscope import DashScopeModel, DashScopeTask, Payload
 from .errors import SpeechServiceError
 
 DEFAULT_MODEL: Final = "cosyvoice-v2"
@@ -61,6 +61,18 @@ def volume(percent: float) -> int:
     return round(min(100.0, max(0.0, DEFAULT_VOLUME * (1 + percent / 100))))
 
 
+def _parameters(voice: str, *, rate: float = 1.0, volume: int = DEFAULT_VOLUME) -> Payload:
+    return {
+        "text_type": "PlainText",
+        "voice": voice,
+        "format": AUDIO_FORMAT,
+        "sample_rate": SAMPLE_RATE,
+        "volume": volume,
+        "rate": rate,
+        "pitch": 1.0,
+    }
+
+
 def _pieces(text: str) -> list[str]:
     return [text[i : i + MAX_TEXT_PER_MESSAGE] for i in range(0, len(text), MAX_TEXT_PER_MESSAGE)]
 
@@ -69,6 +81,10 @@ class CosyVoiceClient(DashScopeModel):
     """Synthesise streamed text into streamed 24 kHz PCM with CosyVoice."""
 
     default_model = DEFAULT_MODEL
+
+    async def check(self, *, voice: str = DEFAULT_VOICE) -> None:
+        """Start a synthesis task with the voice and close it: raises what a real request would."""
+        await self._check_task("tts", "SpeechSynthesizer", _parameters(voice))
 
     async def synthesize(
         self,
@@ -80,17 +96,7 @@ class CosyVoiceClient(DashScopeModel):
     ) -> AsyncIterator[bytes]:
         """Start a task (connection errors raise here); return its PCM as it is made."""
         task = await self._start_task(
-            "tts",
-            "SpeechSynthesizer",
-            {
-                "text_type": "PlainText",
-                "voice": voice,
-                "format": AUDIO_FORMAT,
-                "sample_rate": SAMPLE_RATE,
-                "volume": volume,
-                "rate": rate,
-                "pitch": 1.0,
-            },
+            "tts", "SpeechSynthesizer", _parameters(voice, rate=rate, volume=volume)
         )
         return self._audio(task, text)
 

@@ -17,12 +17,18 @@ import uuid
 
 import aiohttp
 
-from .errors import SpeechAuthError, SpeechServiceError
+from .errors import SpeechAuthError, SpeechRejectedError, SpeechServiceError
 
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_URL: Final = "wss://dashscope.aliyuncs.com/api-ws/v1/inference"
 INTL_URL: Final = "wss://dashscope-intl.aliyuncs.com/api-ws/v1/inference"  # international accounts
+REGION_MAINLAND: Final = "mainland"
+REGION_INTERNATIONAL: Final = "international"
+# An account belongs to one region, and its key works only on that region's endpoint.
+REGION_URLS: Final = {REGION_MAINLAND: DEFAULT_URL, REGION_INTERNATIONAL: INTL_URL}
+# Error codes of task-failed that mean the key, not the request, is wrong.
+_AUTH_ERROR_CODES: Final = frozenset({"InvalidApiKey", "AccessDenied", "Unauthorized"})
 MAX_EVENT_BYTES: Final = 4 * 1024 * 1024  # the largest frame accepted from the service
 CLOSE_TIMEOUT_S: Final = 2.0
 
@@ -37,6 +43,11 @@ STREAMING_DUPLEX: Final = "duplex"
 _AUTH_STATUSES: Final = frozenset({401, 403})
 
 type Payload = dict[str, Any]
+
+
+def region_of(url: str | None) -> str:
+    """The region whose endpoint a URL is (mainland for any other URL)."""
+    return next((region for region, known in REGION_URLS.items() if known == url), REGION_MAINLAND)
 
 
 class DashScopeTask:
@@ -154,9 +165,10 @@ class DashScopeTask:
                 raise SpeechServiceError("DashScope sent an event that is not JSON") from err
             if name == EVENT_FAILED:
                 code = header.get("error_code", "unknown")
-                raise SpeechServiceError(
-                    f"DashScope task failed: {code}: {header.get('error_message', '')}"
-                )
+                detail = f"DashScope task failed: {code}: {header.get('error_message', '')}"
+                if code in _AUTH_ERROR_CODES:
+                    raise SpeechAuthError(detail)
+                raise SpeechRejectedError(detail)
             if name == EVENT_RESULT:
                 yield event.get("payload") or {}
             if name == until:
@@ -185,6 +197,11 @@ class DashScopeModel:
         self._url = url
         self._model = model or self.default_model
         self._timeout = timeout
+
+    async def _check_task(self, task: str, function: str, parameters: Payload) -> None:
+        """Start a task and close it unused: checks the URL, the key and the model."""
+        started = await self._start_task(task, function, parameters)
+        await started.close()
 
     async def _start_task(self, task: str, function: str, parameters: Payload) -> DashScopeTask:
         """Start an audio task with this model; connection and auth errors raise here."""

@@ -144,20 +144,30 @@ class EdgeTtsClient:
             if time.monotonic() < self._voices_expire:
                 return self._voices
             try:
-                async with asyncio.timeout(self._timeout):
-                    listed = await edge_tts.list_voices()
-            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as err:
+                listed = await self.async_fetch_voices()
+            except SpeechServiceError as err:
                 _LOGGER.warning("Cannot fetch the Edge TTS voice list, using a short one: %s", err)
                 self._voices = list(FALLBACK_VOICES)
                 self._voices_expire = time.monotonic() + VOICE_LIST_RETRY_S
                 return self._voices
-            self._voices = [
-                EdgeVoice(voice["ShortName"], voice["Locale"], voice.get("Gender", ""))
-                for voice in listed
-                if voice.get("ShortName") and voice.get("Locale")
-            ] or list(FALLBACK_VOICES)
+            self._voices = listed or list(FALLBACK_VOICES)
             self._voices_expire = time.monotonic() + VOICE_LIST_TTL_S
             return self._voices
+
+    async def async_fetch_voices(self) -> list[EdgeVoice]:
+        """The service's voices now (not cached); SpeechServiceError if they cannot be fetched."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                listed = await edge_tts.list_voices()
+        except TimeoutError as err:
+            raise SpeechServiceError(f"No Edge TTS voice list within {self._timeout:g} s") from err
+        except (aiohttp.ClientError, OSError, ValueError) as err:
+            raise SpeechServiceError(f"Cannot fetch the Edge TTS voice list: {err}") from err
+        return [
+            EdgeVoice(voice["ShortName"], voice["Locale"], voice.get("Gender", ""))
+            for voice in listed
+            if voice.get("ShortName") and voice.get("Locale")
+        ]
 
     async def stream(
         self,

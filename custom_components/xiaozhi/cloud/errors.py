@@ -9,3 +9,7 @@ class SpeechServiceError(Exception):
 
 class SpeechAuthError(SpeechServiceError):
     """The service refused the API key."""
+
+
+class SpeechRejectedError(SpeechServiceError):
+    """The service answered, but refused the request (a model or voice it does not have)."""

@@ -50,6 +50,17 @@ class ParaformerClient(DashScopeModel):
 
     default_model = DEFAULT_MODEL
 
+    async def check(self, *, language: str | None = None) -> None:
+        """Start a recognition task and close it: raises what a real request would."""
+        await self._check_task("asr", "recognition", self._parameters(language))
+
+    @staticmethod
+    def _parameters(language: str | None) -> Payload:
+        parameters: Payload = {"format": AUDIO_FORMAT, "sample_rate": SAMPLE_RATE}
+        if hint := language_hint(language):
+            parameters["language_hints"] = [hint]
+        return parameters
+
     async def transcribe(
         self,
         audio: AsyncIterable[bytes],
@@ -58,10 +69,7 @@ class ParaformerClient(DashScopeModel):
         on_partial: Callable[[str], None] | None = None,
     ) -> str:
         """Stream audio as it arrives; return the transcript once the audio has ended."""
-        parameters: Payload = {"format": AUDIO_FORMAT, "sample_rate": SAMPLE_RATE}
-        if hint := language_hint(language):
-            parameters["language_hints"] = [hint]
-        task = await self._start_task("asr", "recognition", parameters)
+        task = await self._start_task("asr", "recognition", self._parameters(language))
         results = asyncio.create_task(self._collect(task, on_partial))
         try:
             frame = bytearray()
