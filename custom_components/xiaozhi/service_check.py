@@ -9,7 +9,7 @@ takes no key; the voice must exist).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from enum import StrEnum
 import errno
 import socket
@@ -100,6 +100,15 @@ def _timeout(data: Mapping[str, Any]) -> float:
     return min(CHECK_TIMEOUT_S, float(data[CONF_TIMEOUT]))
 
 
+async def _outcome(check: Awaitable[object]) -> CheckError | None:
+    """Run one service's check; what its failure means to the user, or None."""
+    try:
+        await check
+    except SpeechServiceError as err:
+        return classify(err)
+    return None
+
+
 async def async_check_openai_stt(hass: HomeAssistant, data: Mapping[str, Any]) -> CheckError | None:
     """Transcribe 0.5 s of silence."""
     client = await async_create_openai_client(hass, dict(data))
@@ -107,11 +116,7 @@ async def async_check_openai_stt(hass: HomeAssistant, data: Mapping[str, Any]) -
         client, model=data[CONF_MODEL], timeout=_timeout(data)
     )
     silence = wav_file(bytes(int(SILENCE_RATE * SILENCE_S) * 2), SILENCE_RATE, 2, 1)
-    try:
-        await transcriber.transcribe(silence, language=data.get(CONF_LANGUAGE) or None)
-    except SpeechServiceError as err:
-        return classify(err)
-    return None
+    return await _outcome(transcriber.transcribe(silence, language=data.get(CONF_LANGUAGE) or None))
 
 
 async def async_check_paraformer(hass: HomeAssistant, data: Mapping[str, Any]) -> CheckError | None:
@@ -123,11 +128,7 @@ async def async_check_paraformer(hass: HomeAssistant, data: Mapping[str, Any]) -
         model=data[CONF_MODEL],
         timeout=_timeout(data),
     )
-    try:
-        await client.check(language=data.get(CONF_LANGUAGE) or None)
-    except SpeechServiceError as err:
-        return classify(err)
-    return None
+    return await _outcome(client.check(language=data.get(CONF_LANGUAGE) or None))
 
 
 async def async_check_cosyvoice(hass: HomeAssistant, data: Mapping[str, Any]) -> CheckError | None:
@@ -139,11 +140,7 @@ async def async_check_cosyvoice(hass: HomeAssistant, data: Mapping[str, Any]) ->
         model=data[CONF_MODEL],
         timeout=_timeout(data),
     )
-    try:
-        await client.check(voice=data[CONF_VOICE])
-    except SpeechServiceError as err:
-        return classify(err)
-    return None
+    return await _outcome(client.check(voice=data[CONF_VOICE]))
 
 
 async def async_check_edge(hass: HomeAssistant, data: Mapping[str, Any]) -> CheckError | None:
