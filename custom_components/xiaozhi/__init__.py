@@ -67,6 +67,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> b
         await hub.async_shutdown()
 
     entry.async_on_unload(hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _async_stop))
+    hub.async_start_link()
     subentries = SubentryReloader(hass, entry, SUBENTRY_PLATFORMS, PLATFORMS)
 
     async def _async_updated(hass: HomeAssistant, entry: XiaozhiConfigEntry) -> None:

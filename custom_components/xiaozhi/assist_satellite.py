@@ -5,7 +5,7 @@ is one pipeline run whose events are mapped to protocol messages here, the one p
 it: the end of speech -> `tts start` (the device switches while STT and the agent work); STT
 text -> `stt`; the agent's answer -> `llm` (emotion); TTS -> each sentence's `sentence_start` as
 its audio starts, paced Opus audio, `tts stop`. They go into the turn's
-`Reply`, which the session sends in order (`DeviceSession.speak`).
+`Reply`, which the session sends in order (`Session.speak`).
 
 End of speech is decided in one place per listening mode: the hub's Silero endpointer in auto
 and realtime mode, the device's `listen stop` in manual mode. HA's pipeline always runs its own
@@ -51,7 +51,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import CONF_SILENCE_TIMEOUT, DEFAULT_SILENCE_TIMEOUT_S, DOMAIN
 from .core import (
-    DeviceSession,
+    Session,
     SessionEnded,
     SessionEvent,
     SessionStarted,
@@ -98,7 +98,7 @@ async def async_setup_entry(
 class _Turn:
     """One pipeline run: the utterance it hears (if spoken) and the reply it sends."""
 
-    session: DeviceSession
+    session: Session
     mic: asyncio.Queue[bytes | None] | None  # open while the utterance is heard
     endpointer: SpeechEndpointer | None  # None: the device's `listen stop` ends the utterance
     reply: Reply = field(default_factory=Reply)
@@ -192,7 +192,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
     # --- device events (the session's handler) ---------------------------------------------------
 
     @callback
-    def session_event(self, session: DeviceSession, event: SessionEvent) -> None:
+    def session_event(self, session: Session, event: SessionEvent) -> None:
         """Handle the events of the device's current session; a replaced one's are dropped."""
         if isinstance(event, SessionStarted):
             self.device.set_session(session)
@@ -223,7 +223,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
                 self.device.set_session(None)
 
     @callback
-    def audio_received(self, session: DeviceSession, pcm: bytes) -> None:
+    def audio_received(self, session: Session, pcm: bytes) -> None:
         """Feed the utterance being heard; in realtime mode, hear the user over a reply."""
         if session is not self.device.session:
             return
@@ -267,7 +267,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         while self._pre_roll_bytes - len(self._pre_roll[0]) >= PRE_ROLL_S * 32000:
             self._pre_roll_bytes -= len(self._pre_roll.popleft())
 
-    def _expect_typed_text(self, session: DeviceSession, text: str) -> None:
+    def _expect_typed_text(self, session: Session, text: str) -> None:
         """Text with no `listen start` right after it was typed, not a wake word heard."""
         self._cancel_typed_text()
         self._typed_text = self.hass.loop.call_later(
@@ -283,7 +283,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
 
     @callback
     def _start_turn(
-        self, session: DeviceSession, text: str | None = None, *, pre_roll: bool = False
+        self, session: Session, text: str | None = None, *, pre_roll: bool = False
     ) -> None:
         """Start a pipeline run on the device's microphone, or on typed `text`."""
         self._typed_text = None
@@ -348,7 +348,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         self._barge_in = None
         turn.reply.interrupt()
 
-    def _continue_realtime(self, session: DeviceSession) -> None:
+    def _continue_realtime(self, session: Session) -> None:
         """In realtime mode the microphone stays open: hear the next utterance."""
         if (
             session.listen_mode is ListenMode.REALTIME
@@ -520,7 +520,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
 
     # --- HA-initiated speech ---------------------------------------------------------------------
 
-    def _connected_session(self) -> DeviceSession:
+    def _connected_session(self) -> Session:
         if (session := self.device.session) is None or not session.ready:
             raise HomeAssistantError(
                 translation_domain=DOMAIN,
@@ -543,7 +543,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         await self.async_announce(start_announcement)
 
     async def _announcement_audio(
-        self, session: DeviceSession, announcement: AssistSatelliteAnnouncement
+        self, session: Session, announcement: AssistSatelliteAnnouncement
     ) -> AsyncIterator[bytes]:
         rate = session.reply_audio.sample_rate
         if announcement.preannounce_media_id:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import aiohttp
 from homeassistant.config_entries import (
     ConfigEntry,
     ConfigFlow,
@@ -13,6 +14,7 @@ from homeassistant.config_entries import (
     OptionsFlow,
 )
 from homeassistant.core import callback
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.selector import (
     EntitySelector,
     EntitySelectorConfig,
@@ -22,15 +24,20 @@ from homeassistant.helpers.selector import (
     SelectSelector,
     SelectSelectorConfig,
     TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
 )
+from homeassistant.helpers.service_info.hassio import HassioServiceInfo
 import probatio
 
 from .const import (
     AUTH_MODE_ALLOW_LIST,
     AUTH_MODE_BOUND,
     AUTH_MODES,
+    CONF_ADDON_URL,
     CONF_ALLOWED_DEVICES,
     CONF_AUTH_MODE,
+    CONF_LINK_SECRET,
     CONF_MQTT_PORT,
     CONF_SILENCE_TIMEOUT,
     CONF_UDP_PORT,
@@ -48,11 +55,23 @@ from .const import (
     TLS_MQTT_PORT,
 )
 from .core.const import DEFAULT_MQTT_PORT, DEFAULT_UDP_PORT
+from .core.remote import LinkAuthError, check_link
 from .hub import ota_url
 from .subentry_flows import ConversationFlow, McpEndpointFlow, SttFlow, TtsFlow
 
 TITLES = {"zh": "小智", "en": "Xiaozhi"}  # the hub's entry title, in HA's language
 MAC_PATTERN = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+# Empty: HA serves the devices itself. Set: the add-on (or its container) at this URL does.
+_LINK_SCHEMA = probatio.Schema(
+    {
+        probatio.Optional(CONF_ADDON_URL): TextSelector(
+            TextSelectorConfig(type=TextSelectorType.URL)
+        ),
+        probatio.Optional(CONF_LINK_SECRET): TextSelector(
+            TextSelectorConfig(type=TextSelectorType.PASSWORD)
+        ),
+    }
+)
 
 
 class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
@@ -64,20 +83,98 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
 
     VERSION = 1
 
+    def __init__(self) -> None:
+        """Start with no add-on discovered."""
+        self._discovered: dict[str, str] = {}
+        self._addon_name = ""
+
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Confirm, then create the hub."""
-        placeholders = {"ota_url": ota_url(self.hass)}
-        if user_input is None:
-            return self.async_show_form(
-                step_id="user",
-                data_schema=probatio.Schema({}),
-                description_placeholders=placeholders,
+        """Create the hub: serving devices itself, or linked to the add-on at a URL."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            addon_url = user_input.get(CONF_ADDON_URL, "").strip()
+            if not addon_url:
+                return self._create({})
+            link = {
+                CONF_ADDON_URL: addon_url,
+                CONF_LINK_SECRET: user_input.get(CONF_LINK_SECRET, ""),
+            }
+            if (error := await self._check_link(link)) is None:
+                return self._create(link)
+            errors["base"] = error
+        return self.async_show_form(
+            step_id="user",
+            data_schema=self.add_suggested_values_to_schema(_LINK_SCHEMA, user_input or {}),
+            errors=errors,
+            description_placeholders={"ota_url": ota_url(self.hass)},
+        )
+
+    async def async_step_hassio(self, discovery_info: HassioServiceInfo) -> ConfigFlowResult:
+        """The add-on announced itself through the Supervisor."""
+        config = discovery_info.config
+        self._discovered = {
+            CONF_ADDON_URL: f"http://{config['host']}:{config['port']}",
+            CONF_LINK_SECRET: str(config["secret"]),
+        }
+        self._addon_name = discovery_info.name
+        self.context["title_placeholders"] = {"name": discovery_info.name}
+        return await self.async_step_hassio_confirm()
+
+    async def async_step_hassio_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Confirm linking to the discovered add-on."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            if (error := await self._check_link(self._discovered)) is None:
+                return self._create(self._discovered)
+            errors["base"] = error
+        return self.async_show_form(
+            step_id="hassio_confirm",
+            errors=errors,
+            description_placeholders={
+                "addon": self._addon_name,
+                "ota_url": ota_url(self.hass, self._discovered[CONF_ADDON_URL]),
+            },
+        )
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Link the hub to the add-on, change its address, or serve devices from HA again."""
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            link = _link_of(user_input)
+            if not link or (error := await self._check_link(link)) is None:
+                return self.async_update_reload_and_abort(entry, data=link)
+            errors["base"] = error
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=self.add_suggested_values_to_schema(
+                _LINK_SCHEMA, user_input or dict(entry.data)
+            ),
+            errors=errors,
+        )
+
+    async def _check_link(self, link: dict[str, str]) -> str | None:
+        """Check the add-on's URL and secret; return the form error, if any."""
+        try:
+            await check_link(
+                async_get_clientsession(self.hass), link[CONF_ADDON_URL], link[CONF_LINK_SECRET]
             )
+        except LinkAuthError:
+            return "invalid_auth"
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            return "cannot_connect"
+        return None
+
+    def _create(self, data: dict[str, str]) -> ConfigFlowResult:
         language = "zh" if self.hass.config.language.lower().startswith("zh") else "en"
         return self.async_create_entry(
             title=TITLES[language],
-            data={},
-            description_placeholders=placeholders,
+            data=data,
+            description_placeholders={"ota_url": ota_url(self.hass, data.get(CONF_ADDON_URL))},
         )
 
     @classmethod
@@ -100,6 +197,13 @@ class XiaozhiConfigFlow(ConfigFlow, domain=DOMAIN):
         return XiaozhiOptionsFlow()
 
 
+def _link_of(user_input: dict[str, Any]) -> dict[str, str]:
+    """The hub's data from the form: the add-on's URL and secret, or nothing (HA serves)."""
+    if not (addon_url := str(user_input.get(CONF_ADDON_URL, "")).strip()):
+        return {}
+    return {CONF_ADDON_URL: addon_url, CONF_LINK_SECRET: str(user_input.get(CONF_LINK_SECRET, ""))}
+
+
 def invalid_macs(text: str) -> list[str]:
     """The entries of an allow list that are not MAC addresses."""
     return [
@@ -120,7 +224,7 @@ class XiaozhiOptionsFlow(OptionsFlow):
         return self.async_show_menu(
             step_id="init",
             menu_options=["conversation", "security", "connection"],
-            description_placeholders={"ota_url": ota_url(self.hass)},
+            description_placeholders={"ota_url": self.config_entry.runtime_data.ota_url},
         )
 
     async def async_step_conversation(

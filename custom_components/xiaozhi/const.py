@@ -68,6 +68,8 @@ TRANSPORTS: Final = [TRANSPORT_WEBSOCKET, TRANSPORT_MQTT]
 DEFAULT_TRANSPORT: Final = TRANSPORT_WEBSOCKET  # needs no port besides HA's (README)
 CONF_MQTT_PASSWORD: Final = "mqtt_password"  # a bound device's MQTT secret
 # The listeners of the always-connected mode (hub options; defaults in core/const.py).
+CONF_ADDON_URL: Final = "addon_url"  # the add-on (or its container) that serves the devices
+CONF_LINK_SECRET: Final = "link_secret"  # what the integration shows the add-on to link
 CONF_MQTT_PORT: Final = "mqtt_port"
 CONF_UDP_PORT: Final = "udp_port"
 MQTT_LISTEN_HOST: Final[str | None] = None  # every interface, as HA's own HTTP server listens

@@ -25,7 +25,7 @@ from homeassistant.util import dt as dt_util
 from yarl import URL
 
 from .const import DOMAIN, SIGNAL_TOOLS_CHANGED
-from .core import DeviceConnection, DeviceSession
+from .core import DeviceConnection, Session
 from .core.const import VISION_PATH
 from .core.mcp import (
     DeviceGoneError,
@@ -76,7 +76,7 @@ class DeviceTools:
         self.photo: bytes | None = None
         self.photo_at = dt_util.utcnow()
         # What the client talks over: the MQTT connection, else the session (WebSocket).
-        self._channel: DeviceConnection | DeviceSession | None = None
+        self._channel: DeviceConnection | Session | None = None
         self._client: McpClient | None = None
         self._listeners: list[Callable[[], None]] = []
         entry.async_on_unload(device.async_listen(self._async_device_changed))
@@ -87,7 +87,7 @@ class DeviceTools:
     # --- the channel -----------------------------------------------------------------------------
 
     @callback
-    def handle(self, session: DeviceSession | None, message: Mcp) -> None:
+    def handle(self, session: Session | None, message: Mcp) -> None:
         """An MCP message from the device: in `session`, or between sessions (None)."""
         channel = self._channel
         if self._client is None or channel is None:
@@ -106,7 +106,7 @@ class DeviceTools:
         if isinstance(message, Mcp):
             self.handle(None, message)
 
-    def _channel_now(self) -> DeviceConnection | DeviceSession | None:
+    def _channel_now(self) -> DeviceConnection | Session | None:
         """An always-connected device's MQTT connection, else its open session."""
         connection = self.device.connection
         if connection is not None and connection.connected:

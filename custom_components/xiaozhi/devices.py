@@ -11,7 +11,7 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.device_registry import CONNECTION_NETWORK_MAC, DeviceInfo
 
 from .const import DEFAULT_TRANSPORT, DOMAIN, MANUFACTURER
-from .core import DeviceConnection, DeviceSession, SessionHandler
+from .core import DeviceConnection, Session, SessionHandler
 from .core.messages import DeviceMessage, Message
 from .core.timings import Stage, TurnTimings
 
@@ -43,7 +43,7 @@ class XiaozhiDevice:
     channel_url: str | None = None  # the WebSocket URL its last OTA answer gave it
     transport: str = DEFAULT_TRANSPORT  # what its OTA answers give it (TRANSPORTS)
     mqtt_password: str | None = field(default=None, repr=False)  # its MQTT secret
-    session: DeviceSession | None = None
+    session: Session | None = None
     connection: DeviceConnection | None = None  # its MQTT connection, between sessions too
     handler: SessionHandler | None = None  # its satellite, which the device's sessions report to
     _turn: TurnTimings = field(default_factory=TurnTimings, repr=False)  # filled as it goes
@@ -96,7 +96,7 @@ class XiaozhiDevice:
     @property
     def reachable(self) -> bool:
         """Whether a message sent now reaches the device (a session, or its MQTT connection)."""
-        open_session = self.session is not None and not self.session.link.closed
+        open_session = self.session is not None and not self.session.closed
         return open_session or (self.connection is not None and self.connection.connected)
 
     async def async_send(self, message: Message) -> None:
@@ -105,7 +105,7 @@ class XiaozhiDevice:
         Raises `DeviceUnreachableError` when neither is there (a WebSocket device between
         conversations).
         """
-        if (session := self.session) is not None and session.ready and not session.link.closed:
+        if (session := self.session) is not None and session.ready and not session.closed:
             await session.send(message)
         elif (connection := self.connection) is not None and connection.connected:
             await connection.send(message)
@@ -133,7 +133,7 @@ class XiaozhiDevice:
         }
 
     @callback
-    def set_session(self, session: DeviceSession | None) -> None:
+    def set_session(self, session: Session | None) -> None:
         """Record the open channel (None when it closed) and tell listeners."""
         self.session = session
         self._changed()

@@ -9,20 +9,27 @@ from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.device_registry import DeviceEntry
 
-from .const import CONF_CLIENT_ID, CONF_MQTT_PASSWORD, CONF_TOKEN, DOMAIN
+from .const import CONF_CLIENT_ID, CONF_LINK_SECRET, CONF_MQTT_PASSWORD, CONF_TOKEN, DOMAIN
 from .devices import XiaozhiDevice
-from .hub import XiaozhiConfigEntry, ota_url
+from .hub import XiaozhiConfigEntry
 from .mcp_endpoint import DATA_ENDPOINTS
 from .redact import redact_url_credentials
 
 # The Client-Id is half of what gets a bound device's token from the OTA endpoint.
-TO_REDACT = {CONF_TOKEN, CONF_API_KEY, CONF_CLIENT_ID, CONF_MQTT_PASSWORD, "key"}
+TO_REDACT = {
+    CONF_TOKEN,
+    CONF_API_KEY,
+    CONF_CLIENT_ID,
+    CONF_MQTT_PASSWORD,
+    CONF_LINK_SECRET,
+    "key",
+}
 
 
 def _device(device: XiaozhiDevice) -> dict[str, Any]:
     session = device.session
     connection = device.connection
-    link = session.link if session is not None else None
+    link = getattr(session, "link", None)  # a relayed session has no link here
     return {
         **device.stored(),
         "connected": device.connected,
@@ -69,7 +76,16 @@ async def async_get_config_entry_diagnostics(
     hub = entry.runtime_data
     data = async_redact_data(
         {
-            "ota_url": ota_url(hass),
+            "ota_url": hub.ota_url,
+            "addon_link": None
+            if hub.link is None
+            else {
+                "url": hub.link.url,
+                "linked": hub.link.linked,
+                "links": hub.link.links,
+                "last_error": hub.link.last_error,
+                "relayed_sessions": len(hub.link.sessions),
+            },
             "options": dict(entry.options),
             "subentries": {
                 subentry_id: {

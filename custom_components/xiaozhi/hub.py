@@ -19,6 +19,7 @@ from typing import Any
 
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.network import NoURLAvailableError, get_url
 from homeassistant.util import dt as dt_util
 from homeassistant.util.hass_dict import HassKey
@@ -30,8 +31,10 @@ from .const import (
     AUTH_MODE_ALLOW_LIST,
     AUTH_MODE_BOUND,
     AUTH_MODE_LOCAL_NETWORK,
+    CONF_ADDON_URL,
     CONF_ALLOWED_DEVICES,
     CONF_AUTH_MODE,
+    CONF_LINK_SECRET,
     CONF_MQTT_PORT,
     CONF_UDP_PORT,
     DOMAIN,
@@ -50,11 +53,11 @@ from .core import (
     ConnectionHandler,
     DeviceConnection,
     DeviceIdentity,
-    DeviceSession,
     MqttConfig,
     MqttUdpServer,
     OtaAnswer,
     OtaRequest,
+    Session,
     SessionEvent,
     SessionHandler,
     SessionStarted,
@@ -70,6 +73,7 @@ from .core.const import (
 from .core.errors import CheckInRefusedError
 from .core.messages import Alert, DeviceMessage, Listen, ListenState, System
 from .core.mqtt_server import device_topic
+from .core.remote import LinkClient
 from .device_tools import DeviceTools
 from .devices import XiaozhiDevice
 from .issues import async_raise_issue
@@ -90,13 +94,31 @@ ACTIVATION_MESSAGES = {
 
 
 @callback
-def ota_url(hass: HomeAssistant) -> str:
-    """The OTA URL devices on the LAN should use (what the user types into each device)."""
+def ota_url(hass: HomeAssistant, addon_url: str | None = None) -> str:
+    """The OTA URL devices on the LAN should use (what the user types into each device).
+
+    With the add-on, it is the add-on's port: on HA's own host when the add-on's address is a
+    container name devices cannot resolve (HA OS maps add-on ports on the host).
+    """
     try:
-        base = get_url(hass, allow_external=False, allow_cloud=False, prefer_external=False)
+        base = URL(get_url(hass, allow_external=False, allow_cloud=False, prefer_external=False))
     except NoURLAvailableError:
-        base = PLACEHOLDER_URL
-    return base.rstrip("/") + OTA_PATH
+        base = URL(PLACEHOLDER_URL)
+    if addon_url:
+        addon = URL(addon_url)
+        host = addon.host or ""
+        if not _is_ip(host) and "." not in host and host != "localhost":
+            host = base.host or host
+        base = addon.with_host(host)
+    return str(base.with_path(OTA_PATH))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 @callback
@@ -129,7 +151,7 @@ class _ActivationPrompt:
         self._hass = hass
         self._message = message
 
-    def session_event(self, session: DeviceSession, event: SessionEvent) -> None:
+    def session_event(self, session: Session, event: SessionEvent) -> None:
         """Show the code when the channel opens and whenever the user talks or types."""
         if isinstance(event, SessionStarted) or (
             isinstance(event, Listen) and event.state is not ListenState.STOP
@@ -139,17 +161,17 @@ class _ActivationPrompt:
                 "xiaozhi activation prompt",
             )
 
-    def audio_received(self, session: DeviceSession, pcm: bytes) -> None:
+    def audio_received(self, session: Session, pcm: bytes) -> None:
         """Ignore the audio."""
 
 
 class _Unhandled:
     """Serves a bound device whose satellite is not in HA (disabled): its events go nowhere."""
 
-    def session_event(self, session: DeviceSession, event: SessionEvent) -> None:
+    def session_event(self, session: Session, event: SessionEvent) -> None:
         """Ignore the event."""
 
-    def audio_received(self, session: DeviceSession, pcm: bytes) -> None:
+    def audio_received(self, session: Session, pcm: bytes) -> None:
         """Ignore the audio."""
 
 
@@ -193,6 +215,7 @@ class XiaozhiHub:
         self.activations = Activations(hass, entry, self.store)
         self.auth = Authorization(hass, self.store, self.activations)
         self._tools: dict[str, DeviceTools] = {}
+        self.link: LinkClient | None = None  # to the add-on, when it serves the devices
 
     async def async_setup(self) -> None:
         """Load the bound devices and become the hub the endpoints serve."""
@@ -201,6 +224,26 @@ class XiaozhiHub:
         self.entry.async_on_unload(self._async_unset)
         if any(d.transport == TRANSPORT_MQTT for d in self.devices.values()):
             await self.async_start_mqtt()
+
+    @callback
+    def async_start_link(self) -> None:
+        """Link to the add-on, if it serves the devices; once the satellites exist.
+
+        The add-on hands over the channels it kept at once: their handlers must be there.
+        """
+        if addon_url := self.entry.data.get(CONF_ADDON_URL):
+            self.link = LinkClient(
+                self,
+                addon_url,
+                self.entry.data[CONF_LINK_SECRET],
+                async_get_clientsession(self.hass),
+            )
+            self.link.start()
+
+    @property
+    def ota_url(self) -> str:
+        """The OTA URL devices should use: HA's own, or the add-on's."""
+        return ota_url(self.hass, self.entry.data.get(CONF_ADDON_URL))
 
     @callback
     def _async_unset(self) -> None:
@@ -221,9 +264,10 @@ class XiaozhiHub:
         return tools
 
     @property
-    def sessions(self) -> set[DeviceSession]:
-        """The open device channels, over either transport."""
-        return self.server.sessions | self.mqtt.sessions
+    def sessions(self) -> set[Session]:
+        """The open device channels, over any transport, and those the add-on relays."""
+        relayed = set(self.link.sessions.values()) if self.link is not None else set()
+        return self.server.sessions | self.mqtt.sessions | relayed
 
     # --- the always-connected listeners ----------------------------------------------------------
 
@@ -470,6 +514,11 @@ class XiaozhiHub:
         return str(url.with_host(base.host or "").with_port(base.port))
 
     async def async_shutdown(self) -> None:
-        """Close every device channel and the always-connected listeners."""
+        """Close every device channel and the always-connected listeners.
+
+        The add-on's channels stay open: it keeps them for the next link.
+        """
+        if self.link is not None:
+            await self.link.stop()
         await self.mqtt.async_close()
         await self.server.close_all()

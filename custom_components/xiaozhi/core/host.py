@@ -1,6 +1,9 @@
-"""What the core asks of whoever runs it (the HA integration, the add-on).
+"""What the core asks of whoever runs it (the HA integration, the add-on), and what it gives.
 
 Small interfaces, each with one job:
+- a `Session` is one conversation channel with a device, as its handler sees it: the same
+  whether the channel is served here (`DeviceSession`) or relayed from the add-on
+  (`RelayedSession`);
 - a `DeviceGate` decides who gets in: it answers OTA checks and activation polls and, once per
   connection, resolves a device's credentials to the handler of its session;
 - a `SessionHandler` (the device's satellite in HA) receives that session's events directly;
@@ -12,19 +15,78 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .messages import DeviceMessage
+    from .const import CloseCode
+    from .messages import AudioParams, ClientHello, DeviceMessage, ListenMode, Message
     from .mqtt_server import DeviceConnection
     from .ota import OtaAnswer, OtaRequest
-    from .session import DeviceIdentity, DeviceSession, SessionEvent
+    from .reply import Reply
+    from .session import DeviceIdentity, SessionEvent, SessionState
+    from .timings import CodecStats, TurnTimings
+
+
+class Session(Protocol):
+    """One conversation channel with a device, wherever it is served."""
+
+    @property
+    def device(self) -> DeviceIdentity:
+        """Who is on the channel."""
+
+    @property
+    def session_id(self) -> str:
+        """The id the server hello gave the channel."""
+
+    @property
+    def hello(self) -> ClientHello | None:
+        """The device's hello, once received."""
+
+    @property
+    def listen_mode(self) -> ListenMode | None:
+        """The mode of the device's last `listen start`."""
+
+    @property
+    def reply_audio(self) -> AudioParams:
+        """The audio format replies are sent in (PCM handed to `speak` is at its rate)."""
+
+    @property
+    def codec_stats(self) -> CodecStats:
+        """Time spent in the codec for this channel."""
+
+    @property
+    def state(self) -> SessionState:
+        """Where the channel is in the protocol's state machine."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether the hello is done and the channel is open."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether the channel is gone (messages sent now are dropped)."""
+
+    @property
+    def speaking(self) -> bool:
+        """Whether a reply is being sent."""
+
+    async def send(self, message: Message) -> None:
+        """Send one JSON message with the session id (dropped once the channel is closed)."""
+
+    async def speak(self, reply: Reply, timings: TurnTimings | None = None) -> bool:
+        """Send one turn's output until it is done; return False if it was interrupted."""
+
+    def interrupt(self) -> None:
+        """Stop the reply being sent at once."""
+
+    async def close(self, code: CloseCode = ..., reason: str = "") -> None:
+        """Stop the reply and close the channel."""
 
 
 class SessionHandler(Protocol):
     """Receives the events of one device's sessions; runs on the event loop, never blocks."""
 
-    def session_event(self, session: DeviceSession, event: SessionEvent) -> None:
+    def session_event(self, session: Session, event: SessionEvent) -> None:
         """Handle a session event: started, ended, or a message from the device."""
 
-    def audio_received(self, session: DeviceSession, pcm: bytes) -> None:
+    def audio_received(self, session: Session, pcm: bytes) -> None:
         """Handle microphone audio: 16-bit mono PCM at 16 kHz."""
 
 

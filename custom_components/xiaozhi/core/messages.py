@@ -521,7 +521,10 @@ def _depth(value: Any) -> int:
 
 
 def _parse[M: Message](text: str | bytes, registry: dict[str, type[M]]) -> M:
-    data = load_json_object(text)
+    return _from_dict(load_json_object(text), registry)
+
+
+def _from_dict[M: Message](data: JsonObject, registry: dict[str, type[M]]) -> M:
     kind = data.get("type")
     if not isinstance(kind, str):
         raise MalformedMessageError("message has no string 'type'")
@@ -539,3 +542,13 @@ def parse_device_message(text: str | bytes) -> DeviceMessage:
 def parse_server_message(text: str | bytes) -> ServerMessage:
     """Parse a text message from a server (what a device reads)."""
     return _parse(text, SERVER_MESSAGE_TYPES)
+
+
+def device_message_from_dict(data: JsonObject) -> DeviceMessage:
+    """Build a device message from its wire form, already decoded (a relayed one)."""
+    return _from_dict(data, DEVICE_MESSAGE_TYPES)
+
+
+def server_message_from_dict(data: JsonObject) -> ServerMessage:
+    """Build a server message from its wire form, already decoded (a relayed one)."""
+    return _from_dict(data, SERVER_MESSAGE_TYPES)

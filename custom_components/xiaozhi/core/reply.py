@@ -58,10 +58,15 @@ class SubtitleTrack:
         self.audio_s = 0.0  # reply audio that arrived so far
         self.audio_ended = False
 
-    def add(self, text: str) -> None:
-        """Add the next sentence, whose text is complete now."""
+    def add(self, text: str, ready_at: float | None = None) -> None:
+        """Add the next sentence, whose text is complete now (or was, `ready_at` s of audio in)."""
         if text := text.strip():
-            self._sentences.append(_Subtitle(text, speech_weight(text), self.audio_s))
+            at = self.audio_s if ready_at is None else ready_at
+            self._sentences.append(_Subtitle(text, speech_weight(text), at))
+
+    def added_since(self, index: int) -> list[tuple[str, float]]:
+        """The sentences from the `index`th on, with when their text was complete."""
+        return [(subtitle.text, subtitle.ready_at) for subtitle in self._sentences[index:]]
 
     def __bool__(self) -> bool:
         """Whether sentences are waiting for their audio."""
@@ -97,6 +102,19 @@ class SubtitleTrack:
         return max(ready_at + (end - ready_at) * before / sum(weights), self._last_start)
 
 
+@dataclass(slots=True)
+class ReplyUpdate:
+    """What was added to a reply since the last update: what a relay forwards, in this order."""
+
+    messages: list[Message]
+    speak: bool  # `tts start` was asked for
+    sentences: list[tuple[str, float]]  # text, and seconds of audio that had arrived by then
+    has_audio: bool
+    pcm: bytes
+    audio_ended: bool
+    finished: bool
+
+
 class Reply:
     """What a session sends for one turn, in order; pushed without waiting, sent by one sender."""
 
@@ -116,6 +134,7 @@ class Reply:
         self._room = asyncio.Event()
         self._source: AsyncIterable[bytes] | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._sentences_taken = 0
 
     @classmethod
     def of(cls, audio: AsyncIterable[bytes], sentences: Iterable[str] = ()) -> Reply:
@@ -139,9 +158,13 @@ class Reply:
         self.speak_requested = True
         self._changed.set()
 
-    def sentence(self, text: str) -> None:
-        """Add the text of the next sentence; it is shown when its audio starts."""
-        self.subtitles.add(text)
+    def sentence(self, text: str, ready_at: float | None = None) -> None:
+        """Add the text of the next sentence; it is shown when its audio starts.
+
+        `ready_at` places it on a relayed reply's timeline: the seconds of audio that had
+        arrived when its text was complete, where the reply was made.
+        """
+        self.subtitles.add(text, ready_at)
         self._changed.set()
 
     def play(self, audio: AsyncIterable[bytes]) -> None:
@@ -205,6 +228,23 @@ class Reply:
         del self.pcm[:size]
         self._room.set()
         return chunk
+
+    def take_update(self) -> ReplyUpdate:
+        """Take everything added since the last update (a relay's sender, instead of playing)."""
+        messages = list(self.messages)
+        self.messages.clear()
+        sentences = self.subtitles.added_since(self._sentences_taken)
+        self._sentences_taken += len(sentences)
+        pcm = self.take_pcm(len(self.pcm))
+        return ReplyUpdate(
+            messages=messages,
+            speak=self.speak_requested,
+            sentences=sentences,
+            has_audio=self.has_audio,
+            pcm=pcm,
+            audio_ended=self.audio_ended,
+            finished=self.finished,
+        )
 
     async def wait(self, timeout: float | None = None) -> None:
         """Sleep until something is added, or `timeout` seconds pass."""

@@ -8,6 +8,7 @@ import logging
 import time
 
 from aiohttp import WSMsgType, web
+from yarl import URL
 
 from . import framing
 from .const import (
@@ -66,9 +67,13 @@ class WebSocketLink:
 class XiaozhiServer:
     """Serves devices: answers OTA checks and runs a `DeviceSession` per WebSocket."""
 
-    def __init__(self, gate: DeviceGate) -> None:
-        """Serve the devices `gate` lets in."""
+    def __init__(self, gate: DeviceGate, *, websocket_port: int | None = None) -> None:
+        """Serve the devices `gate` lets in.
+
+        `websocket_port`: where the channel is served when not on the OTA endpoint's port.
+        """
         self.gate = gate
+        self.websocket_port = websocket_port
         self.sessions: set[DeviceSession] = set()
         self._by_device: dict[str, DeviceSession] = {}
         self._channels: dict[str, int] = {}  # device id -> its channel handlers running
@@ -85,7 +90,8 @@ class XiaozhiServer:
             body = await _read_body(request, MAX_OTA_BODY_BYTES)
             ota_request = OtaRequest.from_http(request.headers, body, request.remote)
             answer_to = await self.gate.ota_answer(
-                ota_request, default_websocket_url(request, self.gate.websocket_path)
+                ota_request,
+                default_websocket_url(request, self.gate.websocket_path, self.websocket_port),
             )
         except _BodyError as err:
             _LOGGER.warning("Rejected OTA request from %s: %s", request.remote, err)
@@ -314,7 +320,11 @@ def bearer_token(value: str | None) -> str | None:
     return value or None
 
 
-def default_websocket_url(request: web.Request, path: str) -> str:
-    """Return the channel URL on the host and port the device just reached."""
+def default_websocket_url(request: web.Request, path: str, port: int | None = None) -> str:
+    """Return the channel URL on the host the device just reached, and its port (or `port`)."""
     scheme = "wss" if request.secure else "ws"
-    return f"{scheme}://{request.host}{path}"
+    if port is None:
+        return f"{scheme}://{request.host}{path}"
+    return str(
+        URL.build(scheme=scheme, host=URL(f"//{request.host}").host or "", port=port, path=path)
+    )

@@ -223,6 +223,11 @@ class DeviceSession:
         """Whether the hello handshake is done and the channel is open."""
         return self.state not in (SessionState.CONNECTING, SessionState.CLOSED)
 
+    @property
+    def closed(self) -> bool:
+        """Whether the link is closed (messages sent now are dropped)."""
+        return self.link.closed
+
     async def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "") -> None:
         """Stop the reply and close the link."""
         self.interrupt()

@@ -1,0 +1,178 @@
+"""The link between the add-on, which serves the devices, and Home Assistant, which answers them.
+
+One WebSocket, opened by the integration to the add-on's `LINK_PATH` with the shared secret as a
+bearer token. JSON text frames carry calls (the add-on asks HA's `DeviceGate`), session events and
+commands; binary frames carry audio: a kind byte, the channel (and for reply audio the reply) as
+big-endian 32-bit numbers, then 16-bit mono PCM. This module is the wire format both ends share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+import json
+import logging
+import struct
+from typing import Any, Final
+
+from .errors import ProtocolError
+from .messages import JsonObject
+from .ota import Activation, MqttConfig, OtaAnswer, OtaRequest, WebsocketConfig
+from .session import DeviceIdentity
+
+_LOGGER = logging.getLogger(__name__)
+
+LINK_PATH: Final = "/xiaozhi/link"
+LINK_STATUS_PATH: Final = "/xiaozhi/link/status"  # checks the URL and secret without linking
+LINK_VERSION: Final = 1
+LINK_SERVICE: Final = "xiaozhi"  # the add-on's Supervisor discovery service
+LINK_HEARTBEAT_S: Final = 10.0  # a peer that answers no ping within this is gone
+LINK_HELLO_TIMEOUT_S: Final = 10.0
+LINK_CALL_TIMEOUT_S: Final = 10.0  # HA answers a gate call (OTA check, channel) within this
+MAX_LINK_MESSAGE_BYTES: Final = 1024 * 1024  # a reply update or an OTA check is a few KiB
+LINK_AUDIO_FRAME_BYTES: Final = 32 * 1024  # reply audio is sent in frames of at most this
+MAX_LINK_QUEUE: Final = 2000  # frames waiting to be sent; a peer this far behind is dropped
+
+MIC_AUDIO: Final = ord("m")  # device microphone PCM (16 kHz), add-on -> HA
+REPLY_AUDIO: Final = ord("r")  # reply PCM (the reply rate), HA -> add-on
+_MIC_HEADER = struct.Struct(">BI")
+_REPLY_HEADER = struct.Struct(">BII")
+
+
+class Outbox:
+    """Sends one link's frames in order, queued from callbacks and coroutines alike.
+
+    A peer that stops reading is not waited for: past `MAX_LINK_QUEUE` frames, `overflow` is
+    called (the owner closes the link) and later frames are dropped.
+    """
+
+    def __init__(
+        self,
+        send_text: Callable[[str], Awaitable[None]],
+        send_bytes: Callable[[bytes], Awaitable[None]],
+        overflow: Callable[[], None],
+    ) -> None:
+        """Send through these functions of the link's WebSocket."""
+        self._send_text = send_text
+        self._send_bytes = send_bytes
+        self._overflow = overflow
+        self._queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self._full = False
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="xiaozhi link out")
+
+    def put(self, message: dict[str, Any]) -> None:
+        """Queue one JSON message."""
+        self._put(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
+
+    def put_bytes(self, frame: bytes) -> None:
+        """Queue one binary frame."""
+        self._put(frame)
+
+    def _put(self, frame: str | bytes) -> None:
+        if self._full:
+            return
+        if self._queue.qsize() >= MAX_LINK_QUEUE:
+            self._full = True
+            _LOGGER.warning("Link peer is %d frames behind; dropping the link", MAX_LINK_QUEUE)
+            self._overflow()
+            return
+        self._queue.put_nowait(frame)
+
+    async def _run(self) -> None:
+        while (frame := await self._queue.get()) is not None:
+            try:
+                if isinstance(frame, str):
+                    await self._send_text(frame)
+                else:
+                    await self._send_bytes(frame)
+            except ConnectionError:
+                return  # the link is closing; its owner ends it
+
+    async def close(self) -> None:
+        """Stop sending (what is queued is dropped)."""
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def pack_mic_audio(channel: int, pcm: bytes) -> bytes:
+    """Frame microphone audio of a channel."""
+    return _MIC_HEADER.pack(MIC_AUDIO, channel) + pcm
+
+
+def pack_reply_audio(channel: int, reply: int, pcm: bytes) -> bytes:
+    """Frame reply audio of one reply on a channel."""
+    return _REPLY_HEADER.pack(REPLY_AUDIO, channel, reply) + pcm
+
+
+def unpack_mic_audio(frame: bytes) -> tuple[int, bytes]:
+    """Return the channel and PCM of a microphone audio frame."""
+    if len(frame) < _MIC_HEADER.size or frame[0] != MIC_AUDIO:
+        raise ProtocolError("not a microphone audio frame")
+    _, channel = _MIC_HEADER.unpack_from(frame)
+    return channel, frame[_MIC_HEADER.size :]
+
+
+def unpack_reply_audio(frame: bytes) -> tuple[int, int, bytes]:
+    """Return the channel, reply and PCM of a reply audio frame."""
+    if len(frame) < _REPLY_HEADER.size or frame[0] != REPLY_AUDIO:
+        raise ProtocolError("not a reply audio frame")
+    _, channel, reply = _REPLY_HEADER.unpack_from(frame)
+    return channel, reply, frame[_REPLY_HEADER.size :]
+
+
+def identity_to_dict(device: DeviceIdentity) -> JsonObject:
+    """A device's identity on the wire."""
+    return asdict(device)
+
+
+def identity_from_dict(data: Any) -> DeviceIdentity:
+    """Read a device's identity."""
+    try:
+        return DeviceIdentity(
+            device_id=str(data["device_id"]),
+            client_id=_optional_str(data.get("client_id")),
+            protocol_version=int(data.get("protocol_version", 1)),
+            remote=_optional_str(data.get("remote")),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ProtocolError(f"bad device identity: {err}") from None
+
+
+def ota_request_to_dict(request: OtaRequest) -> JsonObject:
+    """An OTA check on the wire."""
+    return asdict(request)
+
+
+def ota_request_from_dict(data: Any) -> OtaRequest:
+    """Read an OTA check."""
+    try:
+        return OtaRequest(**data)
+    except TypeError as err:
+        raise ProtocolError(f"bad OTA request: {err}") from None
+
+
+def ota_answer_to_dict(answer: OtaAnswer) -> JsonObject:
+    """A gate's OTA answer on the wire."""
+    return {
+        "websocket": asdict(answer.websocket),
+        "activation": None if answer.activation is None else asdict(answer.activation),
+        "mqtt": None if answer.mqtt is None else answer.mqtt.to_dict(),
+    }
+
+
+def ota_answer_from_dict(data: Any) -> OtaAnswer:
+    """Read a gate's OTA answer."""
+    try:
+        activation, mqtt = data.get("activation"), data.get("mqtt")
+        return OtaAnswer(
+            WebsocketConfig(**data["websocket"]),
+            activation=None if activation is None else Activation(**activation),
+            mqtt=None if mqtt is None else MqttConfig(**mqtt),
+        )
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ProtocolError(f"bad OTA answer: {err}") from None
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,525 @@
+"""The add-on's end of the link: it serves the devices and Home Assistant decides and answers.
+
+`RelayGate` is the `DeviceGate` of the add-on's servers. While HA is linked, every OTA check,
+activation poll and channel is HA's to decide (a call over the link), and each channel's events
+and microphone audio go to HA, whose commands and replies come back to the channel. While HA is
+away (restarting), devices HA let in keep their channels and get in again; one that talks is
+shown that HA is restarting. When HA links again, every open channel is handed back to it
+(`resume`), so the next turn works without the device reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import suppress
+import hmac
+import itertools
+import logging
+import time
+from typing import Any, Final
+
+from aiohttp import WSMsgType, web
+
+from .const import WEBSOCKET_PATH, CloseCode
+from .errors import CheckInRefusedError, ProtocolError
+from .host import ConnectionHandler, Session
+from .link import (
+    LINK_CALL_TIMEOUT_S,
+    LINK_HEARTBEAT_S,
+    LINK_HELLO_TIMEOUT_S,
+    LINK_VERSION,
+    MAX_LINK_MESSAGE_BYTES,
+    Outbox,
+    identity_to_dict,
+    ota_answer_from_dict,
+    ota_request_to_dict,
+    pack_mic_audio,
+    unpack_reply_audio,
+)
+from .messages import (
+    Alert,
+    DeviceMessage,
+    Listen,
+    ListenState,
+    Message,
+    server_message_from_dict,
+)
+from .ota import OtaAnswer, OtaRequest
+from .reply import Reply
+from .session import (
+    DeviceIdentity,
+    DeviceSession,
+    SessionEnded,
+    SessionEvent,
+    SessionStarted,
+    SessionState,
+)
+from .timings import Stage, TurnTimings
+
+_LOGGER = logging.getLogger(__name__)
+
+RESTART_NOTICE_INTERVAL_S: Final = 10.0  # a device that keeps talking is told once in this time
+RESTARTING_MESSAGES: Final = {
+    "zh": "Home Assistant 正在重启，请稍后再试。",
+    "en": "Home Assistant is restarting. Please try again in a moment.",
+}
+RESTARTING_STATUS: Final = "Home Assistant"
+
+
+class HomeAssistantAwayError(CheckInRefusedError):
+    """HA is not linked and this device has no answer from it to reuse."""
+
+    def __init__(self) -> None:
+        """Refuse with 503: the device tries again later."""
+        super().__init__(503, "Home Assistant is not connected")
+
+
+class RelayGate:
+    """Serves devices for the Home Assistant linked to it, and keeps them while HA is away."""
+
+    websocket_path = WEBSOCKET_PATH
+
+    def __init__(self, secret: str) -> None:
+        """Accept links that present `secret`."""
+        self._secret = secret.encode()
+        self._link: web.WebSocketResponse | None = None
+        self._outbox: Outbox | None = None
+        self._calls: dict[int, asyncio.Future[Any]] = {}
+        self._call_ids = itertools.count(1)
+        self._channel_ids = itertools.count(1)
+        self.channels: dict[int, RelayedChannel] = {}
+        self._answers: dict[str, Any] = {}  # device -> HA's last OTA answer for it, bound ones
+        self._let_in: dict[str, tuple[str | None, str | None]] = {}  # device -> (client, token)
+        self.languages: dict[str, str] = {}  # device -> the language of its last OTA check
+        self._timezone_offset: int | None = None
+        self.links_accepted = 0
+
+    @property
+    def linked(self) -> bool:
+        """Whether Home Assistant is connected now."""
+        return self._outbox is not None
+
+    # --- the link --------------------------------------------------------------------------------
+
+    def _authorized(self, request: web.Request) -> bool:
+        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        if hmac.compare_digest(offered, self._secret):
+            return True
+        _LOGGER.warning("Refused a link from %s: wrong secret", request.remote)
+        return False
+
+    async def handle_status(self, request: web.Request) -> web.Response:
+        """Answer HA's check of the URL and secret (before it links), without linking."""
+        if not self._authorized(request):
+            return web.json_response({"error": "wrong link secret"}, status=401)
+        return web.json_response(
+            {"version": LINK_VERSION, "linked": self.linked, "channels": len(self.channels)}
+        )
+
+    async def handle_link(self, request: web.Request) -> web.StreamResponse:
+        """Serve Home Assistant's link until it closes; a new link replaces the old."""
+        if not self._authorized(request):
+            return web.json_response({"error": "wrong link secret"}, status=401)
+        ws = web.WebSocketResponse(max_msg_size=MAX_LINK_MESSAGE_BYTES, heartbeat=LINK_HEARTBEAT_S)
+        await ws.prepare(request)
+        if self._link is not None:
+            _LOGGER.info("A new link from %s replaces the open one", request.remote)
+            await self._link.close(code=CloseCode.REPLACED, message=b"replaced")
+        self._link = ws
+        try:
+            await self._serve(ws, request.remote)
+        except ProtocolError as err:
+            _LOGGER.warning("Closing the link from %s: %s", request.remote, err)
+            await ws.close(code=CloseCode.PROTOCOL_ERROR, message=str(err).encode()[:120])
+        finally:
+            if self._link is ws:
+                await self._unlinked()
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, remote: str | None) -> None:
+        try:
+            hello = await ws.receive_json(timeout=LINK_HELLO_TIMEOUT_S)
+        except (TimeoutError, ValueError, TypeError) as err:
+            raise ProtocolError(f"no link hello: {err!r}") from None
+        if not isinstance(hello, dict) or hello.get("type") != "hello":
+            raise ProtocolError("the link must start with a hello")
+        if hello.get("version") != LINK_VERSION:
+            raise ProtocolError(f"link version {hello.get('version')!r} is not {LINK_VERSION}")
+        self._timezone_offset = _int_or_none(hello.get("timezone_offset"))
+        self._outbox = Outbox(ws.send_str, ws.send_bytes, self._overflowed)
+        self.links_accepted += 1
+        _LOGGER.info("Home Assistant linked from %s; %d channels open", remote, len(self.channels))
+        self._outbox.put({"type": "hello", "version": LINK_VERSION})
+        for channel in list(self.channels.values()):
+            channel.resume()
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                try:
+                    data = msg.json()
+                except ValueError:
+                    raise ProtocolError("link message is not JSON") from None
+                self._received(data)
+            elif msg.type is WSMsgType.BINARY:
+                channel_id, reply_id, pcm = unpack_reply_audio(msg.data)
+                if (target := self.channels.get(channel_id)) is not None:
+                    target.reply_audio(reply_id, pcm)
+            elif msg.type is WSMsgType.ERROR:
+                _LOGGER.warning("Link error: %s", ws.exception())
+                return
+
+    def _overflowed(self) -> None:
+        if (link := self._link) is not None:
+            asyncio.get_running_loop().create_task(link.close(code=CloseCode.GOING_AWAY))
+
+    async def _unlinked(self) -> None:
+        """HA went away: calls fail, replies stop; the channels stay open."""
+        self._link = None
+        if self._outbox is not None:
+            await self._outbox.close()
+            self._outbox = None
+            _LOGGER.warning("Home Assistant unlinked; keeping %d channels", len(self.channels))
+        for future in self._calls.values():
+            if not future.done():
+                future.set_exception(HomeAssistantAwayError())
+        self._calls.clear()
+        for channel in self.channels.values():
+            channel.unlinked()
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send one message to HA, if linked."""
+        if self._outbox is not None:
+            self._outbox.put(message)
+
+    def send_bytes(self, frame: bytes) -> None:
+        """Send one binary frame to HA, if linked."""
+        if self._outbox is not None:
+            self._outbox.put_bytes(frame)
+
+    def _received(self, data: Any) -> None:
+        try:
+            self._dispatch(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ProtocolError(f"bad link message: {err!r}") from None
+
+    def _dispatch(self, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise ProtocolError("link message is not an object")
+        kind = data.get("type")
+        if kind == "result":
+            future = self._calls.pop(data.get("id", 0), None)
+            if future is not None and not future.done():
+                future.set_result(data)
+            return
+        if (channel := self.channels.get(data.get("channel", 0))) is None:
+            return  # a channel that ended meanwhile
+        match kind:
+            case "send":
+                channel.send(server_message_from_dict(data["message"]))
+            case "speak":
+                channel.speak(int(data["reply"]))
+            case "reply":
+                channel.reply_update(int(data["reply"]), data)
+            case "interrupt":
+                channel.interrupt(int(data["reply"]))
+            case "close":
+                channel.close(CloseCode(int(data["code"])), str(data.get("reason", "")))
+            case _:
+                raise ProtocolError(f"unknown link message {kind!r}")
+
+    async def _call(self, method: str, **args: Any) -> Any:
+        """Ask HA; raises `HomeAssistantAwayError` when it is not linked or does not answer."""
+        if self._outbox is None:
+            raise HomeAssistantAwayError
+        call_id = next(self._call_ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls[call_id] = future
+        self._outbox.put({"type": "call", "id": call_id, "method": method, "args": args})
+        try:
+            async with asyncio.timeout(LINK_CALL_TIMEOUT_S):
+                answer = await future
+        except TimeoutError:
+            raise HomeAssistantAwayError from None
+        finally:
+            self._calls.pop(call_id, None)
+        if (error := answer.get("error")) is not None:
+            raise CheckInRefusedError(int(error.get("status", 500)), str(error.get("message")))
+        return answer.get("result")
+
+    # --- DeviceGate ------------------------------------------------------------------------------
+
+    async def ota_answer(self, request: OtaRequest, default_url: str) -> OtaAnswer:
+        """HA's answer; while HA is away, the last one it gave a bound device."""
+        if request.language:
+            self.languages[request.device_id] = request.language
+        try:
+            data = await self._call(
+                "ota_answer", request=ota_request_to_dict(request), default_url=default_url
+            )
+        except HomeAssistantAwayError:
+            if (data := self._answers.get(request.device_id)) is None:
+                raise
+            _LOGGER.info("HA is away: %s gets its last OTA answer", request.device_id)
+        answer = ota_answer_from_dict(data)
+        if answer.activation is None:
+            self._answers[request.device_id] = data
+        else:
+            self._answers.pop(request.device_id, None)
+        return answer
+
+    async def activation_done(self, device_id: str, client_id: str | None) -> bool:
+        """Whether HA bound the device (not yet, while HA is away)."""
+        try:
+            return bool(await self._call("activation_done", device=device_id, client=client_id))
+        except HomeAssistantAwayError:
+            return False
+
+    async def open_channel(
+        self, device: DeviceIdentity, token: str | None
+    ) -> RelayedChannel | None:
+        """A channel HA lets in; while HA is away, one it let in before with the same token."""
+        number = next(self._channel_ids)
+        try:
+            accepted = await self._call(
+                "open_channel", channel=number, device=identity_to_dict(device), token=token
+            )
+        except HomeAssistantAwayError:
+            accepted = self._let_in.get(device.device_id) == (device.client_id, token)
+            if accepted:
+                _LOGGER.info("HA is away: %s keeps its channel", device.device_id)
+        if not accepted:
+            return None
+        self._let_in[device.device_id] = (device.client_id, token)
+        channel = RelayedChannel(self, number, device, token)
+        self.channels[number] = channel
+        return channel
+
+    async def open_connection(
+        self, device: DeviceIdentity, password: str | None
+    ) -> ConnectionHandler | None:
+        """Always-connected (MQTT) devices are not relayed yet: they use the WebSocket."""
+        return None
+
+    def timezone_offset_minutes(self) -> int:
+        """HA's time zone; the add-on's own while HA was never linked."""
+        if self._timezone_offset is not None:
+            return self._timezone_offset
+        return (time.localtime().tm_gmtoff or 0) // 60
+
+    def channel_ended(self, channel: RelayedChannel) -> None:
+        """Forget a channel once its session ended."""
+        if self.channels.get(channel.number) is channel:
+            del self.channels[channel.number]
+
+
+class RelayedChannel:
+    """One device channel served here for HA: its events go over the link, HA's replies come."""
+
+    def __init__(
+        self, gate: RelayGate, number: int, device: DeviceIdentity, token: str | None
+    ) -> None:
+        """Relay the channel `number` of `device`."""
+        self.gate = gate
+        self.number = number
+        self.device = device
+        self.token = token
+        self.session: DeviceSession | None = None
+        self._replies: dict[int, _RelayedReply] = {}
+        self._last_notice = -RESTART_NOTICE_INTERVAL_S
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- SessionHandler --------------------------------------------------------------------------
+
+    def session_event(self, session: Session, event: SessionEvent) -> None:
+        """Pass the event to HA; while HA is away, tell a device that talks."""
+        if isinstance(session, DeviceSession):
+            self.session = session
+        match event:
+            case SessionStarted():
+                self.gate.send({"type": "started", "channel": self.number, **self._started()})
+            case SessionEnded():
+                self.gate.channel_ended(self)
+                for reply in list(self._replies.values()):
+                    reply.reply.interrupt()
+                self.gate.send({"type": "ended", "channel": self.number})
+            case _:
+                if self.gate.linked:
+                    self.gate.send(
+                        {"type": "event", "channel": self.number, "message": event.to_dict()}
+                    )
+                elif _talks(event):
+                    self._notice_restarting()
+
+    def audio_received(self, session: Session, pcm: bytes) -> None:
+        """Pass the microphone audio to HA (dropped while HA is away)."""
+        self.gate.send_bytes(pack_mic_audio(self.number, pcm))
+
+    def _started(self) -> dict[str, Any]:
+        session = self.session
+        assert session is not None
+        assert session.hello is not None
+        return {
+            "session_id": session.session_id,
+            "hello": session.hello.to_dict(),
+            "reply_audio": session.reply_audio.to_dict(),
+        }
+
+    # --- the link --------------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """Hand the channel to a newly linked HA, with where the conversation is."""
+        message: dict[str, Any] = {
+            "type": "resume",
+            "channel": self.number,
+            "device": identity_to_dict(self.device),
+            "token": self.token,
+        }
+        session = self.session
+        if session is not None and session.ready:
+            message |= self._started()
+            message["listen_mode"] = session.listen_mode
+            message["listening"] = session.state is SessionState.LISTENING
+        self.gate.send(message)
+
+    def unlinked(self) -> None:
+        """HA went away: its replies cannot go on."""
+        for reply in list(self._replies.values()):
+            reply.reply.interrupt()
+
+    def send(self, message: Message) -> None:
+        """Send HA's message on the channel."""
+        if self.session is not None:
+            self._run(self.session.send(message))
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """Close the channel, as HA asked."""
+        if self.session is not None:
+            self._run(self.session.close(code, reason))
+
+    def speak(self, number: int) -> None:
+        """Start sending HA's reply `number`; HA is told when it is done."""
+        relayed = self._replies[number] = _RelayedReply()
+        self._run(self._speak(number, relayed))
+
+    async def _speak(self, number: int, relayed: _RelayedReply) -> None:
+        finished = False
+        try:
+            if self.session is not None and self.session.ready:
+                timings = _ForwardedTimings(self.gate, self.number, number)
+                finished = await self.session.speak(relayed.reply, timings)
+        finally:
+            self._replies.pop(number, None)
+            self.gate.send(
+                {
+                    "type": "spoken",
+                    "channel": self.number,
+                    "reply": number,
+                    "finished": finished,
+                    "codec": None if self.session is None else self.session.codec_stats.as_dict(),
+                }
+            )
+
+    def reply_update(self, number: int, data: dict[str, Any]) -> None:
+        """Add what HA added to its reply."""
+        if (relayed := self._replies.get(number)) is not None:
+            relayed.update(data)
+
+    def reply_audio(self, number: int, pcm: bytes) -> None:
+        """Add reply audio from HA."""
+        if (relayed := self._replies.get(number)) is not None:
+            relayed.audio.put_nowait(pcm)
+
+    def interrupt(self, number: int) -> None:
+        """Stop HA's reply at once."""
+        if (relayed := self._replies.get(number)) is not None:
+            relayed.reply.interrupt()
+
+    # --- while HA is away ------------------------------------------------------------------------
+
+    def _notice_restarting(self) -> None:
+        """Show (and sound) that HA is restarting; not again for a while, however often asked."""
+        session = self.session
+        now = asyncio.get_running_loop().time()
+        if session is None or now - self._last_notice < RESTART_NOTICE_INTERVAL_S:
+            return
+        self._last_notice = now
+        language = self.gate.languages.get(self.device.device_id, "")
+        text = RESTARTING_MESSAGES["zh" if language.lower().startswith("zh") else "en"]
+        _LOGGER.info("%s talked while HA is away: telling it HA is restarting", session)
+        reply = Reply()
+        reply.send(Alert(status=RESTARTING_STATUS, message=text, emotion="sad"))
+        reply.start_speaking()
+        reply.sentence(text)
+        reply.finish()
+        self._run(_speak_quietly(session, reply))
+
+    def _run(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name="xiaozhi relayed channel")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def _speak_quietly(session: DeviceSession, reply: Reply) -> None:
+    with suppress(ConnectionError):
+        await session.speak(reply)
+
+
+def _talks(event: DeviceMessage) -> bool:
+    """Whether the user speaks (a `listen start`) or types (a `listen detect` with text)."""
+    if not isinstance(event, Listen):
+        return False
+    return event.state is ListenState.START or (
+        event.state is ListenState.DETECT and bool(event.text)
+    )
+
+
+class _RelayedReply:
+    """HA's reply to one turn, rebuilt here from its updates and audio, sent by the session."""
+
+    def __init__(self) -> None:
+        self.reply = Reply()
+        self.audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._audio_started = False
+        self._audio_ended = False
+
+    def update(self, data: dict[str, Any]) -> None:
+        reply = self.reply
+        for message in data.get("messages", ()):
+            reply.send(server_message_from_dict(message))
+        if data.get("speak"):
+            reply.start_speaking()
+        for text, ready_at in data.get("sentences", ()):
+            reply.sentence(str(text), float(ready_at))
+        if data.get("has_audio") and not self._audio_started:
+            self._audio_started = True
+            reply.play(self._audio())
+        if data.get("audio_ended") and not self._audio_ended:
+            self._audio_ended = True
+            self.audio.put_nowait(None)
+        if data.get("finished"):
+            reply.finish()
+
+    async def _audio(self) -> AsyncIterator[bytes]:
+        while (pcm := await self.audio.get()) is not None:
+            yield pcm
+
+
+class _ForwardedTimings(TurnTimings):
+    """Marks the session sets here are marked in HA's copy of the turn's timings too."""
+
+    def __init__(self, gate: RelayGate, channel: int, reply: int) -> None:
+        super().__init__()
+        self._gate = gate
+        self._channel = channel
+        self._reply = reply
+
+    def mark(self, stage: Stage, at: float) -> None:
+        if stage not in self.marks:
+            self._gate.send(
+                {"type": "mark", "channel": self._channel, "reply": self._reply, "stage": stage}
+            )
+        super().mark(stage, at)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) else None

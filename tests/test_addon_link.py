@@ -1,0 +1,224 @@
+"""The add-on host serves the devices; a real HA, linked to it, answers them.
+
+The add-on (`addon/xiaozhi_addon`, the core imported as `xiaozhi_core`) runs in the test's
+loop on its own loopback ports; HA's hub links to it over the real link. Devices use the add-on's
+OTA URL only, never HA's port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+import socket
+import sys
+from typing import Any
+
+import aiohttp
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import STATE_ON
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.xiaozhi.const import CONF_ADDON_URL, CONF_LINK_SECRET, DOMAIN
+from custom_components.xiaozhi.core.messages import ListenMode
+from tools.emulator import DeviceEmulator
+
+from .conftest import async_enter_code
+from .providers import Providers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addon"))
+
+from xiaozhi_addon.host import AddonHost, AddonOptions  # noqa: E402
+
+SECRET = "test-link-secret"
+SILENCE_FRAME = b"\0" * 1920
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def addon(socket_enabled: None) -> AsyncIterator[AddonHost]:
+    """The add-on's servers on loopback ports."""
+    host = AddonHost(
+        AddonOptions("debug", SECRET),
+        listen_host="127.0.0.1",
+        http_port=free_port(),
+        websocket_port=free_port(),
+    )
+    await host.start()
+    yield host
+    await host.stop()
+
+
+def addon_url(addon: AddonHost) -> str:
+    return f"http://127.0.0.1:{addon.http_port}"
+
+
+async def wait_until(condition: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def hub(
+    hass: HomeAssistant, providers: Providers, addon: AddonHost
+) -> AsyncIterator[MockConfigEntry]:
+    """The hub, linked to the add-on."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title="Xiaozhi",
+        data={CONF_ADDON_URL: addon_url(addon), CONF_LINK_SECRET: SECRET},
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    await wait_until(lambda: addon.gate.linked)
+    yield entry
+    if entry.state is ConfigEntryState.LOADED:
+        assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def add_device(hass: HomeAssistant, addon: AddonHost) -> DeviceEmulator:
+    """A new device pointed at the add-on, added with the code it speaks, connected."""
+    device = DeviceEmulator(f"{addon_url(addon)}/xiaozhi/ota/", relisten=False)
+    await device.check_ota()
+    code = device.activation_code
+    assert code is not None
+    await async_enter_code(hass, device.device_id, code)
+    await device.activate(poll_s=0.01)
+    answer = await device.check_ota()
+    assert answer["websocket"]["url"] == f"ws://127.0.0.1:{addon.websocket_port}/xiaozhi/v1/"
+    assert await device.connect() is not None
+    return device
+
+
+async def say(device: DeviceEmulator, speech: bytes) -> None:
+    """One auto-mode turn: listen, speak, keep the microphone open until the reply ends."""
+    after = len(device.received.messages)
+    await device.listen_start(ListenMode.AUTO)
+    mic = asyncio.get_running_loop().create_task(
+        device.stream_pcm(speech + SILENCE_FRAME * 200)
+    )
+    try:
+        await device.wait_for("tts", "stop", after=after)
+    finally:
+        mic.cancel()
+
+
+def satellite(hass: HomeAssistant, device: DeviceEmulator) -> str:
+    entity_id = er.async_get(hass).async_get_entity_id(
+        "assist_satellite", DOMAIN, f"{device.device_id}-assist_satellite"
+    )
+    assert entity_id is not None
+    return entity_id
+
+
+async def test_a_device_on_the_addon_turns_on_a_light(
+    hass: HomeAssistant, hub: MockConfigEntry, addon: AddonHost, providers: Providers, speech: bytes
+) -> None:
+    device = await add_device(hass, addon)
+    try:
+        await wait_until(lambda: hub.runtime_data.devices[device.device_id].session is not None)
+        assert hass.states.get(satellite(hass, device)).state == "idle"
+        await say(device, speech)
+        assert device.received.of_type("stt")[-1]["text"] == "turn on the kitchen light"
+        assert hass.states.get(providers.light.entity_id).state == STATE_ON
+        # The reply came through the add-on, its subtitle once, in step with its audio.
+        sentences = device.received.of_type("tts", "sentence_start")
+        assert [s["text"] for s in sentences] == [providers.tts.messages[-1]]
+        assert len(device.received.audio) > 10
+        timings = hub.runtime_data.devices[device.device_id].last_turn.since_speech_end()
+        assert {"tts_start", "first_frame"} <= timings.keys()
+    finally:
+        await device.close()
+
+
+async def test_ha_restarting_keeps_the_device_connected(
+    hass: HomeAssistant, hub: MockConfigEntry, addon: AddonHost, providers: Providers, speech: bytes
+) -> None:
+    device = await add_device(hass, addon)
+    try:
+        await wait_until(lambda: hub.runtime_data.devices[device.device_id].session is not None)
+        session_id, channels = device.session_id, set(addon.gate.channels)
+        # HA goes away (the hub unloads, as at a restart): the device's channel stays open.
+        assert await hass.config_entries.async_unload(hub.entry_id)
+        await wait_until(lambda: not addon.gate.linked)
+        assert len(addon.gate.channels) == 1
+
+        # A turn now is told HA is restarting, shown and ended (the device goes back).
+        after = len(device.received.messages)
+        await device.listen_start(ListenMode.AUTO)
+        stop = await device.wait_for("tts", "stop", after=after)
+        alert = device.received.of_type("alert")[-1]
+        assert "restarting" in alert["message"]
+        assert "restarting" in device.received.of_type("tts", "sentence_start")[-1]["text"]
+        assert stop["session_id"] == device.session_id
+        assert not device.closed
+
+        # HA is back: the kept channel is handed to it; the next turn works, no reconnect.
+        assert await hass.config_entries.async_setup(hub.entry_id)
+        await hass.async_block_till_done()
+        await wait_until(lambda: hub.runtime_data.devices[device.device_id].session is not None)
+        assert hub.runtime_data.link.links == 1
+        await say(device, speech)
+        assert device.received.of_type("stt")[-1]["text"] == "turn on the kitchen light"
+        assert hass.states.get(providers.light.entity_id).state == STATE_ON
+        # The same channel all along: the session the device's hello opened, no reconnect.
+        assert not device.closed
+        assert device.session_id == session_id
+        assert set(addon.gate.channels) == channels
+    finally:
+        await device.close()
+
+
+async def test_a_device_ha_removed_while_away_is_closed_when_it_returns(
+    hass: HomeAssistant, hub: MockConfigEntry, addon: AddonHost
+) -> None:
+    device = await add_device(hass, addon)
+    try:
+        hub_runtime = hub.runtime_data
+        await wait_until(lambda: hub_runtime.devices[device.device_id].session is not None)
+        assert await hass.config_entries.async_unload(hub.entry_id)
+        await wait_until(lambda: not addon.gate.linked)
+        # Revoked while HA "was away" (here: in its store, before it links again).
+        await hub_runtime.store.async_forget(device.device_id)
+        assert await hass.config_entries.async_setup(hub.entry_id)
+        await hass.async_block_till_done()
+        assert await device.wait_closed() is not None
+        await wait_until(lambda: not addon.gate.channels)
+    finally:
+        await device.close()
+
+
+async def test_the_link_refuses_a_wrong_secret(addon: AddonHost) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path in ("/xiaozhi/link", "/xiaozhi/link/status"):
+            async with http.get(
+                f"{addon_url(addon)}{path}", headers={"Authorization": "Bearer guess"}
+            ) as response:
+                assert response.status == 401
+        async with http.get(
+            f"{addon_url(addon)}/xiaozhi/link/status", headers={"Authorization": f"Bearer {SECRET}"}
+        ) as response:
+            assert response.status == 200
+            assert (await response.json())["version"] == 1
+    assert not addon.gate.linked
+
+
+async def test_while_ha_was_never_linked_devices_are_told_to_wait(addon: AddonHost) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{addon_url(addon)}/xiaozhi/ota/",
+            headers={"Device-Id": "aa:bb:cc:dd:ee:01", "Client-Id": "c1"},
+            json={},
+        ) as response:
+            assert response.status == 503
