@@ -31,7 +31,7 @@ from .providers import Providers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addon"))
 
-from xiaozhi_addon.host import AddonHost, AddonOptions  # noqa: E402
+from xiaozhi_addon.host import AddonHost, AddonOptions
 
 SECRET = "test-link-secret"
 SILENCE_FRAME = b"\0" * 1920
@@ -64,7 +64,7 @@ def addon_url(addon: AddonHost) -> str:
 
 async def wait_until(condition: Any, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - state of two servers, no event to wait on
             await asyncio.sleep(0.02)
 
 
@@ -105,9 +105,7 @@ async def say(device: DeviceEmulator, speech: bytes) -> None:
     """One auto-mode turn: listen, speak, keep the microphone open until the reply ends."""
     after = len(device.received.messages)
     await device.listen_start(ListenMode.AUTO)
-    mic = asyncio.get_running_loop().create_task(
-        device.stream_pcm(speech + SILENCE_FRAME * 200)
-    )
+    mic = asyncio.get_running_loop().create_task(device.stream_pcm(speech + SILENCE_FRAME * 200))
     try:
         await device.wait_for("tts", "stop", after=after)
     finally:
@@ -215,10 +213,12 @@ async def test_the_link_refuses_a_wrong_secret(addon: AddonHost) -> None:
 
 
 async def test_while_ha_was_never_linked_devices_are_told_to_wait(addon: AddonHost) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
             f"{addon_url(addon)}/xiaozhi/ota/",
             headers={"Device-Id": "aa:bb:cc:dd:ee:01", "Client-Id": "c1"},
             json={},
-        ) as response:
-            assert response.status == 503
+        ) as response,
+    ):
+        assert response.status == 503
