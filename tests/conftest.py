@@ -20,6 +20,7 @@ from custom_components.xiaozhi.core import OTA_PATH
 from tools.audio import speech_pcm
 from tools.emulator import DeviceEmulator
 
+from .addon import addon_fixture  # noqa: F401 - the add-on host fixture
 from .cloud_servers import BlackHole, DashScopeServer, EdgeServer, mp3_clip
 from .providers import TEST_DOMAIN, Providers, ProvidersFlow, async_setup_providers
 

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
-import socket
-import sys
-from typing import Any
 
 import aiohttp
 from homeassistant.config_entries import ConfigEntryState
@@ -26,46 +22,9 @@ from custom_components.xiaozhi.const import CONF_ADDON_URL, CONF_LINK_SECRET, DO
 from custom_components.xiaozhi.core.messages import ListenMode
 from tools.emulator import DeviceEmulator
 
+from .addon import SECRET, SILENCE_FRAME, AddonHost, addon_url, wait_until
 from .conftest import async_enter_code
 from .providers import Providers
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addon"))
-
-from xiaozhi_addon.host import AddonHost, AddonOptions
-
-SECRET = "test-link-secret"
-SILENCE_FRAME = b"\0" * 1920
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-async def addon(socket_enabled: None) -> AsyncIterator[AddonHost]:
-    """The add-on's servers on loopback ports."""
-    host = AddonHost(
-        AddonOptions("debug", SECRET),
-        listen_host="127.0.0.1",
-        http_port=free_port(),
-        websocket_port=free_port(),
-    )
-    await host.start()
-    yield host
-    await host.stop()
-
-
-def addon_url(addon: AddonHost) -> str:
-    return f"http://127.0.0.1:{addon.http_port}"
-
-
-async def wait_until(condition: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():  # noqa: ASYNC110 - state of two servers, no event to wait on
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture

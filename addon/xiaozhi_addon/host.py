@@ -210,8 +210,9 @@ class AddonHost:
         _LOGGER.info("Announced to Home Assistant as %s:%d", hostname, self.http_port)
 
     async def stop(self) -> None:
-        """Close every channel and the ports."""
+        """Close every channel, the link and the ports."""
         await self.server.close_all()
+        await self.gate.close()
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()

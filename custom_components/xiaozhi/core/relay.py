@@ -26,8 +26,8 @@ from .errors import CheckInRefusedError, ProtocolError
 from .host import ConnectionHandler, Session
 from .link import (
     LINK_CALL_TIMEOUT_S,
-    LINK_HEARTBEAT_S,
     LINK_HELLO_TIMEOUT_S,
+    LINK_IDLE_TIMEOUT_S,
     LINK_VERSION,
     MAX_LINK_MESSAGE_BYTES,
     Outbox,
@@ -121,7 +121,8 @@ class RelayGate:
         """Serve Home Assistant's link until it closes; a new link replaces the old."""
         if not self._authorized(request):
             return web.json_response({"error": "wrong link secret"}, status=401)
-        ws = web.WebSocketResponse(max_msg_size=MAX_LINK_MESSAGE_BYTES, heartbeat=LINK_HEARTBEAT_S)
+        # HA pings (its heartbeat); a link silent for LINK_IDLE_TIMEOUT_S is dead (see _serve).
+        ws = web.WebSocketResponse(max_msg_size=MAX_LINK_MESSAGE_BYTES)
         await ws.prepare(request)
         if self._link is not None:
             _LOGGER.info("A new link from %s replaces the open one", request.remote)
@@ -153,7 +154,15 @@ class RelayGate:
         self._outbox.put({"type": "hello", "version": LINK_VERSION})
         for channel in list(self.channels.values()):
             channel.resume()
-        async for msg in ws:
+        while True:
+            try:
+                msg = await ws.receive(timeout=LINK_IDLE_TIMEOUT_S)
+            except TimeoutError:
+                raise ProtocolError(
+                    f"Home Assistant silent for {LINK_IDLE_TIMEOUT_S:.0f} s"
+                ) from None
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return
             if msg.type is WSMsgType.TEXT:
                 try:
                     data = msg.json()
@@ -167,6 +176,11 @@ class RelayGate:
             elif msg.type is WSMsgType.ERROR:
                 _LOGGER.warning("Link error: %s", ws.exception())
                 return
+
+    async def close(self) -> None:
+        """Close the link (the add-on is stopping)."""
+        if (link := self._link) is not None:
+            await link.close(code=CloseCode.GOING_AWAY, message=b"add-on stopping")
 
     def _overflowed(self) -> None:
         if (link := self._link) is not None:
