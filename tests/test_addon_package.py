@@ -501,10 +501,13 @@ def _third_party_imports(path: Path) -> set[str]:
             modules.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             modules.add(node.module.split(".")[0])
+    # The program may reach the core in a checkout through sys.path (e.g. `import core`).
+    local = {path.stem for path in CORE.parent.iterdir()}
     return {
         module
         for module in modules
         if module not in sys.stdlib_module_names
+        and module not in local
         and module not in ("__future__", "xiaozhi_core", "xiaozhi_addon", "custom_components")
     }
 
