@@ -180,10 +180,13 @@ class AddonHost:
             OTA_PATH,
             self.websocket_port,
         )
+        if self.options.secret_generated:  # once: at the first start, or after /data was reset
+            _LOGGER.info(
+                "Link secret (Home Assistant asks for it when linked by URL): %s",
+                self.options.link_secret,
+            )
         if token := os.environ.get("SUPERVISOR_TOKEN"):
             await self.announce(token)
-        elif self.options.secret_generated:
-            _LOGGER.info("Link secret (enter it in Home Assistant): %s", self.options.link_secret)
 
     async def announce(self, token: str) -> None:
         """Tell the Supervisor how HA reaches this add-on (HA then offers to link to it)."""
