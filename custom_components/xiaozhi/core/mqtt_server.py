@@ -215,7 +215,7 @@ class DeviceConnection:
     async def _between_sessions(self, kind: object, payload: bytes) -> None:
         if kind == "goodbye":
             return  # the device ended a session we had already closed
-        if kind in SESSION_ONLY_TYPES:
+        if isinstance(kind, str) and kind in SESSION_ONLY_TYPES:
             # It believes in a session we no longer have (HA restarted): end it on its side.
             session_id = load_json_object(payload).get("session_id")
             self._warn_once("stale", "%s: '%s' without a session; ending it", self, kind)
