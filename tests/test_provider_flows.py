@@ -405,6 +405,65 @@ async def test_an_existing_paraformer_url_keeps_working(hass: HomeAssistant) -> 
     assert suggested(result, CONF_REGION) == "international"
 
 
+async def test_a_dashscope_url_of_neither_region_is_kept_on_reconfigure(
+    hass: HomeAssistant, dashscope: DashScopeServer
+) -> None:
+    """A proxy (here the loopback service) is the "custom" region, shown with its URL."""
+    cosyvoice = {
+        CONF_API_KEY: DASHSCOPE_KEY,
+        CONF_MODEL: "cosyvoice-v2",
+        CONF_VOICE: "longxiaochun_v2",
+        CONF_TIMEOUT: 15.0,
+    }
+    result = await start(hass, SUBENTRY_TTS)
+    result = await configure(hass, result, {CONF_SERVICE: "dashscope"})
+    assert CONF_BASE_URL not in fields(result)  # a region is all most users choose
+
+    # "Custom" chosen: the form comes back with the URL field, nothing checked yet.
+    form = {CONF_NAME: "Proxied CosyVoice", **cosyvoice}
+    result = await configure(hass, result, {**form, CONF_REGION: "custom"})
+    assert result["step_id"] == "dashscope"
+    assert result["errors"] == {}
+    assert suggested(result, CONF_REGION) == "custom"
+    assert CONF_BASE_URL in fields(result)
+    assert dashscope.log == []
+    custom = {**form, CONF_REGION: "custom"}
+    result = await configure(hass, result, {**custom, CONF_BASE_URL: "https://proxy.example/"})
+    assert result["errors"] == {CONF_BASE_URL: "invalid_url"}
+    assert result["description_placeholders"] == {"schemes": "ws:// / wss://"}
+    result = await configure(hass, result, {**custom, CONF_BASE_URL: f" {dashscope.url} "})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_BASE_URL] == dashscope.url
+    assert dashscope.kinds() == ["run-task"]  # checked at that URL
+    proxied = find_subentry(hass, "Proxied CosyVoice")
+
+    # Reconfigured: the URL is shown and kept, and the check runs there again.
+    result = await reconfigure(hass, proxied, SUBENTRY_TTS)
+    assert suggested(result, CONF_REGION) == "custom"
+    assert suggested(result, CONF_BASE_URL) == dashscope.url
+    changed = {**cosyvoice, CONF_VOICE: "longwan_v2"}
+    result = await configure(
+        hass, result, {**changed, CONF_REGION: "custom", CONF_BASE_URL: dashscope.url}
+    )
+    assert result["reason"] == "reconfigure_successful"
+    assert hub(hass).subentries[proxied].data[CONF_BASE_URL] == dashscope.url
+    assert hub(hass).subentries[proxied].data[CONF_VOICE] == "longwan_v2"
+    assert dashscope.kinds() == ["run-task", "run-task"]
+
+    # Back to a region: its URL replaces the custom one (the URL field is ignored).
+    mainland = f"{dashscope.url}?region=cn"
+    with patch.dict(REGION_URLS, {"mainland": mainland}):
+        result = await reconfigure(hass, proxied, SUBENTRY_TTS)
+        result = await configure(
+            hass, result, {**changed, CONF_REGION: "mainland", CONF_BASE_URL: dashscope.url}
+        )
+        assert result["reason"] == "reconfigure_successful"
+        assert hub(hass).subentries[proxied].data[CONF_BASE_URL] == mainland
+        result = await reconfigure(hass, proxied, SUBENTRY_TTS)
+        assert suggested(result, CONF_REGION) == "mainland"
+        assert CONF_BASE_URL not in fields(result)
+
+
 WHISPER_FORM = {
     CONF_NAME: "Whisper",
     CONF_API_KEY: OPENAI_KEY,
