@@ -1,15 +1,21 @@
-"""The HA-free chat-completions helpers: tool-call assembly and history limits."""
+"""The HA-free chat-completions helpers: tool-call assembly, history limits, error kinds."""
 
 from __future__ import annotations
 
+import errno
+
+import httpx
+import openai
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 import pytest
 
 from custom_components.xiaozhi.llm_client import (
     MAX_HISTORY_MESSAGES,
+    ErrorKind,
     LlmError,
     ToolCall,
     ToolCallAssembler,
+    error_kind,
     trim_history,
 )
 
@@ -76,3 +82,22 @@ def test_history_never_drops_the_request() -> None:
         {"role": "user", "content": long},
     ]
     assert trim_history(messages) == [messages[0], messages[3]]
+
+
+def test_a_name_with_two_addresses_refused_on_both_is_unreachable() -> None:
+    # As httpx reports it for "localhost" (::1 and 127.0.0.1): the refusals in a group.
+    refusals = ExceptionGroup(
+        "multiple connection attempts failed",
+        [
+            ConnectionRefusedError(errno.ECONNREFUSED, "::1"),
+            ConnectionRefusedError(errno.ECONNREFUSED, "127.0.0.1"),
+        ],
+    )
+    attempts = OSError("All connection attempts failed")
+    attempts.__cause__ = refusals
+    request = httpx.Request("POST", "http://localhost:9/v1/chat/completions")
+    err = openai.APIConnectionError(request=request)
+    err.__cause__ = attempts
+    assert error_kind(err) is ErrorKind.CANNOT_REACH
+    # A connection that fails otherwise (reset, TLS): the address is not the service.
+    assert error_kind(openai.APIConnectionError(request=request)) is ErrorKind.CANNOT_CONNECT

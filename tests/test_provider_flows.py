@@ -7,8 +7,9 @@ import errno
 import socket
 from types import MappingProxyType
 from typing import Any
-from unittest.mock import patch
+from unittest.mock import MagicMock, patch
 
+import aiohttp
 from homeassistant.config_entries import (
     SOURCE_RECONFIGURE,
     SOURCE_USER,
@@ -23,8 +24,10 @@ import httpx
 import openai
 import probatio
 import pytest
+from pytest_homeassistant_custom_component import plugins
 
 from custom_components.xiaozhi import async_remove_config_entry_device
+from custom_components.xiaozhi.cloud import SpeechServiceError
 from custom_components.xiaozhi.cloud.dashscope import REGION_URLS
 from custom_components.xiaozhi.const import (
     CONF_BASE_URL,
@@ -63,6 +66,22 @@ from .cloud_servers import (
 from .llm_server import API_KEY, MODEL, LlmServer, Stall, async_start
 
 pytestmark = pytest.mark.usefixtures("ota_url")  # the hub is set up
+
+
+@pytest.fixture
+def real_dns_for_invalid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let names under .invalid (RFC 6761: they never resolve) reach the real resolver.
+
+    HA's test harness refuses every name lookup with a RuntimeError of its own.
+    """
+    blocked = socket.getaddrinfo
+
+    def getaddrinfo(host: str | bytes | None, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host or ""
+        lookup = plugins._real_getaddrinfo if name.endswith(".invalid") else blocked
+        return lookup(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture
@@ -168,8 +187,6 @@ async def test_conversation_flow_presets_validation_and_entry(
     form = {CONF_NAME: "DeepSeek", **agent_input(llm_server.url)}
     result = await configure(hass, result, {**form, CONF_API_KEY: "sk-wrong"})
     assert result["errors"] == {"base": "invalid_auth"}
-    result = await configure(hass, result, {**form, CONF_BASE_URL: "http://127.0.0.1:9/v1"})
-    assert result["errors"] == {"base": "cannot_connect"}
     llm_server.script(Stall())
     result = await configure(hass, result, {**form, CONF_TIMEOUT: 0.3})
     assert result["errors"] == {"base": "timeout"}
@@ -185,6 +202,30 @@ async def test_conversation_flow_presets_validation_and_entry(
     check = llm_server.requests[-1]
     assert check["model"] == MODEL
     assert check["max_tokens"] == 1
+
+
+async def test_agent_form_tells_an_unreachable_service_from_a_wrong_address(
+    hass: HomeAssistant, llm_server: LlmServer, real_dns_for_invalid: None
+) -> None:
+    result = await start(hass, SUBENTRY_CONVERSATION)
+    result = await configure(hass, result, {CONF_PRESET: "custom"})
+    form = {CONF_NAME: "Local", **agent_input(llm_server.url)}
+
+    # Never reached: a name that does not resolve, or nothing listening on the port.
+    for unreachable in ("http://nonexistent.invalid/v1", f"http://{HOST}:{closed_port()}/v1"):
+        result = await configure(hass, result, {**form, CONF_BASE_URL: unreachable})
+        assert result["errors"] == {"base": "cannot_reach"}, unreachable
+
+    # Reached, but the address is wrong: the errors that say to check the base URL, as before.
+    result = await configure(hass, result, {**form, CONF_BASE_URL: f"{llm_server.url}/wrong"})
+    assert result["errors"] == {"base": "bad_request"}  # a 404 from the server
+    tls_to_http = llm_server.url.replace("http://", "https://")
+    result = await configure(hass, result, {**form, CONF_BASE_URL: tls_to_http})
+    assert result["errors"] == {"base": "cannot_connect"}
+    assert len(llm_server.requests) == 0
+
+    result = await configure(hass, result, form)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
 
 
 async def test_agent_entities_follow_their_subentry_without_reloading_the_hub(
@@ -364,6 +405,65 @@ async def test_an_existing_paraformer_url_keeps_working(hass: HomeAssistant) -> 
     assert suggested(result, CONF_REGION) == "international"
 
 
+async def test_a_dashscope_url_of_neither_region_is_kept_on_reconfigure(
+    hass: HomeAssistant, dashscope: DashScopeServer
+) -> None:
+    """A proxy (here the loopback service) is the "custom" region, shown with its URL."""
+    cosyvoice = {
+        CONF_API_KEY: DASHSCOPE_KEY,
+        CONF_MODEL: "cosyvoice-v2",
+        CONF_VOICE: "longxiaochun_v2",
+        CONF_TIMEOUT: 15.0,
+    }
+    result = await start(hass, SUBENTRY_TTS)
+    result = await configure(hass, result, {CONF_SERVICE: "dashscope"})
+    assert CONF_BASE_URL not in fields(result)  # a region is all most users choose
+
+    # "Custom" chosen: the form comes back with the URL field, nothing checked yet.
+    form = {CONF_NAME: "Proxied CosyVoice", **cosyvoice}
+    result = await configure(hass, result, {**form, CONF_REGION: "custom"})
+    assert result["step_id"] == "dashscope"
+    assert result["errors"] == {}
+    assert suggested(result, CONF_REGION) == "custom"
+    assert CONF_BASE_URL in fields(result)
+    assert dashscope.log == []
+    custom = {**form, CONF_REGION: "custom"}
+    result = await configure(hass, result, {**custom, CONF_BASE_URL: "https://proxy.example/"})
+    assert result["errors"] == {CONF_BASE_URL: "invalid_url"}
+    assert result["description_placeholders"] == {"schemes": "ws:// / wss://"}
+    result = await configure(hass, result, {**custom, CONF_BASE_URL: f" {dashscope.url} "})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_BASE_URL] == dashscope.url
+    assert dashscope.kinds() == ["run-task"]  # checked at that URL
+    proxied = find_subentry(hass, "Proxied CosyVoice")
+
+    # Reconfigured: the URL is shown and kept, and the check runs there again.
+    result = await reconfigure(hass, proxied, SUBENTRY_TTS)
+    assert suggested(result, CONF_REGION) == "custom"
+    assert suggested(result, CONF_BASE_URL) == dashscope.url
+    changed = {**cosyvoice, CONF_VOICE: "longwan_v2"}
+    result = await configure(
+        hass, result, {**changed, CONF_REGION: "custom", CONF_BASE_URL: dashscope.url}
+    )
+    assert result["reason"] == "reconfigure_successful"
+    assert hub(hass).subentries[proxied].data[CONF_BASE_URL] == dashscope.url
+    assert hub(hass).subentries[proxied].data[CONF_VOICE] == "longwan_v2"
+    assert dashscope.kinds() == ["run-task", "run-task"]
+
+    # Back to a region: its URL replaces the custom one (the URL field is ignored).
+    mainland = f"{dashscope.url}?region=cn"
+    with patch.dict(REGION_URLS, {"mainland": mainland}):
+        result = await reconfigure(hass, proxied, SUBENTRY_TTS)
+        result = await configure(
+            hass, result, {**changed, CONF_REGION: "mainland", CONF_BASE_URL: dashscope.url}
+        )
+        assert result["reason"] == "reconfigure_successful"
+        assert hub(hass).subentries[proxied].data[CONF_BASE_URL] == mainland
+        result = await reconfigure(hass, proxied, SUBENTRY_TTS)
+        assert suggested(result, CONF_REGION) == "mainland"
+        assert CONF_BASE_URL not in fields(result)
+
+
 WHISPER_FORM = {
     CONF_NAME: "Whisper",
     CONF_API_KEY: OPENAI_KEY,
@@ -385,10 +485,10 @@ async def test_stt_check_failures_and_save_anyway(
     assert CONF_SAVE_ANYWAY not in fields(result)
     assert suggested(result, CONF_API_KEY) == "sk-wrong"  # what was typed stays in the form
 
-    # Nothing listens: cannot connect, and the user may save anyway.
+    # Nothing listens: cannot reach, and the user may save anyway.
     refused = f"http://{HOST}:{closed_port()}/v1"
     result = await configure(hass, result, {**form, CONF_BASE_URL: refused})
-    assert result["errors"] == {"base": "cannot_connect"}
+    assert result["errors"] == {"base": "cannot_reach"}
     assert CONF_SAVE_ANYWAY in fields(result)
 
     # A service that never answers: timeout.
@@ -446,7 +546,12 @@ def test_a_name_that_does_not_resolve_is_not_blamed_on_the_address() -> None:
     assert classify(err) is CheckError.CANNOT_REACH
     unreachable = OSError(errno.ENETUNREACH, "Network is unreachable")
     assert classify(unreachable) is CheckError.CANNOT_REACH
-    assert classify(ConnectionRefusedError()) is CheckError.CANNOT_CONNECT
+    assert classify(ConnectionRefusedError()) is CheckError.CANNOT_REACH
+    # Reached, but not a WebSocket service there: the address is wrong.
+    not_the_service = aiohttp.WSServerHandshakeError(MagicMock(), (), status=200)
+    wrapped = SpeechServiceError("handshake")
+    wrapped.__cause__ = not_the_service
+    assert classify(wrapped) is CheckError.CANNOT_CONNECT
 
 
 async def test_tts_flows(
@@ -539,7 +644,7 @@ async def test_edge_offline_at_setup_can_be_saved_anyway(hass: HomeAssistant) ->
             CONF_TIMEOUT: 5.0,
         }
         result = await configure(hass, result, form)
-        assert result["errors"] == {"base": "cannot_connect"}
+        assert result["errors"] == {"base": "cannot_reach"}
         result = await configure(hass, result, {**form, CONF_SAVE_ANYWAY: True})
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert CONF_SAVE_ANYWAY not in result["data"]

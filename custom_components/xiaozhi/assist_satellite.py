@@ -402,7 +402,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
     async def _async_voice_ready(self, turn: _Turn) -> bool:
         """Whether the device's Assistant can do voice; if not, the device says why."""
         pipeline = device_pipeline(self.hass, self.device)
-        if (problem := async_check_voice(self.hass, self.device, pipeline)) is None:
+        if (problem := async_check_voice(self.hass, self.device, pipeline, turn=True)) is None:
             return True
         _LOGGER.warning(
             "%s: the assistant %s cannot hold a voice conversation (%s); see Repairs",

@@ -58,6 +58,8 @@ ISSUE_DEVICE_IDENTITY_CHANGED: Final = "device_identity_changed"  # formatted li
 ISSUE_UNREACHABLE_URL: Final = "unreachable_url"
 ISSUE_DEVICE_WAITING: Final = "device_waiting"  # a new device's code; formatted like the above
 ISSUE_PIPELINE_CANNOT_LISTEN: Final = "pipeline_cannot_listen"  # formatted like the above
+# Fired when a device's Assistant cannot do voice (newly, or on a refused turn): an Activity entry.
+EVENT_VOICE_UNAVAILABLE: Final = f"{DOMAIN}_voice_unavailable"
 MAX_AUTH_FAILURES: Final = 3  # refused connections in a row before a bound device gets a repair
 
 # How a device reaches the hub (a per-device select; applies from the device's next start).

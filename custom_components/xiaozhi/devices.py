@@ -46,6 +46,8 @@ class XiaozhiDevice:
     session: Session | None = None
     connection: DeviceConnection | None = None  # its MQTT connection, between sessions too
     handler: SessionHandler | None = None  # its satellite, which the device's sessions report to
+    # What keeps its Assistant from voice (problem, Assistant's name), as last checked (voice.py).
+    voice_problem: tuple[str, str] | None = None
     _turn: TurnTimings = field(default_factory=TurnTimings, repr=False)  # filled as it goes
     _finished_turn: TurnTimings | None = field(default=None, repr=False)
     _listeners: list[Callable[[], None]] = field(default_factory=list, repr=False)

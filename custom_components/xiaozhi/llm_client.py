@@ -19,6 +19,8 @@ from openai.types.chat import (
     ChatCompletionMessageParam,
 )
 
+from .network import cannot_reach
+
 API_RETRIES: Final = 0  # a voice turn answers now or says why; no silent back-off
 VALIDATION_MAX_TOKENS: Final = 1
 MAX_HISTORY_MESSAGES: Final = 30  # sent to the model besides the system prompt
@@ -31,7 +33,8 @@ class ErrorKind(StrEnum):
     INVALID_AUTH = "invalid_auth"
     RATE_LIMITED = "rate_limited"
     TIMEOUT = "timeout"
-    CANNOT_CONNECT = "cannot_connect"
+    CANNOT_REACH = "cannot_reach"  # no DNS answer, no network or nothing listening (network.py)
+    CANNOT_CONNECT = "cannot_connect"  # reached, but not an OpenAI-compatible service there
     BAD_REQUEST = "bad_request"
     BAD_RESPONSE = "bad_response"
     TOO_MANY_STEPS = "too_many_steps"
@@ -56,6 +59,8 @@ def error_kind(err: Exception) -> ErrorKind:
             return ErrorKind.RATE_LIMITED
         case openai.APITimeoutError() | TimeoutError():
             return ErrorKind.TIMEOUT
+        case openai.APIConnectionError() if cannot_reach(err):
+            return ErrorKind.CANNOT_REACH
         case openai.APIConnectionError():
             return ErrorKind.CANNOT_CONNECT
         case openai.BadRequestError() | openai.NotFoundError() | openai.UnprocessableEntityError():

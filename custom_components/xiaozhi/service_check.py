@@ -9,10 +9,8 @@ takes no key; the voice must exist).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Mapping
 from enum import StrEnum
-import errno
-import socket
 from typing import Any, Final
 
 import aiohttp
@@ -25,20 +23,20 @@ from .cloud import SpeechAuthError, SpeechServiceError, cosyvoice, edge, openai_
 from .cloud.audio import wav_file
 from .cloud.errors import SpeechRejectedError
 from .const import CONF_BASE_URL, CONF_LANGUAGE, CONF_MODEL, CONF_TIMEOUT, CONF_VOICE
+from .network import cannot_reach, causes
 from .subentry import async_create_openai_client
 
 CHECK_TIMEOUT_S: Final = 10.0
 SILENCE_S: Final = 0.5
 SILENCE_RATE: Final = 16000
-_NO_NETWORK: Final = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN})
 
 
 class CheckError(StrEnum):
     """Why a check failed (also the form's error keys)."""
 
     INVALID_AUTH = "invalid_auth"  # the service refused the key
-    CANNOT_REACH = "cannot_reach"  # no DNS answer or no network: not the settings' fault
-    CANNOT_CONNECT = "cannot_connect"  # the address refused or is not the service
+    CANNOT_REACH = "cannot_reach"  # no DNS answer, no network or nothing listening (network.py)
+    CANNOT_CONNECT = "cannot_connect"  # reached, but the address is not the service
     TIMEOUT = "timeout"
     REJECTED = "rejected"  # the service refused the model, voice or language
     UNKNOWN_VOICE = "unknown_voice"  # Edge has no such voice
@@ -52,28 +50,15 @@ SAVE_ANYWAY_ERRORS: Final = frozenset(
 )
 
 
-def _chain(err: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 def classify(err: BaseException) -> CheckError:
     """What a failed check means to the user, from the error and what caused it."""
-    chain = list(_chain(err))
+    chain = list(causes(err))
     if any(
         isinstance(e, SpeechAuthError | openai.AuthenticationError | openai.PermissionDeniedError)
         for e in chain
     ):
         return CheckError.INVALID_AUTH
-    if any(
-        isinstance(e, socket.gaierror | aiohttp.ClientConnectorDNSError)
-        or (isinstance(e, OSError) and e.errno in _NO_NETWORK)
-        for e in chain
-    ):
+    if cannot_reach(err):
         return CheckError.CANNOT_REACH
     if any(isinstance(e, TimeoutError | openai.APITimeoutError) for e in chain):
         return CheckError.TIMEOUT

@@ -117,7 +117,7 @@ def _known_apis(hass: Any, chosen: list[str] | None) -> list[str]:
 type Check = Callable[[HomeAssistant, Mapping[str, Any]], Awaitable[str | None]]
 _REGION = SelectSelector(
     SelectSelectorConfig(
-        options=list(dashscope.REGION_URLS),
+        options=[*dashscope.REGION_URLS, dashscope.REGION_CUSTOM],
         translation_key=CONF_REGION,
         mode=SelectSelectorMode.LIST,
     )
@@ -334,18 +334,57 @@ class _SpeechFlow(_ServiceFlow):
         schema = probatio.Schema({**self._name_field(title), **fields, **extra})
         suggested = {**defaults, **self._data, **self._input}
         if CONF_REGION in fields:
-            suggested[CONF_REGION] = dashscope.region_of(suggested.get(CONF_BASE_URL))
+            suggested[CONF_REGION] = self._region()
         return self.async_show_form(
             step_id=step_id,
             data_schema=self.add_suggested_values_to_schema(schema, suggested),
             errors=self._errors,
+            description_placeholders={
+                "schemes": " / ".join(f"{scheme}://" for scheme in dashscope.URL_SCHEMES)
+            },
         )
 
-    @staticmethod
-    def _apply_region(user_input: dict[str, Any]) -> None:
-        """The WebSocket URL of the chosen region (what the service's client uses)."""
+    def _region(self) -> str:
+        """The region the form shows: the one just chosen, else the one the URL is."""
+        if region := self._input.get(CONF_REGION):
+            return str(region)
+        return dashscope.region_of(self._input.get(CONF_BASE_URL, self._data.get(CONF_BASE_URL)))
+
+    def _region_fields(self) -> dict[Any, Any]:
+        """The region choice, and the URL field while the region is "custom"."""
+        fields: dict[Any, Any] = {probatio.Required(CONF_REGION): _REGION}
+        if self._region() == dashscope.REGION_CUSTOM:
+            fields[probatio.Required(CONF_BASE_URL)] = _URL
+        return fields
+
+    async def _async_check_dashscope_and_finish(
+        self, user_input: dict[str, Any], check: Check, optional: tuple[str, ...] = ()
+    ) -> SubentryFlowResult | None:
+        """Take the region's URL, then check and save; None to show the form again."""
+        if not self._apply_region(user_input):
+            return None
+        return await self._async_check_and_finish(user_input, check, optional)
+
+    def _apply_region(self, user_input: dict[str, Any]) -> bool:
+        """Put the chosen region's WebSocket URL in `user_input`; False to show the form again.
+
+        "Custom" keeps the URL typed in the field it shows (a URL of neither region stays on
+        reconfigure); chosen on a form without that field, the form comes back with it.
+        """
         region = user_input.pop(CONF_REGION, dashscope.REGION_MAINLAND)
-        user_input[CONF_BASE_URL] = dashscope.REGION_URLS[region]
+        if region != dashscope.REGION_CUSTOM:
+            user_input[CONF_BASE_URL] = dashscope.REGION_URLS[region]
+            return True
+        self._input = {**user_input, CONF_REGION: region}
+        self._errors = {}
+        if CONF_BASE_URL not in user_input:
+            return False
+        user_input[CONF_BASE_URL] = user_input[CONF_BASE_URL].strip()
+        url = URL(user_input[CONF_BASE_URL])
+        if url.scheme not in dashscope.URL_SCHEMES or not url.host:
+            self._errors = {CONF_BASE_URL: "invalid_url"}
+            return False
+        return True
 
 
 class SttFlow(_SpeechFlow):
@@ -383,16 +422,16 @@ class SttFlow(_SpeechFlow):
         self, user_input: dict[str, Any] | None = None
     ) -> SubentryFlowResult:
         """Paraformer realtime recognition on Alibaba Bailian."""
-        if user_input is not None:
-            self._apply_region(user_input)
-            if done := await self._async_check_and_finish(
+        if user_input is not None and (
+            done := await self._async_check_dashscope_and_finish(
                 user_input, service_check.async_check_paraformer, optional=(CONF_LANGUAGE,)
-            ):
-                return done
+            )
+        ):
+            return done
         return self._service_form(
             SERVICE_DASHSCOPE,
             {
-                probatio.Required(CONF_REGION): _REGION,
+                **self._region_fields(),
                 probatio.Required(CONF_API_KEY): _PASSWORD,
                 probatio.Required(CONF_MODEL): str,
                 probatio.Optional(CONF_LANGUAGE): str,
@@ -452,16 +491,16 @@ class TtsFlow(_SpeechFlow):
         self, user_input: dict[str, Any] | None = None
     ) -> SubentryFlowResult:
         """CosyVoice on Alibaba Bailian."""
-        if user_input is not None:
-            self._apply_region(user_input)
-            if done := await self._async_check_and_finish(
+        if user_input is not None and (
+            done := await self._async_check_dashscope_and_finish(
                 user_input, service_check.async_check_cosyvoice
-            ):
-                return done
+            )
+        ):
+            return done
         return self._service_form(
             SERVICE_DASHSCOPE,
             {
-                probatio.Required(CONF_REGION): _REGION,
+                **self._region_fields(),
                 probatio.Required(CONF_API_KEY): _PASSWORD,
                 probatio.Required(CONF_MODEL): str,
                 probatio.Required(CONF_VOICE): str,

@@ -25,8 +25,10 @@ DEFAULT_URL: Final = "wss://dashscope.aliyuncs.com/api-ws/v1/inference"
 INTL_URL: Final = "wss://dashscope-intl.aliyuncs.com/api-ws/v1/inference"  # international accounts
 REGION_MAINLAND: Final = "mainland"
 REGION_INTERNATIONAL: Final = "international"
+REGION_CUSTOM: Final = "custom"  # another endpoint (a proxy, a new region): its URL as given
 # An account belongs to one region, and its key works only on that region's endpoint.
 REGION_URLS: Final = {REGION_MAINLAND: DEFAULT_URL, REGION_INTERNATIONAL: INTL_URL}
+URL_SCHEMES: Final = ("ws", "wss")
 # Error codes of task-failed that mean the key, not the request, is wrong.
 _AUTH_ERROR_CODES: Final = frozenset({"InvalidApiKey", "AccessDenied", "Unauthorized"})
 MAX_EVENT_BYTES: Final = 4 * 1024 * 1024  # the largest frame accepted from the service
@@ -46,8 +48,10 @@ type Payload = dict[str, Any]
 
 
 def region_of(url: str | None) -> str:
-    """The region whose endpoint a URL is (mainland for any other URL)."""
-    return next((region for region, known in REGION_URLS.items() if known == url), REGION_MAINLAND)
+    """The region whose endpoint a URL is: mainland without one, custom for any other URL."""
+    if url is None:
+        return REGION_MAINLAND
+    return next((region for region, known in REGION_URLS.items() if known == url), REGION_CUSTOM)
 
 
 class DashScopeTask:
