@@ -96,6 +96,29 @@ class Outbox:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
+class LinkEnd:
+    """What both ends of the link share: sending while linked, dropping while not."""
+
+    def __init__(self) -> None:
+        """Start unlinked."""
+        self._outbox: Outbox | None = None
+
+    @property
+    def linked(self) -> bool:
+        """Whether the link is up now."""
+        return self._outbox is not None
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send one message to the other end, if linked."""
+        if self._outbox is not None:
+            self._outbox.put(message)
+
+    def send_bytes(self, frame: bytes) -> None:
+        """Send one binary frame to the other end, if linked."""
+        if self._outbox is not None:
+            self._outbox.put_bytes(frame)
+
+
 def pack_mic_audio(channel: int, pcm: bytes) -> bytes:
     """Frame microphone audio of a channel."""
     return _MIC_HEADER.pack(MIC_AUDIO, channel) + pcm

@@ -30,6 +30,7 @@ from .link import (
     LINK_IDLE_TIMEOUT_S,
     LINK_VERSION,
     MAX_LINK_MESSAGE_BYTES,
+    LinkEnd,
     Outbox,
     identity_to_dict,
     ota_answer_from_dict,
@@ -75,16 +76,16 @@ class HomeAssistantAwayError(CheckInRefusedError):
         super().__init__(503, "Home Assistant is not connected")
 
 
-class RelayGate:
+class RelayGate(LinkEnd):
     """Serves devices for the Home Assistant linked to it, and keeps them while HA is away."""
 
     websocket_path = WEBSOCKET_PATH
 
     def __init__(self, secret: str) -> None:
         """Accept links that present `secret`."""
+        super().__init__()
         self._secret = secret.encode()
         self._link: web.WebSocketResponse | None = None
-        self._outbox: Outbox | None = None
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._call_ids = itertools.count(1)
         self._channel_ids = itertools.count(1)
@@ -94,11 +95,6 @@ class RelayGate:
         self.languages: dict[str, str] = {}  # device -> the language of its last OTA check
         self._timezone_offset: int | None = None
         self.links_accepted = 0
-
-    @property
-    def linked(self) -> bool:
-        """Whether Home Assistant is connected now."""
-        return self._outbox is not None
 
     # --- the link --------------------------------------------------------------------------------
 
@@ -199,16 +195,6 @@ class RelayGate:
         self._calls.clear()
         for channel in self.channels.values():
             channel.unlinked()
-
-    def send(self, message: dict[str, Any]) -> None:
-        """Send one message to HA, if linked."""
-        if self._outbox is not None:
-            self._outbox.put(message)
-
-    def send_bytes(self, frame: bytes) -> None:
-        """Send one binary frame to HA, if linked."""
-        if self._outbox is not None:
-            self._outbox.put_bytes(frame)
 
     def _received(self, data: Any) -> None:
         try:

@@ -28,6 +28,7 @@ from .link import (
     LINK_STATUS_PATH,
     LINK_VERSION,
     MAX_LINK_MESSAGE_BYTES,
+    LinkEnd,
     Outbox,
     identity_from_dict,
     ota_answer_to_dict,
@@ -86,7 +87,7 @@ async def check_link(http: aiohttp.ClientSession, base_url: str, secret: str) ->
         raise aiohttp.ClientError(f"not a Xiaozhi add-on (or another link version): {status!r:.80}")
 
 
-class LinkClient:
+class LinkClient(LinkEnd):
     """Keeps Home Assistant linked to the add-on and relays its channels."""
 
     def __init__(
@@ -99,6 +100,7 @@ class LinkClient:
         linked_changed: Callable[[bool], None] | None = None,
     ) -> None:
         """Link `gate` to the add-on at `base_url` with `secret`."""
+        super().__init__()
         self.gate = gate
         self.url = link_url(base_url)
         self._secret = secret
@@ -106,15 +108,9 @@ class LinkClient:
         self._linked_changed = linked_changed
         self._task: asyncio.Task[None] | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._outbox: Outbox | None = None
         self.sessions: dict[int, RelayedSession] = {}
         self.last_error: str | None = None
         self.links = 0  # how many times it linked
-
-    @property
-    def linked(self) -> bool:
-        """Whether the link is up now."""
-        return self._outbox is not None
 
     def start(self) -> None:
         """Start linking (in the background, for as long as the client runs)."""
@@ -218,16 +214,6 @@ class LinkClient:
             _LOGGER.warning("The link to the Xiaozhi add-on closed; reconnecting")
             if self._linked_changed is not None:
                 self._linked_changed(False)
-
-    def send(self, message: dict[str, Any]) -> None:
-        """Send one message to the add-on, if linked."""
-        if self._outbox is not None:
-            self._outbox.put(message)
-
-    def send_bytes(self, frame: bytes) -> None:
-        """Send one binary frame to the add-on, if linked."""
-        if self._outbox is not None:
-            self._outbox.put_bytes(frame)
 
     # --- what the add-on sends -------------------------------------------------------------------
 
