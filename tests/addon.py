@@ -34,6 +34,8 @@ async def addon_fixture(socket_enabled: None) -> AsyncIterator[AddonHost]:
         listen_host="127.0.0.1",
         http_port=free_port(),
         websocket_port=free_port(),
+        mqtt_port=0,  # any free ones
+        udp_port=0,
     )
     await host.start()
     yield host

@@ -46,7 +46,9 @@ async def hub(
         assert await hass.config_entries.async_unload(entry.entry_id)
 
 
-async def add_device(hass: HomeAssistant, addon: AddonHost) -> DeviceEmulator:
+async def add_device(
+    hass: HomeAssistant, addon: AddonHost, *, connect: bool = True
+) -> DeviceEmulator:
     """A new device pointed at the add-on, added with the code it speaks, connected."""
     device = DeviceEmulator(f"{addon_url(addon)}/xiaozhi/ota/", relisten=False)
     await device.check_ota()
@@ -56,7 +58,8 @@ async def add_device(hass: HomeAssistant, addon: AddonHost) -> DeviceEmulator:
     await device.activate(poll_s=0.01)
     answer = await device.check_ota()
     assert answer["websocket"]["url"] == f"ws://127.0.0.1:{addon.websocket_port}/xiaozhi/v1/"
-    assert await device.connect() is not None
+    if connect:
+        assert await device.connect() is not None
     return device
 
 
@@ -181,3 +184,60 @@ async def test_while_ha_was_never_linked_devices_are_told_to_wait(addon: AddonHo
         ) as response,
     ):
         assert response.status == 503
+
+
+async def test_an_always_connected_device_is_relayed_and_kept(
+    hass: HomeAssistant, hub: MockConfigEntry, addon: AddonHost, providers: Providers, speech: bytes
+) -> None:
+    device = await add_device(hass, addon, connect=False)
+    try:
+        known = hub.runtime_data.devices[device.device_id]
+        await hass.services.async_call(
+            "select",
+            "select_option",
+            {"entity_id": entity(hass, "select", device, "transport"), "option": "mqtt"},
+            blocking=True,
+        )
+        answer = await device.check_ota()
+        # The add-on's MQTT port, on the host the device reached; HA opened no listener.
+        assert answer["mqtt"]["endpoint"] == f"127.0.0.1:{addon.mqtt_port}"
+        assert not hub.runtime_data.mqtt.running
+        await device.connect_mqtt()
+        await wait_until(lambda: known.connection is not None and known.connection.connected)
+
+        hello = await device.connect()
+        assert hello is not None
+        assert hello.transport == "udp"
+        await say(device, speech)
+        assert device.received.of_type("stt")[-1]["text"] == "turn on the kitchen light"
+        assert hass.states.get(providers.light.entity_id).state == STATE_ON
+        await device.close_audio_channel()
+        await wait_until(lambda: known.session is None)
+
+        # HA restarts: the MQTT connection stays up on the add-on, and is handed back.
+        assert await hass.config_entries.async_unload(hub.entry_id)
+        await wait_until(lambda: not addon.gate.linked)
+        assert device.mqtt_connected
+        assert len(addon.gate.connections) == 1
+        assert await hass.config_entries.async_setup(hub.entry_id)
+        await hass.async_block_till_done()
+        known = hub.runtime_data.devices[device.device_id]
+        await wait_until(lambda: known.connection is not None and known.connection.connected)
+        # Between conversations HA reaches the device over the kept connection (its MCP tool).
+        await hass.services.async_call(
+            "button",
+            "press",
+            {"entity_id": entity(hass, "button", device, "reboot")},
+            blocking=True,
+        )
+        await wait_until(lambda: any(name == "self.reboot" for name, _ in device.mcp.calls))
+    finally:
+        await device.close()
+
+
+def entity(hass: HomeAssistant, platform: str, device: DeviceEmulator, key: str) -> str:
+    entity_id = er.async_get(hass).async_get_entity_id(
+        platform, DOMAIN, f"{device.device_id}-{key}"
+    )
+    assert entity_id is not None
+    return entity_id

@@ -30,7 +30,7 @@ import pytest
 import voluptuous as vol
 import yaml
 
-from custom_components.xiaozhi.core.const import OTA_PATH
+from custom_components.xiaozhi.core.const import DEFAULT_MQTT_PORT, DEFAULT_UDP_PORT, OTA_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
 ADDON = ROOT / "addon"
@@ -43,7 +43,9 @@ WEBSOCKET_PORT = 8000
 EXPECTED_PORTS = {
     f"{OTA_PORT}/tcp",
     f"{WEBSOCKET_PORT}/tcp",
-}  # always-connected (MQTT+UDP) devices are not relayed by the add-on yet
+    f"{DEFAULT_MQTT_PORT}/tcp",
+    f"{DEFAULT_UDP_PORT}/udp",
+}
 # What the image copies from the repository root, and where the core and the program go.
 COPIED_SOURCES = {
     "addon/requirements.txt",
@@ -580,7 +582,7 @@ def test_config_follows_the_supervisor_schema_and_the_project(
 
 
 def _without_port_description(config: dict[str, Any], _: dict[str, Any]) -> None:
-    del config["ports_description"]["8000/tcp"]
+    del config["ports_description"]["8885/udp"]
 
 
 def _without_translation(_: dict[str, Any], translations: dict[str, Any]) -> None:

@@ -68,6 +68,10 @@ def start_addon(
             str(http_port),
             "--websocket-port",
             str(websocket_port),
+            "--mqtt-port",
+            "0",  # any free ones: always-connected devices are not part of this test
+            "--udp-port",
+            "0",
         ],
         env=env,
         stdout=log,

@@ -31,6 +31,8 @@ async def run(args: argparse.Namespace, options: AddonOptions) -> None:
         listen_host=args.host,
         http_port=args.http_port,
         websocket_port=args.websocket_port,
+        mqtt_port=args.mqtt_port,
+        udp_port=args.udp_port,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,13 +14,19 @@ from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
-from xiaozhi_core import ACTIVATE_PATH, OTA_PATH, WEBSOCKET_PATH, XiaozhiServer
+from xiaozhi_core import ACTIVATE_PATH, OTA_PATH, WEBSOCKET_PATH, MqttUdpServer, XiaozhiServer
 from xiaozhi_core.link import LINK_PATH, LINK_SERVICE, LINK_STATUS_PATH
 from xiaozhi_core.relay import RelayGate
 
 _LOGGER = logging.getLogger("xiaozhi_addon")
 
-DEFAULT_PORTS: Final = {"http_port": 8003, "websocket_port": 8000}  # the reference server's
+# OTA and WebSocket on the reference server's ports; always-connected devices on the integration's.
+DEFAULT_PORTS: Final = {
+    "http_port": 8003,
+    "websocket_port": 8000,
+    "mqtt_port": 8885,
+    "udp_port": 8885,
+}
 SECRET_FILE: Final = "link_secret"
 SUPERVISOR_URL: Final = "http://supervisor"
 SUPERVISOR_TIMEOUT_S: Final = 10.0
@@ -131,16 +137,21 @@ class AddonHost:
         listen_host: str | None = None,
         http_port: int = DEFAULT_PORTS["http_port"],
         websocket_port: int = DEFAULT_PORTS["websocket_port"],
+        mqtt_port: int = DEFAULT_PORTS["mqtt_port"],
+        udp_port: int = DEFAULT_PORTS["udp_port"],
         supervisor_url: str = SUPERVISOR_URL,
     ) -> None:
         """Serve on these ports (all addresses unless `listen_host`)."""
         self.options = options
         self.gate = RelayGate(options.link_secret)
         self.server = XiaozhiServer(self.gate, websocket_port=websocket_port)
+        self.mqtt = MqttUdpServer(self.gate)
         self.limiter = RefusalLimiter()
         self._listen_host = listen_host
         self.http_port = http_port
         self.websocket_port = websocket_port
+        self.mqtt_port = mqtt_port
+        self.udp_port = udp_port
         self._supervisor_url = supervisor_url
         self._runners: list[web.AppRunner] = []
 
@@ -174,11 +185,16 @@ class AddonHost:
             await runner.setup()
             await web.TCPSite(runner, self._listen_host, port).start()
             self._runners.append(runner)
+        await self.mqtt.async_start(self._listen_host, self.mqtt_port, self.udp_port)
+        self.mqtt_port, self.udp_port = self.mqtt.mqtt_port, self.mqtt.udp_port
+        self.gate.mqtt_port = self.mqtt_port
         _LOGGER.info(
-            "Serving devices: OTA http://<this host>:%d%s, WebSocket port %d",
+            "Serving devices: OTA http://<this host>:%d%s, WebSocket port %d, MQTT %d, UDP %d",
             self.http_port,
             OTA_PATH,
             self.websocket_port,
+            self.mqtt_port,
+            self.udp_port,
         )
         if self.options.secret_generated:  # once: at the first start, or after /data was reset
             _LOGGER.info(
@@ -213,7 +229,8 @@ class AddonHost:
         _LOGGER.info("Announced to Home Assistant as %s:%d", hostname, self.http_port)
 
     async def stop(self) -> None:
-        """Close every channel, the link and the ports."""
+        """Close every channel and connection, the link and the ports."""
+        await self.mqtt.async_close()
         await self.server.close_all()
         await self.gate.close()
         for runner in self._runners:

@@ -25,8 +25,9 @@ from homeassistant.util import dt as dt_util
 from yarl import URL
 
 from .const import DOMAIN, SIGNAL_TOOLS_CHANGED
-from .core import DeviceConnection, Session
+from .core import Connection, Session
 from .core.const import VISION_PATH
+from .core.host import is_connection
 from .core.mcp import (
     DeviceGoneError,
     DeviceTool,
@@ -76,7 +77,7 @@ class DeviceTools:
         self.photo: bytes | None = None
         self.photo_at = dt_util.utcnow()
         # What the client talks over: the MQTT connection, else the session (WebSocket).
-        self._channel: DeviceConnection | Session | None = None
+        self._channel: Connection | Session | None = None
         self._client: McpClient | None = None
         self._listeners: list[Callable[[], None]] = []
         entry.async_on_unload(device.async_listen(self._async_device_changed))
@@ -92,7 +93,7 @@ class DeviceTools:
         channel = self._channel
         if self._client is None or channel is None:
             return
-        if isinstance(channel, DeviceConnection):
+        if is_connection(channel):
             # Calls go over whichever way reaches the device (`async_send`): so do answers.
             ours = session is None or session is channel.session or session is self.device.session
         else:
@@ -106,7 +107,7 @@ class DeviceTools:
         if isinstance(message, Mcp):
             self.handle(None, message)
 
-    def _channel_now(self) -> DeviceConnection | Session | None:
+    def _channel_now(self) -> Connection | Session | None:
         """An always-connected device's MQTT connection, else its open session."""
         connection = self.device.connection
         if connection is not None and connection.connected:
@@ -122,7 +123,7 @@ class DeviceTools:
         if channel is None:
             return
         self._channel = channel
-        if isinstance(channel, DeviceConnection):
+        if is_connection(channel):
             client = McpClient(self._async_send, self.device.device_id)
         else:
             session = channel

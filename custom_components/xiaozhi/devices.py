@@ -11,7 +11,7 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.device_registry import CONNECTION_NETWORK_MAC, DeviceInfo
 
 from .const import DEFAULT_TRANSPORT, DOMAIN, MANUFACTURER
-from .core import DeviceConnection, Session, SessionHandler
+from .core import Connection, Session, SessionHandler
 from .core.messages import DeviceMessage, Message
 from .core.timings import Stage, TurnTimings
 
@@ -44,7 +44,7 @@ class XiaozhiDevice:
     transport: str = DEFAULT_TRANSPORT  # what its OTA answers give it (TRANSPORTS)
     mqtt_password: str | None = field(default=None, repr=False)  # its MQTT secret
     session: Session | None = None
-    connection: DeviceConnection | None = None  # its MQTT connection, between sessions too
+    connection: Connection | None = None  # its MQTT connection, between sessions too
     handler: SessionHandler | None = None  # its satellite, which the device's sessions report to
     # What keeps its Assistant from voice (problem, Assistant's name), as last checked (voice.py).
     voice_problem: tuple[str, str] | None = None
@@ -141,7 +141,7 @@ class XiaozhiDevice:
         self._changed()
 
     @callback
-    def set_connection(self, connection: DeviceConnection | None) -> None:
+    def set_connection(self, connection: Connection | None) -> None:
         """Record the MQTT connection (None when it closed) and tell listeners."""
         self.connection = connection
         self._changed()

@@ -50,8 +50,8 @@ from .core import (
     WEBSOCKET_PATH,
     Activation,
     CloseCode,
+    Connection,
     ConnectionHandler,
-    DeviceConnection,
     DeviceIdentity,
     MqttConfig,
     MqttUdpServer,
@@ -182,14 +182,14 @@ class _AlwaysConnected:
         """Follow `device`."""
         self.device = device
 
-    def connection_changed(self, connection: DeviceConnection) -> None:
+    def connection_changed(self, connection: Connection) -> None:
         """Record the connection; a replaced one closing changes nothing."""
         if connection.connected:
             self.device.set_connection(connection)
         elif self.device.connection is connection:
             self.device.set_connection(None)
 
-    def message_received(self, connection: DeviceConnection, message: DeviceMessage) -> None:
+    def message_received(self, connection: Connection, message: DeviceMessage) -> None:
         """Hand a message sent between sessions to the device's listeners."""
         if self.device.connection is connection:
             self.device.message_received(message)
@@ -222,8 +222,14 @@ class XiaozhiHub:
         await self.store.async_load()
         self.hass.data[DATA_HUB] = self
         self.entry.async_on_unload(self._async_unset)
-        if any(d.transport == TRANSPORT_MQTT for d in self.devices.values()):
+        on_mqtt = any(d.transport == TRANSPORT_MQTT for d in self.devices.values())
+        if on_mqtt and not self.uses_addon:
             await self.async_start_mqtt()
+
+    @property
+    def uses_addon(self) -> bool:
+        """Whether the add-on serves the devices (and their MQTT connections)."""
+        return bool(self.entry.data.get(CONF_ADDON_URL))
 
     @callback
     def async_start_link(self) -> None:
@@ -307,7 +313,7 @@ class XiaozhiHub:
 
     async def async_options_updated(self) -> None:
         """Reopen the listeners on changed ports."""
-        if self.mqtt.running and self._mqtt_ports != self.mqtt_ports:
+        if self.mqtt.running and self._mqtt_ports != self.mqtt_ports and not self.uses_addon:
             await self.async_start_mqtt()
 
     async def async_set_transport(self, device: XiaozhiDevice, transport: str) -> None:
@@ -318,7 +324,7 @@ class XiaozhiHub:
         if transport == device.transport:
             return
         await self.store.async_set_transport(device, transport)
-        if transport == TRANSPORT_MQTT:
+        if transport == TRANSPORT_MQTT and not self.uses_addon:
             await self.async_start_mqtt()
         in_conversation = device.session is not None and device.session.speaking
         if device.reachable and not in_conversation:
@@ -407,12 +413,16 @@ class XiaozhiHub:
 
         Without it the device uses the WebSocket, so a port in use leaves devices working.
         """
-        if device.transport != TRANSPORT_MQTT or not await self.async_start_mqtt():
+        if device.transport != TRANSPORT_MQTT:
             return None
-        if device.client_id is None or device.mqtt_password is None:
+        if self.uses_addon:  # the add-on's listeners, on the host the device reached
+            port = self.link.mqtt_port if self.link is not None else None
+        else:
+            port = self.mqtt.mqtt_port if await self.async_start_mqtt() else None
+        if port is None or device.client_id is None or device.mqtt_password is None:
             return None
         return MqttConfig(
-            endpoint=f"{URL(url).host}:{self.mqtt.mqtt_port}",
+            endpoint=f"{URL(url).host}:{port}",
             client_id=device.client_id,
             username=device.device_id,
             password=device.mqtt_password,

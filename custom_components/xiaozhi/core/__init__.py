@@ -7,7 +7,7 @@ in `tools/`.
 
 from .const import ACTIVATE_PATH, OTA_PATH, WEBSOCKET_PATH, CloseCode
 from .errors import ProtocolError, XiaozhiError
-from .host import ConnectionHandler, DeviceGate, Session, SessionHandler
+from .host import Connection, ConnectionHandler, DeviceGate, Session, SessionHandler
 from .mqtt_server import DeviceConnection, MqttUdpServer
 from .ota import Activation, MqttConfig, OtaAnswer, OtaRequest, WebsocketConfig
 from .server import XiaozhiServer
@@ -26,6 +26,7 @@ __all__ = [
     "WEBSOCKET_PATH",
     "Activation",
     "CloseCode",
+    "Connection",
     "ConnectionHandler",
     "DeviceConnection",
     "DeviceGate",

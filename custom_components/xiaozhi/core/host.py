@@ -7,17 +7,17 @@ Small interfaces, each with one job:
 - a `DeviceGate` decides who gets in: it answers OTA checks and activation polls and, once per
   connection, resolves a device's credentials to the handler of its session;
 - a `SessionHandler` (the device's satellite in HA) receives that session's events directly;
-- a `ConnectionHandler` follows an always-connected (MQTT) device between its sessions.
+- a `ConnectionHandler` follows an always-connected (MQTT) device between its sessions, through
+  its `Connection` (served here, `DeviceConnection`, or relayed, `RelayedConnection`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeIs
 
 if TYPE_CHECKING:
     from .const import CloseCode
     from .messages import AudioParams, ClientHello, DeviceMessage, ListenMode, Message
-    from .mqtt_server import DeviceConnection
     from .ota import OtaAnswer, OtaRequest
     from .reply import Reply
     from .session import DeviceIdentity, SessionEvent, SessionState
@@ -80,6 +80,28 @@ class Session(Protocol):
         """Stop the reply and close the channel."""
 
 
+class Connection(Protocol):
+    """An always-connected (MQTT) device's connection, wherever it is served."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the device is connected now."""
+
+    @property
+    def sessions_opened(self) -> int:
+        """How many sessions the device opened on this connection."""
+
+    @property
+    def session(self) -> Session | None:
+        """The session open on the connection now."""
+
+    async def send(self, message: Message) -> None:
+        """Send one JSON message over the connection (between sessions too)."""
+
+    async def close(self, reason: str) -> None:
+        """Disconnect the device."""
+
+
 class SessionHandler(Protocol):
     """Receives the events of one device's sessions; runs on the event loop, never blocks."""
 
@@ -93,10 +115,10 @@ class SessionHandler(Protocol):
 class ConnectionHandler(Protocol):
     """Follows one always-connected device: its connection, and what it sends between sessions."""
 
-    def connection_changed(self, connection: DeviceConnection) -> None:
+    def connection_changed(self, connection: Connection) -> None:
         """The device connected, or its connection closed (`connection.connected`)."""
 
-    def message_received(self, connection: DeviceConnection, message: DeviceMessage) -> None:
+    def message_received(self, connection: Connection, message: DeviceMessage) -> None:
         """A message outside any session (an MCP answer between conversations)."""
 
     def session_handler(self) -> SessionHandler:
@@ -133,3 +155,8 @@ class DeviceGate(Protocol):
 
     def timezone_offset_minutes(self) -> int:
         """Return the offset from UTC the device clock should show, in minutes east."""
+
+
+def is_connection(channel: Connection | Session) -> TypeIs[Connection]:
+    """Whether a device's channel is its always-connected connection, not one session."""
+    return hasattr(channel, "sessions_opened")

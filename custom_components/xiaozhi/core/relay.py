@@ -11,7 +11,7 @@ shown that HA is restarting. When HA links again, every open channel is handed b
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import suppress
 import hmac
 import itertools
@@ -23,7 +23,7 @@ from aiohttp import WSMsgType, web
 
 from .const import WEBSOCKET_PATH, CloseCode
 from .errors import CheckInRefusedError, ProtocolError
-from .host import ConnectionHandler, Session
+from .host import Connection, Session, SessionHandler
 from .link import (
     LINK_CALL_TIMEOUT_S,
     LINK_HELLO_TIMEOUT_S,
@@ -46,6 +46,7 @@ from .messages import (
     Message,
     server_message_from_dict,
 )
+from .mqtt_server import DeviceConnection
 from .ota import OtaAnswer, OtaRequest
 from .reply import Reply
 from .session import (
@@ -90,6 +91,10 @@ class RelayGate(LinkEnd):
         self._call_ids = itertools.count(1)
         self._channel_ids = itertools.count(1)
         self.channels: dict[int, RelayedChannel] = {}
+        self._connection_ids = itertools.count(1)
+        self.connections: dict[int, RelayedConnection] = {}
+        self._mqtt_let_in: dict[str, tuple[str | None, str | None]] = {}  # (client, password)
+        self.mqtt_port: int | None = None  # where always-connected devices connect, if served
         self._answers: dict[str, Any] = {}  # device -> HA's last OTA answer for it, bound ones
         self._let_in: dict[str, tuple[str | None, str | None]] = {}  # device -> (client, token)
         self.languages: dict[str, str] = {}  # device -> the language of its last OTA check
@@ -147,7 +152,9 @@ class RelayGate(LinkEnd):
         self._outbox = Outbox(ws.send_str, ws.send_bytes, self._overflowed)
         self.links_accepted += 1
         _LOGGER.info("Home Assistant linked from %s; %d channels open", remote, len(self.channels))
-        self._outbox.put({"type": "hello", "version": LINK_VERSION})
+        self._outbox.put({"type": "hello", "version": LINK_VERSION, "mqtt_port": self.mqtt_port})
+        for connection in list(self.connections.values()):
+            connection.resume()  # before their sessions: those are resumed through them
         for channel in list(self.channels.values()):
             channel.resume()
         while True:
@@ -210,6 +217,14 @@ class RelayGate(LinkEnd):
             future = self._calls.pop(data.get("id", 0), None)
             if future is not None and not future.done():
                 future.set_result(data)
+            return
+        if "connection" in data and kind in ("connection_send", "connection_close"):
+            if (connection := self.connections.get(data["connection"])) is None:
+                return  # it disconnected meanwhile
+            if kind == "connection_send":
+                connection.send(server_message_from_dict(data["message"]))
+            else:
+                connection.close(str(data.get("reason", "")))
             return
         if (channel := self.channels.get(data.get("channel", 0))) is None:
             return  # a channel that ended meanwhile
@@ -294,11 +309,36 @@ class RelayGate(LinkEnd):
         self.channels[number] = channel
         return channel
 
+    def new_channel(
+        self, device: DeviceIdentity, token: str | None, connection: int | None = None
+    ) -> RelayedChannel:
+        """Register the channel of a session about to open."""
+        channel = RelayedChannel(self, next(self._channel_ids), device, token, connection)
+        self.channels[channel.number] = channel
+        return channel
+
     async def open_connection(
         self, device: DeviceIdentity, password: str | None
-    ) -> ConnectionHandler | None:
-        """Always-connected (MQTT) devices are not relayed yet: they use the WebSocket."""
-        return None
+    ) -> RelayedConnection | None:
+        """An always-connected device HA lets in; while HA is away, one it let in before."""
+        number = next(self._connection_ids)
+        try:
+            accepted = await self._call(
+                "open_connection",
+                connection=number,
+                device=identity_to_dict(device),
+                password=password,
+            )
+        except HomeAssistantAwayError:
+            accepted = self._mqtt_let_in.get(device.device_id) == (device.client_id, password)
+            if accepted:
+                _LOGGER.info("HA is away: %s keeps its MQTT connection", device.device_id)
+        if not accepted:
+            return None
+        self._mqtt_let_in[device.device_id] = (device.client_id, password)
+        connection = RelayedConnection(self, number, device, password)
+        self.connections[number] = connection
+        return connection
 
     def timezone_offset_minutes(self) -> int:
         """HA's time zone; the add-on's own while HA was never linked."""
@@ -311,18 +351,95 @@ class RelayGate(LinkEnd):
         if self.channels.get(channel.number) is channel:
             del self.channels[channel.number]
 
+    def connection_ended(self, connection: RelayedConnection) -> None:
+        """Forget a connection once the device disconnected."""
+        if self.connections.get(connection.number) is connection:
+            del self.connections[connection.number]
+
+
+class RelayedConnection:
+    """An always-connected device's connection served here for HA (its `ConnectionHandler`)."""
+
+    def __init__(
+        self, gate: RelayGate, number: int, device: DeviceIdentity, password: str | None
+    ) -> None:
+        """Relay connection `number` of `device`."""
+        self.gate = gate
+        self.number = number
+        self.device = device
+        self.password = password
+        self.connection: DeviceConnection | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def connection_changed(self, connection: Connection) -> None:
+        """Tell HA the device connected, or that this connection closed."""
+        if isinstance(connection, DeviceConnection):
+            self.connection = connection
+        if not connection.connected:
+            self.gate.connection_ended(self)
+        self.gate.send(
+            {"type": "connection", "connection": self.number, "connected": connection.connected}
+        )
+
+    def message_received(self, connection: Connection, message: DeviceMessage) -> None:
+        """Pass a message sent between sessions (an MCP answer) to HA; dropped while away."""
+        self.gate.send(
+            {"type": "connection_message", "connection": self.number, "message": message.to_dict()}
+        )
+
+    def session_handler(self) -> SessionHandler:
+        """The device opens a session on its connection: a channel relayed to HA."""
+        channel = self.gate.new_channel(self.device, None, self.number)
+        self.gate.send(
+            {"type": "connection_session", "connection": self.number, "channel": channel.number}
+        )
+        return channel
+
+    def resume(self) -> None:
+        """Hand the connection to a newly linked HA."""
+        self.gate.send(
+            {
+                "type": "resume_connection",
+                "connection": self.number,
+                "device": identity_to_dict(self.device),
+                "password": self.password,
+                "connected": self.connection is not None and self.connection.connected,
+            }
+        )
+
+    def send(self, message: Message) -> None:
+        """Send HA's message over the connection."""
+        if self.connection is not None:
+            self._run(self.connection.send(message))
+
+    def close(self, reason: str) -> None:
+        """Disconnect the device, as HA asked."""
+        if self.connection is not None:
+            self._run(self.connection.close(reason))
+
+    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name="xiaozhi relayed connection")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
 
 class RelayedChannel:
     """One device channel served here for HA: its events go over the link, HA's replies come."""
 
     def __init__(
-        self, gate: RelayGate, number: int, device: DeviceIdentity, token: str | None
+        self,
+        gate: RelayGate,
+        number: int,
+        device: DeviceIdentity,
+        token: str | None,
+        connection: int | None = None,
     ) -> None:
-        """Relay the channel `number` of `device`."""
+        """Relay the channel `number` of `device` (a session on `connection`, if MQTT)."""
         self.gate = gate
         self.number = number
         self.device = device
         self.token = token
+        self.connection = connection
         self.session: DeviceSession | None = None
         self._replies: dict[int, _RelayedReply] = {}
         self._last_notice = -RESTART_NOTICE_INTERVAL_S
@@ -373,6 +490,7 @@ class RelayedChannel:
             "channel": self.number,
             "device": identity_to_dict(self.device),
             "token": self.token,
+            "connection": self.connection,
         }
         session = self.session
         if session is not None and session.ready:

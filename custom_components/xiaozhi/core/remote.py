@@ -19,7 +19,7 @@ from yarl import URL
 
 from .const import CloseCode
 from .errors import CheckInRefusedError, ProtocolError
-from .host import DeviceGate, SessionHandler
+from .host import ConnectionHandler, DeviceGate, SessionHandler
 from .link import (
     LINK_AUDIO_FRAME_BYTES,
     LINK_HEARTBEAT_S,
@@ -109,6 +109,8 @@ class LinkClient(LinkEnd):
         self._task: asyncio.Task[None] | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.sessions: dict[int, RelayedSession] = {}
+        self.connections: dict[int, RelayedConnection] = {}
+        self.mqtt_port: int | None = None  # the add-on's, for always-connected devices
         self.last_error: str | None = None
         self.links = 0  # how many times it linked
 
@@ -167,6 +169,8 @@ class LinkClient(LinkEnd):
             hello = await ws.receive_json(timeout=LINK_HELLO_TIMEOUT_S)
             if not isinstance(hello, dict) or hello.get("version") != LINK_VERSION:
                 raise ProtocolError(f"the add-on speaks another link version: {hello!r:.80}")
+            mqtt_port = hello.get("mqtt_port")
+            self.mqtt_port = mqtt_port if isinstance(mqtt_port, int) else None
             self._outbox = Outbox(ws.send_str, ws.send_bytes, self._overflowed)
             self.links += 1
             self.last_error = None
@@ -210,6 +214,9 @@ class LinkClient(LinkEnd):
         sessions, self.sessions = self.sessions, {}
         for session in sessions.values():
             session.ended()
+        connections, self.connections = self.connections, {}
+        for connection in connections.values():
+            connection.changed(connected=False)
         if was_linked:
             _LOGGER.warning("The link to the Xiaozhi add-on closed; reconnecting")
             if self._linked_changed is not None:
@@ -228,6 +235,9 @@ class LinkClient(LinkEnd):
         if kind == "resume":
             await self._resume(data)
             return
+        if kind in ("resume_connection", "connection", "connection_message", "connection_session"):
+            await self._connection_event(kind, data)
+            return
         channel = int(data["channel"])
         if (session := self.sessions.get(channel)) is None:
             return  # refused, or ended meanwhile
@@ -239,6 +249,8 @@ class LinkClient(LinkEnd):
             case "ended":
                 del self.sessions[channel]
                 session.ended()
+                if session.connection is not None and session.connection.session is session:
+                    session.connection.session = None
             case "spoken":
                 session.spoken(int(data["reply"]), bool(data["finished"]), data.get("codec"))
             case "mark":
@@ -251,6 +263,12 @@ class LinkClient(LinkEnd):
         call_id, method, args = data["id"], data["method"], data["args"]
         if method == "open_channel":
             accepted = await self._open(int(args["channel"]), args["device"], args.get("token"))
+            self.send({"type": "result", "id": call_id, "result": accepted})
+            return
+        if method == "open_connection":
+            accepted = await self._open_connection(
+                int(args["connection"]), args["device"], args.get("password")
+            )
             self.send({"type": "result", "id": call_id, "result": accepted})
             return
         asyncio.get_running_loop().create_task(self._answer(call_id, method, args))
@@ -283,10 +301,58 @@ class LinkClient(LinkEnd):
         self.sessions[channel] = RelayedSession(self, channel, identity, handler)
         return True
 
+    async def _open_connection(self, number: int, device: Any, password: str | None) -> bool:
+        identity = identity_from_dict(device)
+        handler = await self.gate.open_connection(identity, password)
+        if handler is None:
+            return False
+        self.connections[number] = RelayedConnection(self, number, identity, handler)
+        return True
+
+    async def _connection_event(self, kind: str, data: dict[str, Any]) -> None:
+        """An always-connected device: kept while away, (dis)connected, a message, a session."""
+        number = int(data["connection"])
+        if kind == "resume_connection":
+            if not await self._open_connection(number, data["device"], data.get("password")):
+                _LOGGER.info("Closing a kept connection of %s: no longer let in", data["device"])
+                self.send(
+                    {"type": "connection_close", "connection": number, "reason": "not authorized"}
+                )
+                return
+            if data.get("connected"):
+                self.connections[number].changed(connected=True)
+            return
+        if (connection := self.connections.get(number)) is None:
+            return  # refused, or gone meanwhile
+        match kind:
+            case "connection":
+                connected = bool(data["connected"])
+                if not connected:
+                    del self.connections[number]
+                connection.changed(connected=connected)
+            case "connection_message":
+                message = device_message_from_dict(data["message"])
+                connection.handler.message_received(connection, message)
+            case "connection_session":
+                self._session_on(connection, int(data["channel"]))
+
+    def _session_on(self, connection: RelayedConnection, channel: int) -> RelayedSession:
+        """A session the device opens on its connection, for the connection's handler."""
+        handler = connection.handler.session_handler()
+        session = RelayedSession(self, channel, connection.device, handler, connection)
+        self.sessions[channel] = session
+        connection.session = session
+        connection.sessions_opened += 1
+        return session
+
     async def _resume(self, data: dict[str, Any]) -> None:
         """A channel the add-on kept while HA was away: let it in again, where it was."""
         channel = int(data["channel"])
-        if not await self._open(channel, data["device"], data.get("token")):
+        if (number := data.get("connection")) is not None:
+            if (connection := self.connections.get(int(number))) is None:
+                return  # its connection was refused: closing that ends the session too
+            self._session_on(connection, channel)
+        elif not await self._open(channel, data["device"], data.get("token")):
             _LOGGER.info("Closing a kept channel of %s: no longer let in", data["device"])
             self.send(
                 {
@@ -306,14 +372,60 @@ class LinkClient(LinkEnd):
             session.received(Listen(state=ListenState.START, mode=mode))
 
 
+class RelayedConnection:
+    """An always-connected device's connection the add-on serves (a `Connection` here)."""
+
+    def __init__(
+        self,
+        client: LinkClient,
+        number: int,
+        device: DeviceIdentity,
+        handler: ConnectionHandler,
+    ) -> None:
+        """Relay connection `number` of `device` to `handler`."""
+        self.client = client
+        self.number = number
+        self.device = device
+        self.handler = handler
+        self.connected = False
+        self.sessions_opened = 0
+        self.session: RelayedSession | None = None
+
+    def __repr__(self) -> str:
+        """Name the device in logs."""
+        return f"<RelayedConnection {self.device.device_id}>"
+
+    def changed(self, *, connected: bool) -> None:
+        """The device (dis)connected, or the link went down: tell the handler."""
+        self.connected = connected
+        self.handler.connection_changed(self)
+
+    async def send(self, message: Message) -> None:
+        """Send one JSON message over the device's connection."""
+        if self.connected and self.client.linked:
+            self.client.send(
+                {"type": "connection_send", "connection": self.number, "message": message.to_dict()}
+            )
+
+    async def close(self, reason: str) -> None:
+        """Disconnect the device."""
+        self.client.send({"type": "connection_close", "connection": self.number, "reason": reason})
+
+
 class RelayedSession:
     """A device channel the add-on serves, as its handler here sees it (a `Session`)."""
 
     def __init__(
-        self, client: LinkClient, channel: int, device: DeviceIdentity, handler: SessionHandler
+        self,
+        client: LinkClient,
+        channel: int,
+        device: DeviceIdentity,
+        handler: SessionHandler,
+        connection: RelayedConnection | None = None,
     ) -> None:
-        """Relay channel `channel` of `device` to `handler`."""
+        """Relay channel `channel` of `device` to `handler` (a session on `connection`, if any)."""
         self.client = client
+        self.connection = connection
         self.channel = channel
         self.device = device
         self.handler = handler
