@@ -30,8 +30,6 @@ from custom_components.xiaozhi.voice import NO_STT, NO_TTS
 ROOT = Path(__file__).resolve().parent.parent
 INTEGRATION = ROOT / "custom_components" / "xiaozhi"
 LANGUAGES = ("en", "zh-Hans")
-# Being rewritten on another branch; it gets the constant there.
-KNOWN_WITHOUT_PARALLEL_UPDATES = ["assist_satellite"]
 
 # A scheme ("http://", "wss://"), "www.", or a bare host name with a common top-level domain.
 URL = re.compile(
@@ -218,7 +216,7 @@ def test_every_platform_limits_parallel_updates() -> None:
         for platform in PLATFORMS
         if "PARALLEL_UPDATES" not in (INTEGRATION / f"{platform}.py").read_text()
     ]
-    assert missing == KNOWN_WITHOUT_PARALLEL_UPDATES
+    assert missing == []
 
 
 @pytest.mark.parametrize("name", ["manifest.json", "strings.json", "icons.json"])
