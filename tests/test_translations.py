@@ -25,6 +25,7 @@ import pytest
 
 from custom_components.xiaozhi import PLATFORMS
 from custom_components.xiaozhi.llm_client import ErrorKind
+from custom_components.xiaozhi.service_check import CheckError
 from custom_components.xiaozhi.voice import NO_STT, NO_TTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,6 +136,13 @@ def test_the_check_catches_a_url_a_missing_key_and_an_unknown_exception() -> Non
     assert "zh-Hans: exceptions.not_connected.message missing" in problems
     assert "zh-Hans: exceptions.tool_failed.message has other placeholders" in problems
     assert "exceptions.no_such_key raised but missing" in problems
+
+
+def test_the_api_key_repair_can_show_every_check_error() -> None:
+    """Its form shows what the speech checks and the agent's one-token check return."""
+    strings, _ = _current()
+    errors = strings["issues"]["api_key_rejected"]["fix_flow"]["error"]
+    assert set(errors) == set(CheckError) | (set(ErrorKind) - {ErrorKind.TOO_MANY_STEPS})
 
 
 @pytest.mark.parametrize(
