@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from homeassistant.components import conversation
@@ -282,6 +283,25 @@ async def test_announce_to_a_disconnected_device(
     with pytest.raises(HomeAssistantError) as info:
         await satellite.async_announce(announcement)
     assert info.value.translation_key == "not_connected"
+
+
+async def test_the_wake_word_cannot_be_changed_from_ha(
+    hass: HomeAssistant, make_device: MakeDevice
+) -> None:
+    """The firmware's wake word is the only one; another fails with the translated error."""
+    device = await make_device()
+    entity_id = satellite_entity_id(hass, device)
+    satellite = hass.data["entity_components"]["assist_satellite"].get_entity(entity_id)
+    config = satellite.async_get_configuration()
+    assert config.active_wake_words == ["xiaozhi"]
+    await satellite.async_set_configuration(config)  # the fixed one is accepted
+    with pytest.raises(HomeAssistantError) as refused:
+        await satellite.async_set_configuration(replace(config, active_wake_words=["hey_jarvis"]))
+    assert refused.value.translation_key == "wake_word_fixed"
+    assert str(refused.value) == (
+        f"The wake word of {satellite.device.name} is set in its firmware (你好小智) "
+        "and cannot be changed in Home Assistant"  # HA drops the final period
+    )
 
 
 class EchoAgent(conversation.ConversationEntity):

@@ -133,3 +133,40 @@ async def test_options_refuse_the_tls_port_for_always_connected_devices(
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert (entry.options["mqtt_port"], entry.options["udp_port"]) == (18885, 18886)
+
+
+async def test_options_set_the_silence_timeout_and_who_explains_photos(
+    hass: HomeAssistant, ota_url: str
+) -> None:
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"next_step_id": "conversation"}
+    )
+    assert result["step_id"] == "conversation"
+    suggested = {str(key): key.description for key in result["data_schema"].schema}
+    assert suggested["silence_timeout"] == {"suggested_value": 8}  # the default
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"silence_timeout": 20, "vision_entity": "ai_task.photos"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options["silence_timeout"] == 20
+    assert entry.options["vision_entity"] == "ai_task.photos"
+
+    # The form shows what is saved; other options are kept.
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"next_step_id": "security"}
+    )
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"auth_mode": "bound"}
+    )
+    assert entry.options["silence_timeout"] == 20
+    assert entry.options["allowed_devices"] == ""
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"next_step_id": "conversation"}
+    )
+    suggested = {str(key): key.description for key in result["data_schema"].schema}
+    assert suggested["silence_timeout"] == {"suggested_value": 20}
+    assert suggested["vision_entity"] == {"suggested_value": "ai_task.photos"}

@@ -435,6 +435,48 @@ async def test_the_flow_adds_an_endpoint_serving_assist_by_default(
     await until(lambda: sensor_state(hass, entry, subentry_id) == STATE_ON)
 
 
+async def test_an_endpoint_needs_an_llm_api_and_can_be_reconfigured(
+    hass: HomeAssistant, endpoint: LoopbackEndpoint, start_hub: Callable[..., Any]
+) -> None:
+    """At least one LLM API is served; Reconfigure changes the URL and APIs, and reconnects."""
+    entry = await start_hub()
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_MCP_ENDPOINT), context={"source": "user"}
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"name": "Cloud", CONF_URL: endpoint.url, CONF_LLM_HASS_API: []}
+    )
+    assert result["errors"] == {CONF_LLM_HASS_API: "no_llm_api"}
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {"name": "Cloud", CONF_URL: endpoint.url, CONF_LLM_HASS_API: ["assist"]}
+    )
+    assert result["type"] == "create_entry"
+    await hass.async_block_till_done()
+    subentry_id = only_subentry(entry)
+    await endpoint.next_connection()
+
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_MCP_ENDPOINT),
+        context={"source": "reconfigure", "subentry_id": subentry_id},
+    )
+    assert result["step_id"] == "user"
+    assert CONF_URL in {str(key) for key in result["data_schema"].schema}
+    assert "name" not in {str(key) for key in result["data_schema"].schema}
+    moved = f"{endpoint.url}&agent=2"
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_URL: moved, CONF_LLM_HASS_API: ["assist"]}
+    )
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    assert entry.subentries[subentry_id].data[CONF_URL] == moved
+    assert entry.subentries[subentry_id].title == "Cloud"
+    service = async_get_endpoint(hass, entry, subentry_id)
+    assert service is not None
+    assert service.settings[0][CONF_URL] == moved  # a new link, to the new URL
+    await endpoint.next_connection()
+    await until(lambda: sensor_state(hass, entry, subentry_id) == STATE_ON)
+
+
 async def test_diagnostics_show_the_link_without_the_token(
     hass: HomeAssistant, endpoint: LoopbackEndpoint, start_hub: Callable[..., Any]
 ) -> None:

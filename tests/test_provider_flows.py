@@ -47,6 +47,7 @@ from custom_components.xiaozhi.const import (
     CONF_VOLUME,
     DOMAIN,
     SUBENTRY_CONVERSATION,
+    SUBENTRY_MCP_ENDPOINT,
     SUBENTRY_STT,
     SUBENTRY_TTS,
 )
@@ -711,3 +712,37 @@ def _suggested(result: Any, name: str) -> Any:
     if key.description and "suggested_value" in key.description:
         return key.description["suggested_value"]
     return key.default()
+
+
+async def test_no_service_is_added_or_changed_while_the_hub_is_not_loaded(
+    hass: HomeAssistant, llm_server: LlmServer
+) -> None:
+    subentry_id = await add_agent(hass, llm_server.url)
+    assert await hass.config_entries.async_unload(hub(hass).entry_id)
+    for subentry_type in (SUBENTRY_CONVERSATION, SUBENTRY_STT, SUBENTRY_TTS, SUBENTRY_MCP_ENDPOINT):
+        result = await start(hass, subentry_type)
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == "entry_not_loaded"
+    result = await reconfigure(hass, subentry_id, SUBENTRY_CONVERSATION)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "entry_not_loaded"
+
+
+async def test_an_empty_edge_voice_list_may_be_saved_anyway(
+    hass: HomeAssistant, edge_server: EdgeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tests.cloud_servers.EDGE_VOICES", [])
+    result = await start(hass, SUBENTRY_TTS)
+    result = await configure(hass, result, {CONF_SERVICE: "edge"})
+    form = {
+        CONF_NAME: "Edge",
+        CONF_VOICE: "zh-CN-XiaoxiaoNeural",
+        CONF_RATE: 0,
+        CONF_PITCH: 0,
+        CONF_VOLUME: 0,
+        CONF_TIMEOUT: 5.0,
+    }
+    result = await configure(hass, result, form)
+    assert result["errors"] == {"base": "unexpected"}
+    assert CONF_SAVE_ANYWAY in fields(result)
+    assert edge_server.voice_list_requests == 1

@@ -18,6 +18,7 @@ from custom_components.xiaozhi.activation import waiting_issue_id
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.core.messages import ListenMode
 from custom_components.xiaozhi.issues import device_issue_id
+from custom_components.xiaozhi.repairs import async_create_fix_flow
 from tests.providers import Providers
 from tools.audio import speech_pcm
 from tools.emulator import DeviceEmulator
@@ -210,3 +211,59 @@ async def test_open_to_local_network_is_fixed_in_one_click(
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert entry.options["auth_mode"] == "bound"
     assert ir.async_get(hass).async_get_issue(DOMAIN, "open_to_local_network") is None
+
+
+async def test_code_flows_left_open_end_cleanly(hass: HomeAssistant, ota_url: str) -> None:
+    """The device was added in another flow, or the hub went, while a code form stayed open."""
+    device = DeviceEmulator(ota_url)
+    try:
+        code = (await device.check_ota())["activation"]["code"]
+        issue_id = waiting_issue_id(device.device_id)
+        first, second, third = [await async_start_fix(hass, issue_id) for _ in range(3)]
+        result = await async_fix(hass, first["flow_id"], {"code": code})
+        assert result["reason"] == "added_without_voice"  # no speech-to-text in this HA
+        result = await async_fix(hass, second["flow_id"], {"code": code})
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == "already_added"
+        entry = hass.config_entries.async_entries(DOMAIN)[0]
+        assert await hass.config_entries.async_unload(entry.entry_id)
+        result = await async_fix(hass, third["flow_id"], {"code": code})
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == "hub_not_loaded"
+    finally:
+        await device.close()
+
+
+async def test_no_assistant_to_choose_says_what_to_do(
+    hass: HomeAssistant, make_device: MakeDevice
+) -> None:
+    device = await make_device()  # this HA has no speech-to-text at all
+    form = await async_start_fix(hass, device_issue_id("pipeline_cannot_listen", device.device_id))
+    assert form["type"] is FlowResultType.ABORT
+    assert form["reason"] == "no_voice_pipeline"
+    assert form["description_placeholders"] == {"pipeline": async_get_pipeline(hass).name}
+
+
+async def test_an_assistant_choice_left_open_ends_when_the_device_goes(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice, hass_ws_client: Any
+) -> None:
+    await async_update_pipeline(hass, async_get_pipeline(hass), stt_engine=None)
+    await add_pipeline(hass, "Voice", providers, stt=True)
+    device = await make_device()
+    form = await async_start_fix(hass, device_issue_id("pipeline_cannot_listen", device.device_id))
+    assert form["step_id"] == "pipeline"
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    registry_device = dr.async_get(hass).async_get_device_by_identifier(
+        (DOMAIN, device.device_id), entry.entry_id
+    )
+    assert registry_device is not None
+    client = await hass_ws_client(hass)
+    assert (await client.remove_device(registry_device.id))["success"]
+    result = await async_fix(hass, form["flow_id"], {"pipeline": "Voice"})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "device_gone"
+
+
+async def test_a_repair_of_no_known_kind_has_no_fix_flow(hass: HomeAssistant) -> None:
+    with pytest.raises(ValueError, match="no fix flow for stray"):
+        await async_create_fix_flow(hass, "stray", {"kind": "no_such_repair"})

@@ -70,6 +70,8 @@ from .voice import async_check_voice, async_explain, device_pipeline
 
 _LOGGER = logging.getLogger(__name__)
 
+PARALLEL_UPDATES = 0  # the device pushes; nothing polls
+
 MAX_QUEUED_MIC_CHUNKS: Final = 100  # 6 s of 60 ms frames waiting for the pipeline
 PRE_ROLL_S: Final = 0.6  # realtime: audio kept from before a barge-in was noticed
 TYPED_TEXT_GRACE_S: Final = 0.3  # a wake word's `listen start` follows its `detect` at once
@@ -187,7 +189,14 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
     async def async_set_configuration(self, config: AssistSatelliteConfiguration) -> None:
         """Accept the fixed configuration only."""
         if config.active_wake_words not in ([], [FIRMWARE_WAKE_WORD.id]):
-            raise HomeAssistantError("The wake word of a xiaozhi device is set in its firmware")
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="wake_word_fixed",
+                translation_placeholders={
+                    "device": self.device.name,
+                    "wake_word": FIRMWARE_WAKE_WORD.wake_word,
+                },
+            )
 
     # --- device events (the session's handler) ---------------------------------------------------
 

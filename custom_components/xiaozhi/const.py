@@ -118,6 +118,7 @@ EXAMPLE_ENDPOINT_URL: Final = "wss://api.xiaozhi.me/mcp/?token=…"
 EXAMPLE_OTA_URL: Final = "http://192.168.1.10:8123/xiaozhi/ota/"
 ISSUE_ENDPOINT_REFUSED: Final = "endpoint_refused"  # formatted: f"{...}_{subentry_id}"
 ISSUE_ENDPOINT_OVER_LIMIT: Final = "endpoint_over_limit"  # formatted like the above
+ISSUE_API_KEY_REJECTED: Final = "api_key_rejected"  # a service refused a subentry's key
 
 
 class LlmPreset(NamedTuple):

@@ -1,7 +1,8 @@
 """Conversation agents on OpenAI-compatible chat services (Qwen, DeepSeek, GLM, Doubao, Kimi).
 
 The answer streams into the chat log, so a streaming TTS speaks the first sentence while the
-model is still writing. A failure is answered, not raised: the device speaks what went wrong.
+model is still writing. A failure is answered, not raised: the device speaks what went wrong;
+a rejected API key also raises a repair that asks for a new one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Final, Literal
 from homeassistant.components import conversation
 from homeassistant.components.conversation.models import AbstractConversationAgent
 from homeassistant.config_entries import ConfigSubentry
-from homeassistant.const import CONF_LLM_HASS_API, CONF_PROMPT, MATCH_ALL
+from homeassistant.const import CONF_API_KEY, CONF_LLM_HASS_API, CONF_PROMPT, MATCH_ALL
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import intent, llm
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
@@ -37,6 +38,7 @@ from .const import (
     SUBENTRY_CONVERSATION,
 )
 from .hub import XiaozhiConfigEntry
+from .issues import async_api_key_rejected, async_delete_api_key_issue
 from .llm_client import (
     ErrorKind,
     LlmError,
@@ -170,6 +172,7 @@ class XiaozhiConversationEntity(conversation.ConversationEntity, AbstractConvers
         self._attr_unique_id = subentry.subentry_id
         self._attr_device_info = agent_device_info(subentry)
         self._client = client
+        self._api_key: str | None = subentry.data.get(CONF_API_KEY)  # the client's
         if subentry.data.get(CONF_LLM_HASS_API):
             self._attr_supported_features = conversation.ConversationEntityFeature.CONTROL
 
@@ -226,7 +229,10 @@ class XiaozhiConversationEntity(conversation.ConversationEntity, AbstractConvers
             turn.error = err
         if turn.error is not None:
             _LOGGER.warning("%s: %s", self.entity_id, turn.error)
+            if turn.error.kind is ErrorKind.INVALID_AUTH:
+                async_api_key_rejected(self.hass, self.subentry, self._api_key)
             return await self._async_error_result(user_input, chat_log, turn.error.kind)
+        async_delete_api_key_issue(self.hass, self.subentry.subentry_id)
 
         result = conversation.async_get_result_from_chat_log(user_input, chat_log)
         if memory is not None and device_id:

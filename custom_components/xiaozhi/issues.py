@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from homeassistant.config_entries import ConfigSubentry
+from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
 
-from .const import DOMAIN
+from .const import DOMAIN, ISSUE_API_KEY_REJECTED
 
 
 def device_issue_id(kind: str, device_id: str) -> str:
@@ -37,6 +39,43 @@ def async_raise_issue(
         translation_key=translation_key,
         translation_placeholders=placeholders,
     )
+
+
+def api_key_issue_id(subentry_id: str) -> str:
+    """The id of the repair asking for a new API key for a subentry."""
+    return f"{ISSUE_API_KEY_REJECTED}_{subentry_id}"
+
+
+@callback
+def async_api_key_rejected(hass: HomeAssistant, subentry: ConfigSubentry, key: str | None) -> None:
+    """A service refused `key`: ask for a new one, with a fix flow (`repairs.ApiKeyFlow`).
+
+    Not if the subentry is gone or has another key by now (a request made before it changed).
+    """
+    current = next(
+        (
+            entry.subentries[subentry.subentry_id]
+            for entry in hass.config_entries.async_entries(DOMAIN)
+            if subentry.subentry_id in entry.subentries
+        ),
+        None,
+    )
+    if current is None or current.data.get(CONF_API_KEY) != key:
+        return
+    async_raise_issue(
+        hass,
+        api_key_issue_id(subentry.subentry_id),
+        ISSUE_API_KEY_REJECTED,
+        {"name": current.title},
+        ir.IssueSeverity.ERROR,
+        fix={"subentry_id": subentry.subentry_id},
+    )
+
+
+@callback
+def async_delete_api_key_issue(hass: HomeAssistant, subentry_id: str) -> None:
+    """The service took the key, or the subentry changed or went: its key repair goes."""
+    ir.async_delete_issue(hass, DOMAIN, api_key_issue_id(subentry_id))
 
 
 @callback

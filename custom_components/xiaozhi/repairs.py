@@ -1,4 +1,4 @@
-"""Fix flows: add a waiting device, give a device an Assistant that can talk, require codes."""
+"""Fix flows: add a device, choose an Assistant that can talk, require codes, replace an API key."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Any
 
 from homeassistant.components.repairs import RepairsFlow
 from homeassistant.components.select import DOMAIN as SELECT_DOMAIN, SERVICE_SELECT_OPTION
-from homeassistant.const import ATTR_ENTITY_ID, ATTR_OPTION, Platform
+from homeassistant.config_entries import ConfigEntry, ConfigSubentry
+from homeassistant.const import ATTR_ENTITY_ID, ATTR_OPTION, CONF_API_KEY, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResult
 from homeassistant.helpers import device_registry as dr, entity_registry as er
@@ -15,6 +16,9 @@ from homeassistant.helpers.selector import (
     SelectSelector,
     SelectSelectorConfig,
     SelectSelectorMode,
+    TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
 )
 import probatio
 
@@ -24,15 +28,19 @@ from .const import (
     CONF_AUTH_MODE,
     CONF_CODE,
     DOMAIN,
+    ISSUE_API_KEY_REJECTED,
     ISSUE_DEVICE_WAITING,
     ISSUE_OPEN_TO_LOCAL_NETWORK,
 )
 from .devices import XiaozhiDevice, device_name
 from .hub import XiaozhiHub, async_get_hub
+from .issues import async_delete_api_key_issue
+from .service_check import api_key_check
 from .voice import PROBLEMS, async_check_voice, device_pipeline, voice_pipelines
 
 CONF_AREA = "area"
 CONF_PIPELINE = "pipeline"
+_PASSWORD = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
 
 
 async def async_create_fix_flow(
@@ -47,6 +55,8 @@ async def async_create_fix_flow(
         return ChooseAssistantFlow(device_id)
     if kind == ISSUE_OPEN_TO_LOCAL_NETWORK:
         return CloseToLocalNetworkFlow()
+    if kind == ISSUE_API_KEY_REJECTED:
+        return ApiKeyFlow(str((data or {}).get("subentry_id", "")))
     raise ValueError(f"no fix flow for {issue_id}")
 
 
@@ -198,3 +208,51 @@ class CloseToLocalNetworkFlow(RepairsFlow):
                 )
             return self.async_create_entry(data={})
         return self.async_show_form(step_id="confirm", data_schema=probatio.Schema({}))
+
+
+class ApiKeyFlow(RepairsFlow):
+    """A cloud service rejected its API key: enter a new one, checked as the service's flow does.
+
+    HA has no reauthentication step for subentries; this is it, opened from the repair.
+    """
+
+    def __init__(self, subentry_id: str) -> None:
+        """Ask for the key of this subentry."""
+        self.subentry_id = subentry_id
+
+    def _find(self) -> tuple[ConfigEntry[Any], ConfigSubentry] | None:
+        for entry in self.hass.config_entries.async_entries(DOMAIN):
+            if (subentry := entry.subentries.get(self.subentry_id)) is not None:
+                return entry, subentry
+        return None
+
+    async def async_step_init(
+        self, user_input: dict[str, Any] | None = None
+    ) -> FlowResult[Any, str]:
+        """Open the form (the input here is the issue id)."""
+        return await self.async_step_api_key()
+
+    async def async_step_api_key(
+        self, user_input: dict[str, Any] | None = None
+    ) -> FlowResult[Any, str]:
+        """Ask for the key; save it once the service accepts it."""
+        found = self._find()
+        check = api_key_check(found[1]) if found is not None else None
+        if found is None or check is None:
+            async_delete_api_key_issue(self.hass, self.subentry_id)
+            return self.async_abort(reason="subentry_gone")
+        entry, subentry = found
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            data = {**subentry.data, CONF_API_KEY: user_input[CONF_API_KEY]}
+            if (error := await check(self.hass, data)) is None:
+                # The hub reloads the service's entities with it (SubentryReloader).
+                self.hass.config_entries.async_update_subentry(entry, subentry, data=data)
+                return self.async_create_entry(data={})
+            errors["base"] = str(error)
+        return self.async_show_form(
+            step_id="api_key",
+            data_schema=probatio.Schema({probatio.Required(CONF_API_KEY): _PASSWORD}),
+            errors=errors,
+            description_placeholders={"name": subentry.title},
+        )

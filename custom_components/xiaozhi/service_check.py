@@ -1,19 +1,21 @@
-"""Check a speech service's settings before they are saved (test-before-configure).
+"""Check a cloud service's settings before they are saved (test-before-configure).
 
 Each check makes the smallest request that a wrong key reliably fails: 0.5 s of silence for an
 OpenAI-compatible transcription API (OpenAI refuses audio under 0.1 s; listing models is not
 offered by every such server, and a listed model may still not transcribe), a DashScope task
-started and closed unused (no audio or text: nothing is billed), and Edge's voice list (Edge
-takes no key; the voice must exist).
+started and closed unused (no audio or text: nothing is billed), Edge's voice list (Edge
+takes no key; the voice must exist), and a one-token answer from a conversation agent's model.
+The subentry flows run them, and so does the repair that asks for a new API key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from typing import Any, Final
 
 import aiohttp
+from homeassistant.config_entries import ConfigSubentry
 from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
@@ -22,7 +24,20 @@ import openai
 from .cloud import SpeechAuthError, SpeechServiceError, cosyvoice, edge, openai_stt, paraformer
 from .cloud.audio import wav_file
 from .cloud.errors import SpeechRejectedError
-from .const import CONF_BASE_URL, CONF_LANGUAGE, CONF_MODEL, CONF_TIMEOUT, CONF_VOICE
+from .const import (
+    CONF_BASE_URL,
+    CONF_LANGUAGE,
+    CONF_MODEL,
+    CONF_SERVICE,
+    CONF_TIMEOUT,
+    CONF_VOICE,
+    SERVICE_DASHSCOPE,
+    SERVICE_OPENAI,
+    SUBENTRY_CONVERSATION,
+    SUBENTRY_STT,
+    SUBENTRY_TTS,
+)
+from .llm_client import ErrorKind, async_validate
 from .network import cannot_reach, causes
 from .subentry import async_create_openai_client
 
@@ -139,3 +154,24 @@ async def async_check_edge(hass: HomeAssistant, data: Mapping[str, Any]) -> Chec
     if data[CONF_VOICE] not in {voice.voice_id for voice in voices}:
         return CheckError.UNKNOWN_VOICE
     return None
+
+
+async def async_check_agent(hass: HomeAssistant, data: Mapping[str, Any]) -> ErrorKind | None:
+    """Stream a one-token answer, as the agent will (`llm_client.async_validate`)."""
+    client = await async_create_openai_client(hass, data)
+    return await async_validate(client, model=data[CONF_MODEL], timeout=_timeout(data))
+
+
+type Check = Callable[[HomeAssistant, Mapping[str, Any]], Awaitable[StrEnum | None]]
+# The check of each kind of subentry that has an API key: (subentry type, service) -> check.
+API_KEY_CHECKS: Final[dict[tuple[str, str | None], Check]] = {
+    (SUBENTRY_CONVERSATION, None): async_check_agent,
+    (SUBENTRY_STT, SERVICE_OPENAI): async_check_openai_stt,
+    (SUBENTRY_STT, SERVICE_DASHSCOPE): async_check_paraformer,
+    (SUBENTRY_TTS, SERVICE_DASHSCOPE): async_check_cosyvoice,
+}
+
+
+def api_key_check(subentry: ConfigSubentry) -> Check | None:
+    """The check a subentry's key is tried with (None: its service takes no key)."""
+    return API_KEY_CHECKS.get((subentry.subentry_type, subentry.data.get(CONF_SERVICE)))

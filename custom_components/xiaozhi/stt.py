@@ -26,6 +26,8 @@ from .const import (
     SUBENTRY_STT,
 )
 from .hub import XiaozhiConfigEntry
+from .issues import async_api_key_rejected, async_delete_api_key_issue
+from .service_check import CheckError, classify
 from .subentry import (
     XiaozhiServiceEntity,
     async_add_subentry_entities,
@@ -127,7 +129,16 @@ class CloudSttEntity(XiaozhiServiceEntity, stt.SpeechToTextEntity):
 
     def _failed(self, err: SpeechServiceError) -> stt.SpeechResult:
         _LOGGER.warning("%s: %s", self.entity_id, err)
+        if classify(err) is CheckError.INVALID_AUTH:
+            async_api_key_rejected(self.hass, self.subentry, self._api_key)
         return stt.SpeechResult(None, stt.SpeechResultState.ERROR)
+
+    def _result(self, text: str) -> stt.SpeechResult:
+        """The service answered (so it took the key): the text, or an error if it heard none."""
+        async_delete_api_key_issue(self.hass, self.subentry.subentry_id)
+        if not text:
+            return stt.SpeechResult(None, stt.SpeechResultState.ERROR)
+        return stt.SpeechResult(text, stt.SpeechResultState.SUCCESS)
 
 
 class OpenAiSttEntity(CloudSttEntity):
@@ -161,9 +172,7 @@ class OpenAiSttEntity(CloudSttEntity):
             text = await self.transcriber.transcribe(wav, language=language)
         except SpeechServiceError as err:
             return self._failed(err)
-        if not text:
-            return stt.SpeechResult(None, stt.SpeechResultState.ERROR)
-        return stt.SpeechResult(text, stt.SpeechResultState.SUCCESS)
+        return self._result(text)
 
 
 class ParaformerSttEntity(CloudSttEntity):
@@ -187,6 +196,4 @@ class ParaformerSttEntity(CloudSttEntity):
             text = await self._client.transcribe(stream, language=self._language(metadata))
         except SpeechServiceError as err:
             return self._failed(err)
-        if not text:
-            return stt.SpeechResult(None, stt.SpeechResultState.ERROR)
-        return stt.SpeechResult(text, stt.SpeechResultState.SUCCESS)
+        return self._result(text)

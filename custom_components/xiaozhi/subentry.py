@@ -26,6 +26,7 @@ from .const import (
     LlmPreset,
 )
 from .hub import XiaozhiConfigEntry
+from .issues import async_delete_api_key_issue
 from .llm_client import API_RETRIES
 
 NO_API_KEY: Final = "none"  # self-hosted OpenAI-compatible servers often take any key
@@ -100,12 +101,16 @@ class XiaozhiServiceEntity(Entity):
     def __init__(self, subentry: ConfigSubentry, *, manufacturer: str, model: str) -> None:
         """Name the entity and its device after the subentry."""
         self.subentry = subentry
+        self._api_key: str | None = subentry.data.get(CONF_API_KEY)  # what its client was given
         self._attr_unique_id = subentry.subentry_id
         self._attr_device_info = service_device_info(subentry, manufacturer, model)
 
 
 class SubentryReloader:
-    """Reloads the platforms of the subentries that changed; the hub and its devices stay up."""
+    """Reloads the platforms of the subentries that changed; the hub and its devices stay up.
+
+    A changed or removed subentry's rejected-key repair goes too: it was about the old settings.
+    """
 
     def __init__(
         self,
@@ -137,6 +142,8 @@ class SubentryReloader:
             for subentry_id in previous.keys() | self._seen.keys()
             if previous.get(subentry_id) != self._seen.get(subentry_id)
         }
+        for subentry_id in changed:
+            async_delete_api_key_issue(self._hass, subentry_id)
         types = {(previous.get(i) or self._seen[i])[0] for i in changed}
         platforms = {p for kind in types for p in self._platforms.get(kind, [])}
         if platforms:

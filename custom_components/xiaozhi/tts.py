@@ -38,6 +38,8 @@ from .const import (
     SUBENTRY_TTS,
 )
 from .hub import XiaozhiConfigEntry
+from .issues import async_api_key_rejected, async_delete_api_key_issue
+from .service_check import CheckError, classify
 from .subentry import XiaozhiServiceEntity, async_add_subentry_entities, service_timeout
 
 _LOGGER = logging.getLogger(__name__)
@@ -257,7 +259,10 @@ class CosyVoiceTtsEntity(CloudTtsEntity):
                 volume=cosyvoice.volume(_number(options, OPTION_VOLUME, engine)),
             )
         except SpeechServiceError as err:
+            if classify(err) is CheckError.INVALID_AUTH:
+                async_api_key_rejected(self.hass, self.subentry, self._api_key)
             raise _error("tts_failed", engine, error=str(err)) from err
+        async_delete_api_key_issue(self.hass, self.subentry.subentry_id)  # the task started
 
         async def wav() -> AsyncGenerator[bytes]:
             yield wav_stream_header(cosyvoice.SAMPLE_RATE)
