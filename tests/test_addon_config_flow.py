@@ -5,6 +5,7 @@ from __future__ import annotations
 from homeassistant.config_entries import SOURCE_HASSIO, SOURCE_USER
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import entity_registry as er, issue_registry as ir
 from homeassistant.helpers.service_info.hassio import HassioServiceInfo
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -118,3 +119,37 @@ async def test_ota_url_of_an_addon_by_container_name_is_on_has_host(hass: HomeAs
     assert ota_url(hass, "http://local-xiaozhi:8003") == "http://192.168.1.20:8003/xiaozhi/ota/"
     assert ota_url(hass, "http://192.168.1.30:8003") == "http://192.168.1.30:8003/xiaozhi/ota/"
     assert ota_url(hass) == "http://192.168.1.20:8123/xiaozhi/ota/"
+
+
+async def test_a_refused_secret_is_a_repair_and_the_link_a_sensor(
+    hass: HomeAssistant, ha_core: None, addon: AddonHost
+) -> None:
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title="Xiaozhi",
+        data={CONF_ADDON_URL: addon_url(addon), CONF_LINK_SECRET: "stale"},
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    issues = ir.async_get(hass)
+    await wait_until(lambda: issues.async_get_issue(DOMAIN, "addon_secret_refused") is not None)
+    link = er.async_get(hass).async_get_entity_id(
+        "binary_sensor", DOMAIN, f"{entry.entry_id}-addon_link"
+    )
+    assert link is not None
+    assert hass.states.get(link).state == "off"
+
+    result = await entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_ADDON_URL: addon_url(addon), CONF_LINK_SECRET: SECRET}
+    )
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    await wait_until(lambda: addon.gate.linked)
+    assert issues.async_get_issue(DOMAIN, "addon_secret_refused") is None
+    await wait_until(lambda: hass.states.get(link).state == "on")
+
+    # The add-on stops (an update): the sensor says so; HA keeps retrying.
+    await addon.stop()
+    await wait_until(lambda: hass.states.get(link).state == "off")
+    assert await hass.config_entries.async_unload(entry.entry_id)

@@ -1,4 +1,4 @@
-"""Binary sensors: devices reachable now, batteries charging, MCP endpoints connected."""
+"""Binary sensors: devices reachable, batteries charging, MCP endpoints and the add-on linked."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers.device_registry import DeviceEntryType, DeviceInfo
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .const import MANUFACTURER, SUBENTRY_MCP_ENDPOINT
+from .const import DOMAIN, MANUFACTURER, SUBENTRY_MCP_ENDPOINT
 from .device_tools import STATUS_TOOL, DeviceTools
 from .devices import XiaozhiDevice
 from .entity import (
@@ -27,6 +28,7 @@ from .subentry import XiaozhiServiceEntity, async_add_subentry_entities
 
 PARALLEL_UPDATES = 0
 ENDPOINT_MODEL = "MCP endpoint"
+ADDON_MODEL = "Add-on"
 CONNECTED = BinarySensorEntityDescription(
     key="connected",
     device_class=BinarySensorDeviceClass.CONNECTIVITY,
@@ -55,6 +57,8 @@ async def async_setup_entry(
     async_add_device_entities(
         hass, entry, async_add_entities, lambda device: [XiaozhiConnectedSensor(device)]
     )
+    if entry.runtime_data.uses_addon:
+        async_add_entities([AddonLinkSensor(entry)])
 
 
 class XiaozhiConnectedSensor(XiaozhiEntity, BinarySensorEntity):
@@ -87,6 +91,37 @@ class EndpointConnectivity(XiaozhiServiceEntity, BinarySensorEntity):
         """Write the state when the link changes."""
         await super().async_added_to_hass()
         self.async_on_remove(self.service.async_listen(self.async_write_ha_state))
+
+
+class AddonLinkSensor(BinarySensorEntity):
+    """Whether HA is linked to the add-on that serves the devices (on the add-on's device)."""
+
+    _attr_has_entity_name = True
+    _attr_device_class = BinarySensorDeviceClass.CONNECTIVITY
+    _attr_entity_category = EntityCategory.DIAGNOSTIC
+    _attr_translation_key = "addon_link"
+    _attr_should_poll = False
+
+    def __init__(self, entry: XiaozhiConfigEntry) -> None:
+        """Follow the hub's link."""
+        self.hub = entry.runtime_data
+        self._attr_unique_id = f"{entry.entry_id}-addon_link"
+        self._attr_device_info = DeviceInfo(
+            identifiers={(DOMAIN, f"{entry.entry_id}-addon")},
+            translation_key="addon",
+            manufacturer=MANUFACTURER,
+            model=ADDON_MODEL,
+            entry_type=DeviceEntryType.SERVICE,
+        )
+
+    @property
+    def is_on(self) -> bool:
+        """Linked now."""
+        return self.hub.link is not None and self.hub.link.linked
+
+    async def async_added_to_hass(self) -> None:
+        """Write the state when the link changes."""
+        self.async_on_remove(self.hub.async_listen_link(self.async_write_ha_state))
 
 
 class Charging(XiaozhiToolEntity, BinarySensorEntity):

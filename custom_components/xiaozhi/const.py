@@ -79,6 +79,7 @@ MIN_PORT: Final = 1
 MAX_PORT: Final = 65535
 TLS_MQTT_PORT: Final = 8883  # the firmware dials this port with TLS, which the hub does not serve
 ISSUE_MQTT_PORTS_IN_USE: Final = "mqtt_ports_in_use"
+ISSUE_ADDON_SECRET_REFUSED: Final = "addon_secret_refused"  # the add-on refused the link secret
 
 # Cloud AI services, each a config subentry of the hub (usable by any Assist pipeline).
 SUBENTRY_CONVERSATION: Final = "conversation"  # an OpenAI-compatible chat-completions agent

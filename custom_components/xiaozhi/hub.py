@@ -10,7 +10,7 @@ found with `async_get_hub`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from datetime import timedelta
 from ipaddress import ip_address
@@ -39,6 +39,7 @@ from .const import (
     CONF_UDP_PORT,
     DOMAIN,
     EXAMPLE_OTA_URL,
+    ISSUE_ADDON_SECRET_REFUSED,
     ISSUE_MQTT_PORTS_IN_USE,
     ISSUE_UNREACHABLE_URL,
     MAX_DEVICES_WITHOUT_CODE,
@@ -216,6 +217,7 @@ class XiaozhiHub:
         self.auth = Authorization(hass, self.store, self.activations)
         self._tools: dict[str, DeviceTools] = {}
         self.link: LinkClient | None = None  # to the add-on, when it serves the devices
+        self._link_listeners: list[Callable[[], None]] = []
 
     async def async_setup(self) -> None:
         """Load the bound devices and become the hub the endpoints serve."""
@@ -243,8 +245,31 @@ class XiaozhiHub:
                 addon_url,
                 self.entry.data[CONF_LINK_SECRET],
                 async_get_clientsession(self.hass),
+                state_changed=self._async_link_changed,
             )
             self.link.start()
+
+    @callback
+    def _async_link_changed(self) -> None:
+        """Repairs says so while the add-on refuses the secret; listeners update."""
+        if self.link is not None and self.link.secret_refused:
+            async_raise_issue(
+                self.hass,
+                ISSUE_ADDON_SECRET_REFUSED,
+                ISSUE_ADDON_SECRET_REFUSED,
+                {"url": self.entry.data.get(CONF_ADDON_URL, "")},
+                ir.IssueSeverity.ERROR,
+            )
+        else:
+            ir.async_delete_issue(self.hass, DOMAIN, ISSUE_ADDON_SECRET_REFUSED)
+        for listener in list(self._link_listeners):
+            listener()
+
+    @callback
+    def async_listen_link(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` when the link to the add-on goes up or down."""
+        self._link_listeners.append(listener)
+        return lambda: self._link_listeners.remove(listener)
 
     @property
     def ota_url(self) -> str:
@@ -530,5 +555,6 @@ class XiaozhiHub:
         """
         if self.link is not None:
             await self.link.stop()
+            ir.async_delete_issue(self.hass, DOMAIN, ISSUE_ADDON_SECRET_REFUSED)
         await self.mqtt.async_close()
         await self.server.close_all()

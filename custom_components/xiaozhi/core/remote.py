@@ -97,7 +97,7 @@ class LinkClient(LinkEnd):
         secret: str,
         http: aiohttp.ClientSession,
         *,
-        linked_changed: Callable[[bool], None] | None = None,
+        state_changed: Callable[[], None] | None = None,
     ) -> None:
         """Link `gate` to the add-on at `base_url` with `secret`."""
         super().__init__()
@@ -105,13 +105,14 @@ class LinkClient(LinkEnd):
         self.url = link_url(base_url)
         self._secret = secret
         self._http = http
-        self._linked_changed = linked_changed
+        self._state_changed = state_changed
         self._task: asyncio.Task[None] | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.sessions: dict[int, RelayedSession] = {}
         self.connections: dict[int, RelayedConnection] = {}
         self.mqtt_port: int | None = None  # the add-on's, for always-connected devices
         self.last_error: str | None = None
+        self.secret_refused = False  # the add-on refused the secret at the last try
         self.links = 0  # how many times it linked
 
     def start(self) -> None:
@@ -133,6 +134,7 @@ class LinkClient(LinkEnd):
                 await self._link()
                 delay = LINK_RETRY_MIN_S  # it was up: retry soon
             except LinkAuthError as err:
+                self.secret_refused = True
                 self._failed(str(err))
                 delay = LINK_RETRY_MAX_S
             except (aiohttp.ClientError, OSError, TimeoutError, ProtocolError) as err:
@@ -143,7 +145,12 @@ class LinkClient(LinkEnd):
     def _failed(self, error: str) -> None:
         if error != self.last_error:
             _LOGGER.warning("Cannot link to the Xiaozhi add-on at %s: %s", self.url, error)
-        self.last_error = error
+            self.last_error = error
+            self._changed()
+
+    def _changed(self) -> None:
+        if self._state_changed is not None:
+            self._state_changed()
 
     async def _link(self) -> None:
         try:
@@ -174,9 +181,9 @@ class LinkClient(LinkEnd):
             self._outbox = Outbox(ws.send_str, ws.send_bytes, self._overflowed)
             self.links += 1
             self.last_error = None
+            self.secret_refused = False
             _LOGGER.info("Linked to the Xiaozhi add-on at %s", self.url)
-            if self._linked_changed is not None:
-                self._linked_changed(True)
+            self._changed()
             await self._serve(ws)
         finally:
             await self._unlinked(ws)
@@ -219,8 +226,7 @@ class LinkClient(LinkEnd):
             connection.changed(connected=False)
         if was_linked:
             _LOGGER.warning("The link to the Xiaozhi add-on closed; reconnecting")
-            if self._linked_changed is not None:
-                self._linked_changed(False)
+            self._changed()
 
     # --- what the add-on sends -------------------------------------------------------------------
 
