@@ -241,3 +241,29 @@ def entity(hass: HomeAssistant, platform: str, device: DeviceEmulator, key: str)
     )
     assert entity_id is not None
     return entity_id
+
+
+async def test_while_ha_is_away_a_device_gets_its_own_answer_only(
+    hass: HomeAssistant, hub: MockConfigEntry, addon: AddonHost
+) -> None:
+    device = await add_device(hass, addon, connect=False)
+    try:
+        token = device.ota_answer["websocket"]["token"]
+        assert await hass.config_entries.async_unload(hub.entry_id)
+        await wait_until(lambda: not addon.gate.linked)
+        # The device itself (its MAC and Client-Id) gets HA's last answer, token and all.
+        answer = await device.check_ota()
+        assert answer["websocket"]["token"] == token
+        # Its MAC with another Client-Id is not that device: no token while HA is away.
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{addon_url(addon)}/xiaozhi/ota/",
+                headers={"Device-Id": device.device_id, "Client-Id": "someone-else"},
+                json={},
+            ) as response,
+        ):
+            assert response.status == 503
+            assert token not in await response.text()
+    finally:
+        await device.close()

@@ -95,7 +95,9 @@ class RelayGate(LinkEnd):
         self.connections: dict[int, RelayedConnection] = {}
         self._mqtt_let_in: dict[str, tuple[str | None, str | None]] = {}  # (client, password)
         self.mqtt_port: int | None = None  # where always-connected devices connect, if served
-        self._answers: dict[str, Any] = {}  # device -> HA's last OTA answer for it, bound ones
+        # (MAC, Client-Id) -> HA's last OTA answer, for bound devices: the pair is who a device
+        # is (its token goes only to the same pair), as in the hub's own authorization.
+        self._answers: dict[tuple[str, str | None], Any] = {}
         self._let_in: dict[str, tuple[str | None, str | None]] = {}  # device -> (client, token)
         self.languages: dict[str, str] = {}  # device -> the language of its last OTA check
         self._timezone_offset: int | None = None
@@ -264,7 +266,8 @@ class RelayGate(LinkEnd):
     # --- DeviceGate ------------------------------------------------------------------------------
 
     async def ota_answer(self, request: OtaRequest, default_url: str) -> OtaAnswer:
-        """HA's answer; while HA is away, the last one it gave a bound device."""
+        """HA's answer; while HA is away, the last one it gave this bound device."""
+        who = (request.device_id, request.client_id)
         if request.language:
             self.languages[request.device_id] = request.language
         try:
@@ -272,14 +275,14 @@ class RelayGate(LinkEnd):
                 "ota_answer", request=ota_request_to_dict(request), default_url=default_url
             )
         except HomeAssistantAwayError:
-            if (data := self._answers.get(request.device_id)) is None:
+            if (data := self._answers.get(who)) is None:
                 raise
             _LOGGER.info("HA is away: %s gets its last OTA answer", request.device_id)
         answer = ota_answer_from_dict(data)
         if answer.activation is None:
-            self._answers[request.device_id] = data
+            self._answers[who] = data
         else:
-            self._answers.pop(request.device_id, None)
+            self._answers.pop(who, None)
         return answer
 
     async def activation_done(self, device_id: str, client_id: str | None) -> bool:
