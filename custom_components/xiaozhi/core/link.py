@@ -34,6 +34,9 @@ LINK_CALL_TIMEOUT_S: Final = 10.0  # HA answers a gate call (OTA check, channel)
 MAX_LINK_MESSAGE_BYTES: Final = 1024 * 1024  # a reply update or an OTA check is a few KiB
 LINK_AUDIO_FRAME_BYTES: Final = 32 * 1024  # reply audio is sent in frames of at most this
 MAX_LINK_QUEUE: Final = 2000  # frames waiting to be sent; a peer this far behind is dropped
+# Microphone audio waiting beyond this is dropped instead (a peer that is slow, not stuck): turns
+# lose audio, the link and every channel on it stay.
+MAX_LINK_AUDIO_BACKLOG: Final = 500
 
 MIC_AUDIO: Final = ord("m")  # device microphone PCM (16 kHz), add-on -> HA
 REPLY_AUDIO: Final = ord("r")  # reply PCM (the reply rate), HA -> add-on
@@ -60,14 +63,23 @@ class Outbox:
         self._overflow = overflow
         self._queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self._full = False
+        self.audio_dropped = 0
         self._task = asyncio.get_running_loop().create_task(self._run(), name="xiaozhi link out")
 
     def put(self, message: dict[str, Any]) -> None:
         """Queue one JSON message."""
         self._put(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
 
-    def put_bytes(self, frame: bytes) -> None:
-        """Queue one binary frame."""
+    def put_bytes(self, frame: bytes, *, droppable: bool = False) -> None:
+        """Queue one binary frame; a `droppable` one is dropped while the peer is behind."""
+        if droppable and self._queue.qsize() >= MAX_LINK_AUDIO_BACKLOG:
+            if not self.audio_dropped:
+                _LOGGER.warning(
+                    "Link peer is %d frames behind; dropping microphone audio",
+                    MAX_LINK_AUDIO_BACKLOG,
+                )
+            self.audio_dropped += 1
+            return
         self._put(frame)
 
     def _put(self, frame: str | bytes) -> None:
@@ -113,10 +125,10 @@ class LinkEnd:
         if self._outbox is not None:
             self._outbox.put(message)
 
-    def send_bytes(self, frame: bytes) -> None:
-        """Send one binary frame to the other end, if linked."""
+    def send_bytes(self, frame: bytes, *, droppable: bool = False) -> None:
+        """Send one binary frame to the other end, if linked (`droppable`: when not behind)."""
         if self._outbox is not None:
-            self._outbox.put_bytes(frame)
+            self._outbox.put_bytes(frame, droppable=droppable)
 
 
 def pack_mic_audio(channel: int, pcm: bytes) -> bytes:

@@ -472,7 +472,7 @@ class RelayedChannel:
 
     def audio_received(self, session: Session, pcm: bytes) -> None:
         """Pass the microphone audio to HA (dropped while HA is away)."""
-        self.gate.send_bytes(pack_mic_audio(self.number, pcm))
+        self.gate.send_bytes(pack_mic_audio(self.number, pcm), droppable=True)
 
     def _started(self) -> dict[str, Any]:
         session = self.session
