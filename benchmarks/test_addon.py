@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 import json
 import os
 from pathlib import Path
-import sys
 from typing import Any
 
 from homeassistant.core import HomeAssistant
@@ -23,7 +22,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.xiaozhi.const import CONF_ADDON_URL, CONF_LINK_SECRET, DOMAIN
-from tests.addon import free_port
+from tests.addon import addon_command, free_port
 from tests.conftest import allow_a_fleet
 from tests.providers import Providers
 from tools.emulator import DeviceEmulator
@@ -39,27 +38,11 @@ START_TIMEOUT_S = 30.0
 async def addon_ports(socket_enabled: None, tmp_path: Path) -> AsyncIterator[tuple[int, int]]:
     """The add-on's program in a child process, on loopback ports (HTTP, WebSocket)."""
     http_port, websocket_port = free_port(), free_port()
-    options = tmp_path / "options.json"
-    options.write_text(json.dumps({"log_level": "warning", "link_secret": SECRET}))
     root = Path(__file__).resolve().parent.parent
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "benchmarks.addon_process",
-        "--options",
-        str(options),
-        "--data",
-        str(tmp_path),
-        "--host",
-        "127.0.0.1",
-        "--http-port",
-        str(http_port),
-        "--websocket-port",
-        str(websocket_port),
-        "--mqtt-port",
-        "0",
-        "--udp-port",
-        "0",
+        *addon_command(
+            "benchmarks.addon_process", tmp_path, SECRET, http_port, websocket_port, "warning"
+        ),
         cwd=root,
     )
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+import json
 from pathlib import Path
 import socket
 import sys
@@ -40,6 +41,34 @@ async def addon_fixture(socket_enabled: None) -> AsyncIterator[AddonHost]:
     await host.start()
     yield host
     await host.stop()
+
+
+def addon_command(
+    module: str, work: Path, secret: str, http_port: int, websocket_port: int, log_level: str
+) -> list[str]:
+    """The command that runs the add-on's program (`module`) on loopback ports, its options and
+    data in `work`; MQTT and UDP on any free ports."""
+    options = work / "options.json"
+    options.write_text(json.dumps({"log_level": log_level, "link_secret": secret}))
+    return [
+        sys.executable,
+        "-m",
+        module,
+        "--options",
+        str(options),
+        "--data",
+        str(work / "addon-data"),
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(http_port),
+        "--websocket-port",
+        str(websocket_port),
+        "--mqtt-port",
+        "0",
+        "--udp-port",
+        "0",
+    ]
 
 
 def addon_url(addon: AddonHost) -> str:

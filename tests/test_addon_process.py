@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 import importlib.util
-import json
 import os
 from pathlib import Path
 import subprocess
-import sys
 from types import ModuleType
 from typing import Any
 
@@ -25,6 +23,8 @@ import pytest
 from custom_components.xiaozhi.core.messages import ListenMode
 from tools.audio import speech_pcm
 from tools.emulator import DeviceEmulator
+
+from .addon import addon_command
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "process-test-secret"
@@ -49,30 +49,10 @@ def start_addon(
     work: Path, http_port: int, websocket_port: int, log: Any
 ) -> subprocess.Popen[bytes]:
     """Start the add-on's entry point, as its image's run script does, on loopback ports."""
-    options = work / "options.json"
-    options.write_text(json.dumps({"log_level": "debug", "link_secret": SECRET}))
     env = os.environ | {"PYTHONPATH": str(REPO / "addon")}
     env.pop("SUPERVISOR_TOKEN", None)
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "xiaozhi_addon",
-            "--options",
-            str(options),
-            "--data",
-            str(work / "addon-data"),
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            str(http_port),
-            "--websocket-port",
-            str(websocket_port),
-            "--mqtt-port",
-            "0",  # any free ones: always-connected devices are not part of this test
-            "--udp-port",
-            "0",
-        ],
+        addon_command("xiaozhi_addon", work, SECRET, http_port, websocket_port, "debug"),
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

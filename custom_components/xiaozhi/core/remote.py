@@ -48,7 +48,14 @@ from .messages import (
     device_message_from_dict,
 )
 from .reply import Reply
-from .session import DeviceIdentity, SessionEnded, SessionStarted, SessionState
+from .session import (
+    DeviceIdentity,
+    SessionEnded,
+    SessionStarted,
+    SessionState,
+    after_listen,
+    after_reply,
+)
 from .timings import CodecStats, Stage, TurnTimings
 
 _LOGGER = logging.getLogger(__name__)
@@ -480,11 +487,7 @@ class RelayedSession:
         if not self.ready:
             return
         if isinstance(message, Listen):
-            if message.state is ListenState.START:
-                self.listen_mode = message.mode or ListenMode.AUTO
-                self.state = SessionState.LISTENING
-            elif message.state is ListenState.STOP:
-                self.state = SessionState.IDLE
+            self.listen_mode, self.state = after_listen(message, self.listen_mode, self.state)
         elif isinstance(message, Abort):
             self.interrupt()
         self.handler.session_event(self, message)
@@ -556,11 +559,7 @@ class RelayedSession:
             if self._reply is reply:
                 self._reply = None
                 if self.ready:
-                    self.state = (
-                        SessionState.IDLE
-                        if self.listen_mode in (None, ListenMode.MANUAL)
-                        else SessionState.LISTENING
-                    )
+                    self.state = after_reply(self.listen_mode)
 
     async def _forward(self, reply: Reply, number: int) -> None:
         """Send what the producers add to the reply, as they add it."""

@@ -108,6 +108,22 @@ class SessionState(StrEnum):
     CLOSED = "closed"
 
 
+def after_listen(
+    message: Listen, mode: ListenMode | None, state: SessionState
+) -> tuple[ListenMode | None, SessionState]:
+    """The listen mode and state a `listen` message leaves a channel in."""
+    if message.state is ListenState.START:
+        return message.mode or ListenMode.AUTO, SessionState.LISTENING
+    if message.state is ListenState.STOP:
+        return mode, SessionState.IDLE
+    return mode, state
+
+
+def after_reply(mode: ListenMode | None) -> SessionState:
+    """Where a channel is once a reply ends: listening again, unless it is push-to-talk."""
+    return SessionState.IDLE if mode in (None, ListenMode.MANUAL) else SessionState.LISTENING
+
+
 class PlaybackClock:
     """Keeps reply audio no more than `lead` frames ahead of what the device has played."""
 
@@ -354,11 +370,7 @@ class DeviceSession:
         self.handler.session_event(self, SessionStarted())
 
     def _handle_listen(self, message: Listen) -> None:
-        if message.state is ListenState.START:
-            self.listen_mode = message.mode or ListenMode.AUTO
-            self.state = SessionState.LISTENING
-        elif message.state is ListenState.STOP:
-            self.state = SessionState.IDLE
+        self.listen_mode, self.state = after_listen(message, self.listen_mode, self.state)
         self.handler.session_event(self, message)
 
     def _warn_once(self, key: str, msg: str, *args: object) -> None:
@@ -397,11 +409,7 @@ class DeviceSession:
         """Send `tts stop` if speaking; the device returns to listening or idle by its mode."""
         if self.state is not SessionState.SPEAKING:
             return
-        self.state = (
-            SessionState.IDLE
-            if self.listen_mode in (None, ListenMode.MANUAL)
-            else SessionState.LISTENING
-        )
+        self.state = after_reply(self.listen_mode)
         self._last_activity = self._loop.time()
         await self.send(Tts(state=TtsState.STOP))
 
