@@ -141,3 +141,22 @@ def _placeholder_channel(addon: AddonHost) -> Any:
     from xiaozhi_core.session import DeviceIdentity  # noqa: PLC0415
 
     return RelayedChannel(addon.gate, 1, DeviceIdentity("aa:bb:cc:dd:ee:03"), "t")
+
+
+async def test_a_new_link_replaces_the_old_one(addon: AddonHost) -> None:
+    headers = {"Authorization": f"Bearer {SECRET}"}
+    async with aiohttp.ClientSession() as http:
+        first = await http.ws_connect(f"{addon_url(addon)}/xiaozhi/link", headers=headers)
+        await first.send_json({"type": "hello", "version": 1})
+        assert (await first.receive_json())["type"] == "hello"
+        second = await http.ws_connect(f"{addon_url(addon)}/xiaozhi/link", headers=headers)
+        # The old link is closed as replaced; the new one is served.
+        closing = await asyncio.wait_for(first.receive(), 5)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        await second.send_json({"type": "hello", "version": 1})
+        assert (await second.receive_json())["type"] == "hello"
+        assert addon.gate.linked
+        assert addon.gate.links_accepted == 2
+        await first.close()
+        await second.close()
+        await wait_until(lambda: not addon.gate.linked)

@@ -127,9 +127,11 @@ class RelayGate(LinkEnd):
         # HA pings (its heartbeat); a link silent for LINK_IDLE_TIMEOUT_S is dead (see _serve).
         ws = web.WebSocketResponse(max_msg_size=MAX_LINK_MESSAGE_BYTES)
         await ws.prepare(request)
-        if self._link is not None:
+        if (previous := self._link) is not None:
             _LOGGER.info("A new link from %s replaces the open one", request.remote)
-            await self._link.close(code=CloseCode.REPLACED, message=b"replaced")
+            self._link = None  # its handler's own clean-up is skipped: done here, in order
+            await previous.close(code=CloseCode.REPLACED, message=b"replaced")
+            await self._unlinked()
         self._link = ws
         try:
             await self._serve(ws, request.remote)
