@@ -15,8 +15,10 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import STATE_ON
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.network import get_url
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from yarl import URL
 
 from custom_components.xiaozhi.const import CONF_ADDON_URL, CONF_LINK_SECRET, DOMAIN
 from custom_components.xiaozhi.core.messages import ListenMode
@@ -98,6 +100,11 @@ async def test_a_device_on_the_addon_turns_on_a_light(
         assert len(device.received.audio) > 10
         timings = hub.runtime_data.devices[device.device_id].last_turn.since_speech_end()
         assert {"tts_start", "first_frame"} <= timings.keys()
+        # The camera's photos go to HA's own port on the host the device reached (the add-on's
+        # ports are mapped on HA's host): the add-on takes no photos.
+        await wait_until(lambda: device.mcp.vision_url is not None)
+        ha_port = URL(get_url(hass, allow_external=False)).port
+        assert device.mcp.vision_url == f"http://127.0.0.1:{ha_port}/xiaozhi/vision"
     finally:
         await device.close()
 

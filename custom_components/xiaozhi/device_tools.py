@@ -180,16 +180,25 @@ class DeviceTools:
         await self.async_refresh_status()
 
     def vision_url(self) -> str | None:
-        """Where the camera uploads: HA at the address the device reached it, else HA's URL."""
+        """Where the camera uploads: HA at the address the device reached it, else HA's URL.
+
+        With the add-on the device reached the add-on, which does not take photos: they go to
+        HA's own port on that host (the add-on's ports are mapped on HA's host).
+        """
+        try:
+            base: URL | None = URL(get_url(self.hass, allow_external=False, allow_cloud=False))
+        except NoURLAvailableError:
+            base = None
         if self.device.channel_url:
             url = URL(self.device.channel_url)
             scheme = "https" if url.scheme == "wss" else "http"
-            return str(url.with_scheme(scheme).with_path(VISION_PATH).with_query(None))
-        try:
-            base = get_url(self.hass, allow_external=False, allow_cloud=False)
-        except NoURLAvailableError:
+            url = url.with_scheme(scheme).with_path(VISION_PATH).with_query(None)
+            if self.entry.runtime_data.uses_addon:
+                url = url.with_port(base.port if base is not None else None)
+            return str(url)
+        if base is None:
             return None
-        return base.rstrip("/") + VISION_PATH
+        return str(base.with_path(VISION_PATH))
 
     def _vision_token(self) -> str:
         if self.device.vision_token is None:
