@@ -28,6 +28,9 @@ class TurnTimings:
     """The marks of one turn; a mark is set once, the first time its moment comes."""
 
     marks: dict[Stage, float] = field(default_factory=dict)
+    # What ended the user's speech: "silence", "command" (the words made one at a pause),
+    # "listen stop" (the device), "" while open or for typed text.
+    ended_by: str = ""
 
     def mark(self, stage: Stage, at: float) -> None:
         """Record when `stage` happened, unless it was recorded already."""
