@@ -379,6 +379,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
 
     async def _async_check_command(self, turn: _Turn, pause: int, pcm: bytes) -> None:
         pipeline = device_pipeline(self.hass, self.device)
+        started = self.hass.loop.time()
         try:
             async with asyncio.timeout(COMMAND_CHECK_TIMEOUT_S):
                 heard = await command_check.async_check(
@@ -404,6 +405,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         ):
             return
         turn.check = None
+        turn.timings.check_s = self.hass.loop.time() - started
         self._speech_ended(turn, "command")
 
     def _mark(self, turn: _Turn, stage: Stage) -> None:

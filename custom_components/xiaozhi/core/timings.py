@@ -31,6 +31,7 @@ class TurnTimings:
     # What ended the user's speech: "silence", "command" (the words made one at a pause),
     # "listen stop" (the device), "" while open or for typed text.
     ended_by: str = ""
+    check_s: float | None = None  # how long the command check that ended it took
 
     def mark(self, stage: Stage, at: float) -> None:
         """Record when `stage` happened, unless it was recorded already."""
