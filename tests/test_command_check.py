@@ -26,7 +26,16 @@ from custom_components.xiaozhi.core.messages import ListenMode
 from tools.emulator import DeviceEmulator
 
 from .conftest import make_hub_entry
-from .core.test_vad import FAINT_NOISE, LEAD_S, LOUD_NOISE, RATE, ROOM_NOISE, clip, voice
+from .core.test_vad import (
+    FAINT_NOISE,
+    LEAD_S,
+    LOUD_NOISE,
+    PAUSED_COMMANDS,
+    RATE,
+    ROOM_NOISE,
+    clip,
+    voice,
+)
 from .providers import Providers
 
 type MakeDevice = Callable[..., Coroutine[Any, Any, DeviceEmulator]]
@@ -188,3 +197,24 @@ async def test_the_check_matches_words_as_the_assistant_would(
             hass, pipeline, silence, device_id=None, satellite_id=None
         )
         assert heard.command is whole, text
+
+
+async def test_no_first_half_of_the_swept_commands_is_a_command(
+    hass: HomeAssistant, providers: Providers
+) -> None:
+    """The words before the pause in the noise sweep's commands make no command: only the
+    silence can end those turns, and at the default it cuts none of them (test_vad)."""
+    silence = np.zeros(RATE // 2, "<i2").tobytes()
+    for chinese in (False, True):
+        if chinese:
+            await use_chinese(hass, providers)
+        pipeline = async_get_pipeline(hass)
+        firsts = [first for first, _, lang in PAUSED_COMMANDS if (lang == "cmn") is chinese]
+        assert len(firsts) == len(PAUSED_COMMANDS) // 2
+        for first in firsts:
+            providers.stt.transcript = first
+            heard = await command_check.async_check(
+                hass, pipeline, silence, device_id=None, satellite_id=None
+            )
+            assert heard.text == first
+            assert not heard.command, first

@@ -43,6 +43,21 @@ START, PAUSE, END, NO_SPEECH = (
     EndpointEvent.NO_SPEECH,
 )
 COMMANDS = [("turn on the kitchen light", "en-us"), ("打开厨房的灯", "cmn")]
+# Commands said with a 300 ms pause inside, where the words before it make no command yet.
+PAUSED_COMMANDS = [
+    ("turn on the", "kitchen light", "en-us"),
+    ("set a timer for", "five minutes", "en-us"),
+    ("turn off", "the bedroom fan", "en-us"),
+    ("what is the", "weather today", "en-us"),
+    ("open the", "garage door", "en-us"),
+    ("lock the", "front door", "en-us"),
+    ("打开", "厨房的灯", "cmn"),
+    ("关闭", "卧室的风扇", "cmn"),
+    ("把客厅的空调", "调到二十六度", "cmn"),
+    ("设置一个", "五分钟的计时器", "cmn"),
+    ("今天的", "天气怎么样", "cmn"),
+    ("锁上", "前门", "cmn"),
+]
 
 
 @cache
@@ -166,6 +181,24 @@ def test_pauses_are_reported_once_each_and_end_nothing(first: str, second: str, 
     assert feed(SpeechEndpointer(), audio) == [
         (event, at) for event, at, _ in events if event is not PAUSE
     ]
+
+
+@pytest.mark.parametrize("snr", [None, 20.0, 10.0])
+def test_the_default_cuts_no_paused_command_in_noise(snr: float | None) -> None:
+    """The sweep (en + zh) in a quiet room and at 20 and 10 dB SNR: no 300 ms pause is the end.
+
+    The command check never ends these turns at the pause (their first words make no command,
+    tests/test_command_check.py), so the silence alone must not.
+    """
+    for first, second, lang in PAUSED_COMMANDS:
+        one, two = voice(first, lang), voice(second, lang)
+        rms = float(np.sqrt(np.mean(np.concatenate([one, two]).astype(np.float64) ** 2)))
+        noise = FAINT_NOISE if snr is None else rms / 10 ** (snr / 20)
+        audio = clip(LEAD_S, one, 0.3, two, TAIL_S, noise=noise)
+        resumed = LEAD_S + len(one) / RATE + 0.3
+        events = feed(SpeechEndpointer(pause_s=PAUSE_S), audio)
+        assert kinds(events)[-1] is END, first
+        assert events[-1][1] > resumed + len(two) / RATE, f"{first} ... {second} cut at {snr} dB"
 
 
 def test_a_300_ms_pause_in_chinese_does_not_end_the_command() -> None:

@@ -74,10 +74,12 @@ BACKGROUND_ABOVE_FLOOR_DB: Final = 2.5
 CLEAN_SNR_DB: Final = 30.0  # ...when the voice stood at least this far above the floor
 # Silence after speech that ends the utterance, by HA's VAD sensitivity names, measured on 12
 # espeak-ng commands (English and Mandarin) with a 300 ms pause inside ("turn on the ... kitchen
-# light"): "aggressive" is the shortest that ends none of them at the pause at 20 dB SNR or
-# better; "default" waits two windows more (a rare cut left only at 10-15 dB SNR); "relaxed"
-# cut none at any SNR tried, down to 4 dB.
-TRAILING_SILENCE_S: Final = {"aggressive": 0.32, "default": 0.384, "relaxed": 0.64}
+# light"): "aggressive" is the shortest that ends none of them at the pause in a quiet room (it
+# cuts a few at 15-20 dB SNR); "default" is the shortest that cut none at 10-20 dB SNR (6 noise
+# draws each, raw and through Opus: 0.384 s cut 2 of 576 raw ones at 10-12 dB); "relaxed" cut
+# none at any SNR tried, down to 4 dB. A whole command need not wait for it: the command check
+# ends it at a pause (PAUSE_S).
+TRAILING_SILENCE_S: Final = {"aggressive": 0.32, "default": 0.416, "relaxed": 0.64}
 # A silence this long inside an utterance is a pause worth asking about: have the words so far
 # made a whole command? (The caller decides; a pause ends nothing here.) Five windows: the
 # decision lands ~0.25 s after the voice, with the model's lag and the 60 ms device frames.
