@@ -57,6 +57,8 @@ class RecordingStt(stt.SpeechToTextEntity):
     def __init__(self) -> None:
         self.transcript = "turn on the kitchen light"
         self.received: list[int] = []  # bytes of audio per transcription
+        self.started = 0  # transcriptions begun (a cancelled one returns nothing)
+        self.delay = 0.0  # seconds it takes to answer once the audio has ended
         self.heard: list[str] = []  # what each transcription returned
         self.stream_ended = asyncio.Event()
         self._parts: list[tuple[str, float]] = []  # (words so far, voice needed to hear them)
@@ -106,11 +108,14 @@ class RecordingStt(stt.SpeechToTextEntity):
     async def async_process_audio_stream(
         self, metadata: stt.SpeechMetadata, stream: AsyncIterable[bytes]
     ) -> stt.SpeechResult:
+        self.started += 1
         audio = bytearray()
         async for chunk in stream:
             audio += chunk
         self.received.append(len(audio))
         self.stream_ended.set()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         text = self.transcribe(bytes(audio))
         self.heard.append(text)
         if not text:

@@ -218,3 +218,27 @@ async def test_no_first_half_of_the_swept_commands_is_a_command(
             )
             assert heard.text == first
             assert not heard.command, first
+
+
+async def test_an_stt_too_slow_for_the_check_is_not_asked_in_the_next_turns(
+    hass: HomeAssistant, providers: Providers, make_device: MakeDevice
+) -> None:
+    """The silence ended the turn before the check answered: the next turns do without it."""
+    first, second = LANGUAGES["en"][1]
+    audio, first_end, second_end = command(first, second, VOICES["en"], FAINT_NOISE)
+    providers.stt.say(audio, [(first, first_end), (second, second_end)])
+    providers.stt.delay = 1.0  # far longer than the silence waits after a pause
+    device = await make_device()
+    await device.connect()
+    for turn in range(2):
+        started = providers.stt.started
+        after = len(device.received.messages)
+        await device.listen_start(ListenMode.AUTO)
+        mic = asyncio.get_running_loop().create_task(device.stream_pcm(audio))
+        heard = await device.wait_for("stt", after=after)
+        await device.wait_for("tts", "stop", after=after)
+        mic.cancel()
+        assert heard["text"] == f"{first} {second}"  # the silence ended it: whole
+        assert ended_by(hass, device) == "silence"
+        # The first turn asked at each pause as well as the pipeline's run; the second only ran.
+        assert (providers.stt.started - started > 1) is (turn == 0)
