@@ -37,7 +37,7 @@ from custom_components.xiaozhi.const import (
 )
 from custom_components.xiaozhi.core.messages import ListenMode
 from custom_components.xiaozhi.core.sentences import split_sentences
-from custom_components.xiaozhi.core.timings import Stage
+from custom_components.xiaozhi.core.timings import EndedBy, Stage
 from custom_components.xiaozhi.hub import XiaozhiHub
 from tests.providers import Providers
 from tools.emulator import DeviceEmulator
@@ -137,7 +137,7 @@ async def user_latency(
         "turns": turns,
         "sensitivity": sensitivity,
         "end_of_speech": end_of_speech,
-        "ended_by_command": ended_by.count("command"),
+        "ended_by_command": ended_by.count(EndedBy.COMMAND),
         "command_check_s": percentiles(checks, 50, 95),
         "speech_end_to_first_frame_s": percentiles(latencies, 50, 95),
         "vad_end_to_first_frame_s": percentiles(overheads, 50, 95),

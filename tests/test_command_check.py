@@ -23,6 +23,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.xiaozhi import command_check
 from custom_components.xiaozhi.const import DOMAIN, END_OF_SPEECH_KEY, END_OF_SPEECH_SILENCE
 from custom_components.xiaozhi.core.messages import ListenMode
+from custom_components.xiaozhi.core.timings import EndedBy
 from tools.emulator import DeviceEmulator
 
 from .conftest import make_hub_entry
@@ -86,9 +87,10 @@ async def say(
     return device, heard
 
 
-def ended_by(hass: HomeAssistant, device: DeviceEmulator) -> str:
+def ended_by(hass: HomeAssistant, device: DeviceEmulator) -> EndedBy | None:
     hub = hass.config_entries.async_entries(DOMAIN)[0].runtime_data
-    return str(hub.devices[device.device_id].last_turn.ended_by)
+    ended: EndedBy | None = hub.devices[device.device_id].last_turn.ended_by
+    return ended
 
 
 LANGUAGES = {
@@ -118,7 +120,7 @@ async def test_a_pause_before_the_command_is_whole_does_not_end_it(
     assert set(providers.stt.heard) <= {first, whole}
     if noise == FAINT_NOISE:
         assert providers.stt.heard[0] == first
-    assert ended_by(hass, device) == "command"
+    assert ended_by(hass, device) is EndedBy.COMMAND
     assert len(device.received.of_type("stt")) == 1
     assert len(device.received.of_type("tts", "start")) == 1
     assert hass.states.get(providers.light.entity_id).state == STATE_ON
@@ -139,7 +141,7 @@ async def test_a_whole_command_ends_at_the_pause(
     providers.stt.say(audio, [(first, first_end), (second, second_end)])
     device, heard = await say(hass, make_device, audio)
     assert heard["text"] == first  # the pipeline's STT never heard the rest
-    assert ended_by(hass, device) == "command"
+    assert ended_by(hass, device) is EndedBy.COMMAND
     assert providers.stt.received[-1] < second_end * RATE * 2
     assert hass.states.get(providers.light.entity_id).state == STATE_ON
 
@@ -170,7 +172,7 @@ async def test_silence_only_waits_for_the_silence(
     mic.cancel()
     assert heard["text"] == f"{first} {second}"
     assert providers.stt.heard == [heard["text"]]  # the pipeline's transcription only
-    assert ended_by(hass, device) == "silence"
+    assert ended_by(hass, device) is EndedBy.SILENCE
 
 
 async def test_the_check_matches_words_as_the_assistant_would(
@@ -239,6 +241,6 @@ async def test_an_stt_too_slow_for_the_check_is_not_asked_in_the_next_turns(
         await device.wait_for("tts", "stop", after=after)
         mic.cancel()
         assert heard["text"] == f"{first} {second}"  # the silence ended it: whole
-        assert ended_by(hass, device) == "silence"
+        assert ended_by(hass, device) is EndedBy.SILENCE
         # The first turn asked at each pause as well as the pipeline's run; the second only ran.
         assert (providers.stt.started - started > 1) is (turn == 0)

@@ -70,7 +70,7 @@ from .core.const import DEVICE_SAMPLE_RATE, SAMPLE_WIDTH, CloseCode
 from .core.messages import Abort, Alert, Listen, ListenMode, ListenState, Llm, Mcp, Stt
 from .core.reply import Reply
 from .core.sentences import SentenceSplitter, split_sentences
-from .core.timings import Stage, TurnTimings
+from .core.timings import EndedBy, Stage, TurnTimings
 from .core.vad import MAX_UTTERANCE_S, PAUSE_S, TRAILING_SILENCE_S, EndpointEvent, SpeechEndpointer
 from .devices import XiaozhiDevice
 from .entity import XiaozhiEntity, async_add_device_entities
@@ -226,7 +226,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
                 self._start_turn(session)
             case Listen(state=ListenState.STOP):
                 if (turn := self._turn) is not None and turn.mic is not None:
-                    self._speech_ended(turn, "listen stop")
+                    self._speech_ended(turn, EndedBy.LISTEN_STOP)
             case Listen(state=ListenState.DETECT, text=text):
                 self._wake_word = text or FIRMWARE_WAKE_WORD.wake_word
                 if text:
@@ -277,7 +277,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
             if not turn.endpointer.in_speech and len(heard) > CHECK_LEAD_BYTES:
                 del heard[: len(heard) - CHECK_LEAD_BYTES]
         if event is EndpointEvent.SPEECH_END:
-            self._speech_ended(turn, "silence")
+            self._speech_ended(turn, EndedBy.SILENCE)
         elif event is EndpointEvent.PAUSE:
             self._check_command(turn)
         elif event is EndpointEvent.NO_SPEECH:
@@ -406,19 +406,19 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
             return
         turn.check = None
         turn.timings.check_s = self.hass.loop.time() - started
-        self._speech_ended(turn, "command")
+        self._speech_ended(turn, EndedBy.COMMAND)
 
     def _mark(self, turn: _Turn, stage: Stage) -> None:
         turn.timings.mark(stage, self.hass.loop.time())
 
-    def _speech_ended(self, turn: _Turn, ended_by: str) -> None:
+    def _speech_ended(self, turn: _Turn, ended_by: EndedBy) -> None:
         """The user has finished: switch the device to speaking now, while STT and the agent work.
 
         The device drops or flushes reply audio that races its switch (`TTS_START_SETTLE_S`);
         sent here, `tts start` is long applied when the reply is ready. If nothing usable was
         heard, the turn's sender still ends it with `tts stop`.
         """
-        if turn.check is not None and not turn.check.done():
+        if ended_by is EndedBy.SILENCE and turn.check is not None and not turn.check.done():
             # The silence ended the turn before the check answered: too slow to be of use.
             self._checks_skipped = SLOW_CHECK_SKIPPED_TURNS
             _LOGGER.debug("%s: the command check is too slow; pausing it", self.entity_id)
