@@ -24,12 +24,20 @@ from unittest import mock
 
 from homeassistant.components.assist_pipeline import async_get_pipeline, async_update_pipeline
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
 
 from custom_components.xiaozhi.assist_satellite import XiaozhiSatellite
-from custom_components.xiaozhi.const import DOMAIN, TRANSPORT_MQTT, TRANSPORT_WEBSOCKET
+from custom_components.xiaozhi.const import (
+    DOMAIN,
+    END_OF_SPEECH_COMMAND,
+    END_OF_SPEECH_KEY,
+    END_OF_SPEECH_SILENCE,
+    TRANSPORT_MQTT,
+    TRANSPORT_WEBSOCKET,
+)
 from custom_components.xiaozhi.core.messages import ListenMode
 from custom_components.xiaozhi.core.sentences import split_sentences
-from custom_components.xiaozhi.core.timings import Stage
+from custom_components.xiaozhi.core.timings import EndedBy, Stage
 from custom_components.xiaozhi.hub import XiaozhiHub
 from tests.providers import Providers
 from tools.emulator import DeviceEmulator
@@ -52,6 +60,7 @@ STREAMED_SENTENCES = (
     "I also lowered the blinds a little for you. "
     "Tell me if you want anything else."
 )
+COMMAND = "turn on the kitchen light"  # the benchmarks' spoken command
 TOKEN_S = 0.05  # the streaming agent's pace: 20 words a second
 MEMORY_TURN_DEVICES = 20  # devices taking turns at once in the leak check
 
@@ -92,19 +101,25 @@ class HubBench:
 # --- what the user feels ---------------------------------------------------------------------
 
 
-async def user_latency(bench: HubBench, turns: int, sensitivity: str = "default") -> dict[str, Any]:
-    """End of real speech -> first reply frame on the wire, auto mode, at a VAD sensitivity."""
+async def user_latency(
+    bench: HubBench,
+    turns: int,
+    sensitivity: str = "default",
+    end_of_speech: str = END_OF_SPEECH_COMMAND,
+) -> dict[str, Any]:
+    """End of real speech -> first reply frame on the wire, auto mode, at a VAD sensitivity.
+
+    With the command check (`end_of_speech` "command", the default) the test STT transcribes
+    the words whose voice it has heard, as a real engine would, and answers at once.
+    """
     await bench.use(streaming_tts=False, word_delay=0)
     device = await bench.make_device()
     await device.connect()
-    await bench.hass.services.async_call(
-        "select",
-        "select_option",
-        {"entity_id": bench.satellite(device).vad_sensitivity_entity_id, "option": sensitivity},
-        blocking=True,
-    )
-    utterance = make_utterance()
-    latencies, overheads, stages = [], [], []
+    await _select(bench, device, "vad_sensitivity", sensitivity)
+    await _select(bench, device, END_OF_SPEECH_KEY, end_of_speech)
+    utterance = make_utterance(COMMAND)
+    bench.providers.stt.say(utterance.pcm, [(COMMAND, utterance.speech_end_s)])
+    latencies, overheads, stages, ended_by, checks = [], [], [], [], []
     for turn in range(turns):
         bench.providers.agent.reply = f"Okay, the kitchen light is on. Request {turn}."
         opened, first = await _auto_turn(device, utterance)
@@ -112,11 +127,18 @@ async def user_latency(bench: HubBench, turns: int, sensitivity: str = "default"
         latencies.append(first - (opened + utterance.speech_end_s))
         overheads.append(first - timings.marks[Stage.SPEECH_END])
         stages.append(timings.since_speech_end())
+        ended_by.append(timings.ended_by)
+        if timings.check_s is not None:
+            checks.append(timings.check_s)
         await barge_in(device)
     await device.close()
+    bench.providers.stt.say(b"", [])
     return {
         "turns": turns,
         "sensitivity": sensitivity,
+        "end_of_speech": end_of_speech,
+        "ended_by_command": ended_by.count(EndedBy.COMMAND),
+        "command_check_s": percentiles(checks, 50, 95),
         "speech_end_to_first_frame_s": percentiles(latencies, 50, 95),
         "vad_end_to_first_frame_s": percentiles(overheads, 50, 95),
         "vad_end_after_speech_s": percentiles(
@@ -124,6 +146,15 @@ async def user_latency(bench: HubBench, turns: int, sensitivity: str = "default"
         ),
         "stages_ms": _stage_percentiles(stages),
     }
+
+
+async def _select(bench: HubBench, device: DeviceEmulator, key: str, option: str) -> None:
+    entity_id = er.async_get(bench.hass).async_get_entity_id(
+        "select", DOMAIN, f"{device.device_id}-{key}"
+    )
+    await bench.hass.services.async_call(
+        "select", "select_option", {"entity_id": entity_id, "option": option}, blocking=True
+    )
 
 
 async def _auto_turn(device: DeviceEmulator, utterance: Utterance) -> tuple[float, float]:
@@ -465,6 +496,7 @@ class Sizes:
     """How much of each scenario to run."""
 
     latency_turns: int
+    silence_turns: int
     aggressive_turns: int
     overhead_turns: int
     streaming_turns: int
@@ -477,6 +509,7 @@ class Sizes:
 
 QUICK = Sizes(
     latency_turns=10,
+    silence_turns=10,
     aggressive_turns=5,
     overhead_turns=40,
     streaming_turns=3,
@@ -488,6 +521,7 @@ QUICK = Sizes(
 )
 FULL = Sizes(
     latency_turns=50,
+    silence_turns=30,
     aggressive_turns=20,
     overhead_turns=200,
     streaming_turns=10,
@@ -499,6 +533,7 @@ FULL = Sizes(
 )
 SMOKE = Sizes(
     latency_turns=2,
+    silence_turns=1,
     aggressive_turns=1,
     overhead_turns=3,
     streaming_turns=1,
@@ -512,6 +547,7 @@ SMOKE = Sizes(
 
 SCENARIOS = (
     "user_latency",
+    "user_latency_silence",
     "user_latency_aggressive",
     "hub_overhead",
     "streaming",
@@ -528,8 +564,11 @@ async def run_all(bench: HubBench, sizes: Sizes, only: Iterable[str] = SCENARIOS
     bench.hass.loop.set_debug(False)
     runs: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
         "user_latency": lambda: user_latency(bench, sizes.latency_turns),
+        "user_latency_silence": lambda: user_latency(
+            bench, sizes.silence_turns, end_of_speech=END_OF_SPEECH_SILENCE
+        ),
         "user_latency_aggressive": lambda: user_latency(
-            bench, sizes.aggressive_turns, "aggressive"
+            bench, sizes.aggressive_turns, "aggressive", END_OF_SPEECH_SILENCE
         ),
         "hub_overhead": lambda: hub_overhead(bench, sizes.overhead_turns),
         "streaming": lambda: streaming(bench, sizes.streaming_turns),

@@ -31,6 +31,7 @@ class Utterance:
 
     packets: list[bytes]
     speech_end_s: float  # on the microphone's clock
+    pcm: bytes  # what the microphone heard (16 kHz 16-bit mono), before Opus
 
 
 def make_utterance(
@@ -53,7 +54,7 @@ def make_utterance(
         complexity=DEVICE_OPUS_COMPLEXITY,
     )
     packets = [encoder.encode(frame) for frame in pcm_frames(pcm)]
-    return Utterance(packets, lead_s + len(voice) / DEVICE_SAMPLE_RATE)
+    return Utterance(packets, lead_s + len(voice) / DEVICE_SAMPLE_RATE, pcm)
 
 
 async def send_in_real_time(device: DeviceEmulator, packets: list[bytes], opened_at: float) -> None:

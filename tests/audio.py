@@ -7,7 +7,13 @@ import itertools
 import math
 import statistics
 
+import numpy as np
 import pytest
+
+BLOCK_S = 0.02  # the envelope's step in voiced_seconds
+DIGITAL_SILENCE_DB = 10.0  # blocks quieter than this are exact zeros, not the room
+VOICED_ABOVE_FLOOR_DB = 6.0  # a block this far above the room's level is voice
+FLOOR_PERCENTILE = 10  # the room's level: this percentile of the blocks
 
 
 @cache  # test TTS engines answer at once: the same tone is not synthesized twice
@@ -40,3 +46,18 @@ def assert_paced(times: list[float], frame_s: float, lead_frames: int) -> None:
     assert len(gaps) >= 10
     # The median ignores a frame the scheduler delayed (and the catch-up right after it).
     assert statistics.median(gaps) == pytest.approx(frame_s, abs=0.005)
+
+
+def voiced_seconds(pcm: bytes, rate: int = 16000) -> float:
+    """How much voice 16-bit mono PCM holds: its 20 ms blocks well above the room's level."""
+    block = int(BLOCK_S * rate)
+    samples = np.frombuffer(pcm, "<i2")
+    blocks = samples[: len(samples) // block * block].astype(np.float64).reshape(-1, block)
+    if not len(blocks):
+        return 0.0
+    level = 10 * np.log10((blocks**2).mean(axis=1) + 1.0)
+    room = level[level > DIGITAL_SILENCE_DB]
+    if not len(room):
+        return 0.0
+    floor = float(np.percentile(room, FLOOR_PERCENTILE))
+    return float((level > floor + VOICED_ABOVE_FLOOR_DB).sum()) * BLOCK_S

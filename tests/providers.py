@@ -35,23 +35,51 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.xiaozhi.core.sentences import SentenceSplitter
 
-from .audio import tone
+from .audio import tone, voiced_seconds
 
 TEST_DOMAIN = "xiaozhi_test_providers"
 TTS_SAMPLE_RATE = 16000  # HA converts it to the device's 24 kHz with ffmpeg
 REPLY_SECONDS_PER_CHAR = 0.06
+HEARD_FRACTION = 0.8  # a said part is transcribed once this much of its voice was heard
 
 
 class RecordingStt(stt.SpeechToTextEntity):
-    """Drains the audio the pipeline sends and returns a set transcript."""
+    """Drains the audio it is given and returns a set transcript, or the words it heard.
+
+    After `say()` it transcribes like a real engine would, from the voice in the audio: the
+    words of each part of the command whose voice it has (nearly) all heard, so audio cut at a
+    pause gives the words before the pause. It answers at once either way.
+    """
 
     _attr_name = "Test STT"
     _attr_unique_id = "test-stt"
 
     def __init__(self) -> None:
         self.transcript = "turn on the kitchen light"
-        self.received: list[int] = []  # bytes of audio per run
+        self.received: list[int] = []  # bytes of audio per transcription
+        self.started = 0  # transcriptions begun (a cancelled one returns nothing)
+        self.delay = 0.0  # seconds it takes to answer once the audio has ended
+        self.heard: list[str] = []  # what each transcription returned
         self.stream_ended = asyncio.Event()
+        self._parts: list[tuple[str, float]] = []  # (words so far, voice needed to hear them)
+
+    def say(self, pcm: bytes, parts: list[tuple[str, float]]) -> None:
+        """The command in `pcm` (16 kHz 16-bit mono) has parts: (words, where they end, s)."""
+        self._parts = []
+        words: list[str] = []
+        before = 0.0
+        for text, end_s in parts:
+            words.append(text)
+            voice = voiced_seconds(pcm[: int(end_s * 16000) * 2])
+            self._parts.append((" ".join(words), before + HEARD_FRACTION * (voice - before)))
+            before = voice
+
+    def transcribe(self, pcm: bytes) -> str:
+        """The set transcript, or after `say()` the words whose voice `pcm` holds."""
+        if not self._parts:
+            return self.transcript
+        voice = voiced_seconds(pcm)
+        return next((text for text, needed in reversed(self._parts) if voice >= needed), "")
 
     @property
     def supported_languages(self) -> list[str]:
@@ -80,14 +108,19 @@ class RecordingStt(stt.SpeechToTextEntity):
     async def async_process_audio_stream(
         self, metadata: stt.SpeechMetadata, stream: AsyncIterable[bytes]
     ) -> stt.SpeechResult:
-        total = 0
+        self.started += 1
+        audio = bytearray()
         async for chunk in stream:
-            total += len(chunk)
-        self.received.append(total)
+            audio += chunk
+        self.received.append(len(audio))
         self.stream_ended.set()
-        if not self.transcript:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        text = self.transcribe(bytes(audio))
+        self.heard.append(text)
+        if not text:
             return stt.SpeechResult(None, stt.SpeechResultState.ERROR)
-        return stt.SpeechResult(self.transcript, stt.SpeechResultState.SUCCESS)
+        return stt.SpeechResult(text, stt.SpeechResultState.SUCCESS)
 
 
 class ToneTts(tts.TextToSpeechEntity):

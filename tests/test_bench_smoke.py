@@ -37,6 +37,12 @@ async def test_benchmarks_measure_real_turns(
     assert user["turns"] == SMOKE.latency_turns
     assert user["stages_ms"]["first_frame"]["p50"] > 0  # a frame really went out after the VAD
     assert user["speech_end_to_first_frame_s"]["p50"] > user["vad_end_to_first_frame_s"]["p50"]
+    # By default a pause ends the turn once the words make a command; silence only never does.
+    assert user["end_of_speech"] == "command"
+    assert user["ended_by_command"] == user["turns"]
+    silence = results["user_latency_silence"]
+    assert silence["turns"] == SMOKE.silence_turns
+    assert silence["ended_by_command"] == 0
     overhead = results["hub_overhead"]
     assert overhead["turns"] == SMOKE.overhead_turns
     assert set(overhead["stages_ms"]) >= {"stt_end", "intent_end", "tts_ready", "first_frame"}

@@ -63,7 +63,7 @@ async def test_realtime_answers_turn_after_turn_on_one_listen_start(
     await device.wait_for("tts", "stop", after=before)
     assert second["text"] == "turn on the kitchen light"
     assert hass.states.get(providers.light.entity_id).state == STATE_ON
-    assert len(providers.stt.received) == 2
+    assert len(device.received.of_type("stt")) == 2
     sent = [m for _, m in device.sent_messages if m.get("type") == "listen"]
     assert [m.get("state") for m in sent] == ["start"]
     assert not device.closed

@@ -8,7 +8,10 @@ its audio starts, paced Opus audio, `tts stop`. They go into the turn's
 `Reply`, which the session sends in order (`Session.speak`).
 
 End of speech is decided in one place per listening mode: the hub's Silero endpointer in auto
-and realtime mode, the device's `listen stop` in manual mode. HA's pipeline always runs its own
+and realtime mode, the device's `listen stop` in manual mode. In auto and realtime mode a short
+pause ends the turn at once when the words so far already make a command (`command_check`,
+unless the device's "End of speech" select says silence only); otherwise the silence of the
+"Finished speaking detection" select does. HA's pipeline always runs its own
 voice detector on satellite audio too (assist_satellite builds the audio settings itself, with
 no way to turn it off), so the satellite asks it for a silence no command reaches: it never ends
 a command, only its 15 s command limit remains.
@@ -49,19 +52,26 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import chat_session, entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .const import CONF_SILENCE_TIMEOUT, DEFAULT_SILENCE_TIMEOUT_S, DOMAIN
+from . import command_check
+from .const import (
+    CONF_SILENCE_TIMEOUT,
+    DEFAULT_SILENCE_TIMEOUT_S,
+    DOMAIN,
+    END_OF_SPEECH_COMMAND,
+    END_OF_SPEECH_KEY,
+)
 from .core import (
     Session,
     SessionEnded,
     SessionEvent,
     SessionStarted,
 )
-from .core.const import CloseCode
+from .core.const import DEVICE_SAMPLE_RATE, SAMPLE_WIDTH, CloseCode
 from .core.messages import Abort, Alert, Listen, ListenMode, ListenState, Llm, Mcp, Stt
 from .core.reply import Reply
 from .core.sentences import SentenceSplitter, split_sentences
-from .core.timings import Stage, TurnTimings
-from .core.vad import TRAILING_SILENCE_S, EndpointEvent, SpeechEndpointer
+from .core.timings import EndedBy, Stage, TurnTimings
+from .core.vad import MAX_UTTERANCE_S, PAUSE_S, TRAILING_SILENCE_S, EndpointEvent, SpeechEndpointer
 from .devices import XiaozhiDevice
 from .entity import XiaozhiEntity, async_add_device_entities
 from .hub import XiaozhiConfigEntry
@@ -76,6 +86,14 @@ MAX_QUEUED_MIC_CHUNKS: Final = 100  # 6 s of 60 ms frames waiting for the pipeli
 PRE_ROLL_S: Final = 0.6  # realtime: audio kept from before a barge-in was noticed
 TYPED_TEXT_GRACE_S: Final = 0.3  # a wake word's `listen start` follows its `detect` at once
 HA_VAD_SILENCE_S: Final = 3600.0  # HA's own detector must never end a command (module doc)
+# The command check (at a pause) transcribes the utterance so far, from this long before the
+# speech started, and at most an utterance's worth (`MAX_UTTERANCE_S` ends one anyway).
+CHECK_LEAD_BYTES: Final = int(1.0 * DEVICE_SAMPLE_RATE) * SAMPLE_WIDTH
+MAX_CHECKED_BYTES: Final = int(MAX_UTTERANCE_S * DEVICE_SAMPLE_RATE) * SAMPLE_WIDTH
+COMMAND_CHECK_TIMEOUT_S: Final = 2.0  # a check still running then is dropped (a hung engine)
+# A check that answered after the silence had ended the turn anyway is no use: the STT is too
+# slow for it (or the recognizer). The device's next turns do without, then try again.
+SLOW_CHECK_SKIPPED_TURNS: Final = 10
 FIRMWARE_WAKE_WORD: Final = AssistSatelliteWakeWord(
     id="xiaozhi", wake_word="你好小智", trained_languages=["zh"]
 )
@@ -111,6 +129,8 @@ class _Turn:
     error: tuple[str, str] | None = None
     typed: bool = False  # the user's words came as text
     dropped_audio: bool = False
+    heard: bytearray | None = None  # the utterance so far, for the command check (if on)
+    check: asyncio.Task[None] | None = None  # the command check of the latest pause
 
 
 class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
@@ -132,6 +152,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         self._barge_in: SpeechEndpointer | None = None  # realtime: hears the user over a reply
         self._pre_roll: deque[bytes] = deque()
         self._pre_roll_bytes = 0
+        self._checks_skipped = 0  # turns left without the command check (it was too slow)
 
     # --- entity plumbing -------------------------------------------------------------------------
 
@@ -214,7 +235,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
                 self._start_turn(session)
             case Listen(state=ListenState.STOP):
                 if (turn := self._turn) is not None and turn.mic is not None:
-                    self._speech_ended(turn)
+                    self._speech_ended(turn, EndedBy.LISTEN_STOP)
             case Listen(state=ListenState.DETECT, text=text):
                 self._wake_word = text or FIRMWARE_WAKE_WORD.wake_word
                 if text:
@@ -260,8 +281,14 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         if turn.endpointer is None:
             return
         event = turn.endpointer.process(pcm)
+        if (heard := turn.heard) is not None and len(heard) < CHECK_LEAD_BYTES + MAX_CHECKED_BYTES:
+            heard += pcm
+            if not turn.endpointer.in_speech and len(heard) > CHECK_LEAD_BYTES:
+                del heard[: len(heard) - CHECK_LEAD_BYTES]
         if event is EndpointEvent.SPEECH_END:
-            self._speech_ended(turn)
+            self._speech_ended(turn, EndedBy.SILENCE)
+        elif event is EndpointEvent.PAUSE:
+            self._check_command(turn)
         elif event is EndpointEvent.NO_SPEECH:
             # Nobody is talking to it: end the conversation, the device goes idle.
             _LOGGER.debug("%s: no speech; ending the conversation", self.entity_id)
@@ -299,11 +326,13 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         self._end_turn()
         manual = session.listen_mode is ListenMode.MANUAL
         typed = text is not None
+        check = not (manual or typed) and self._command_check_on()
         turn = self._turn = _Turn(
             session,
             mic=None if typed else asyncio.Queue(maxsize=MAX_QUEUED_MIC_CHUNKS),
-            endpointer=None if manual or typed else self._new_endpointer(),
+            endpointer=None if manual or typed else self._new_endpointer(check=check),
             typed=typed,
+            heard=bytearray() if check else None,
         )
         if pre_roll:
             for pcm in list(self._pre_roll):
@@ -314,29 +343,105 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
             self.hass, self._async_run_turn(turn, wake_word, text), f"xiaozhi turn {self.entity_id}"
         )
 
-    def _new_endpointer(self) -> SpeechEndpointer:
+    def _new_endpointer(self, *, check: bool = False) -> SpeechEndpointer:
+        """An endpointer at the device's sensitivity; with `check`, it reports pauses too."""
         state = self.hass.states.get(self.vad_sensitivity_entity_id or "")
         sensitivity = state.state if state else VadSensitivity.DEFAULT
         silence = TRAILING_SILENCE_S.get(sensitivity, TRAILING_SILENCE_S[VadSensitivity.DEFAULT])
         timeout = self._entry.options.get(CONF_SILENCE_TIMEOUT, DEFAULT_SILENCE_TIMEOUT_S)
-        return SpeechEndpointer(trailing_silence_s=silence, no_speech_timeout_s=float(timeout))
+        return SpeechEndpointer(
+            trailing_silence_s=silence,
+            no_speech_timeout_s=float(timeout),
+            pause_s=PAUSE_S if check else None,
+        )
+
+    def _command_check_on(self) -> bool:
+        """Whether this turn may end at a pause once its words make a command."""
+        state = self.hass.states.get(self._select_entity_id(END_OF_SPEECH_KEY) or "")
+        if state is not None and state.state != END_OF_SPEECH_COMMAND:
+            return False  # "silence only" (a select not there yet keeps the default: on)
+        if self._checks_skipped:
+            self._checks_skipped -= 1
+            return False
+        pipeline = device_pipeline(self.hass, self.device)
+        if not command_check.can_check(self.hass, pipeline):
+            return False
+        self._entry.async_create_background_task(
+            self.hass, command_check.async_prepare(self.hass, pipeline), "xiaozhi command check"
+        )
+        return True
+
+    def _check_command(self, turn: _Turn) -> None:
+        """The user paused: end the turn now if the words so far make a command (once a pause).
+
+        A check of an earlier pause still running is dropped: this one hears more.
+        """
+        if turn.heard is None or turn.endpointer is None:
+            return
+        if turn.check is not None:
+            turn.check.cancel()
+        turn.check = self._entry.async_create_background_task(
+            self.hass,
+            self._async_check_command(turn, turn.endpointer.pauses, bytes(turn.heard)),
+            "xiaozhi command check",
+        )
+
+    async def _async_check_command(self, turn: _Turn, pause: int, pcm: bytes) -> None:
+        pipeline = device_pipeline(self.hass, self.device)
+        started = self.hass.loop.time()
+        try:
+            async with asyncio.timeout(COMMAND_CHECK_TIMEOUT_S):
+                heard = await command_check.async_check(
+                    self.hass,
+                    pipeline,
+                    pcm,
+                    device_id=self.registry_entry.device_id if self.registry_entry else None,
+                    satellite_id=self.entity_id,
+                )
+        except Exception as err:  # a failed check only means no early end
+            _LOGGER.debug("%s: the command check failed: %r", self.entity_id, err)
+            return
+        endpointer = turn.endpointer
+        _LOGGER.debug(
+            "%s: at pause %d heard %r: command %s", self.entity_id, pause, heard.text, heard.command
+        )
+        if (
+            not heard.command
+            or self._turn is not turn
+            or endpointer is None
+            or endpointer.pauses != pause
+            or not endpointer.paused  # the user went on talking
+        ):
+            return
+        turn.check = None
+        turn.timings.check_s = self.hass.loop.time() - started
+        self._speech_ended(turn, EndedBy.COMMAND)
 
     def _mark(self, turn: _Turn, stage: Stage) -> None:
         turn.timings.mark(stage, self.hass.loop.time())
 
-    def _speech_ended(self, turn: _Turn) -> None:
+    def _speech_ended(self, turn: _Turn, ended_by: EndedBy) -> None:
         """The user has finished: switch the device to speaking now, while STT and the agent work.
 
         The device drops or flushes reply audio that races its switch (`TTS_START_SETTLE_S`);
         sent here, `tts start` is long applied when the reply is ready. If nothing usable was
         heard, the turn's sender still ends it with `tts stop`.
         """
+        if ended_by is EndedBy.SILENCE and turn.check is not None and not turn.check.done():
+            # The silence ended the turn before the check answered: too slow to be of use.
+            self._checks_skipped = SLOW_CHECK_SKIPPED_TURNS
+            _LOGGER.debug("%s: the command check is too slow; pausing it", self.entity_id)
         self._mark(turn, Stage.SPEECH_END)
+        turn.timings.ended_by = ended_by
         turn.reply.start_speaking()
         self._end_mic(turn)
 
     def _end_mic(self, turn: _Turn) -> None:
         """End the utterance: the pipeline's STT stage finishes; realtime hears barge-ins."""
+        if turn.check is not None:
+            turn.check.cancel()
+            turn.check = None
+        turn.heard = None
         if (mic := turn.mic) is None:
             return
         turn.mic = turn.endpointer = None

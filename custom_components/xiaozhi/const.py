@@ -30,6 +30,12 @@ DEFAULT_SILENCE_TIMEOUT_S: Final = 8
 MIN_SILENCE_TIMEOUT_S: Final = 3
 MAX_SILENCE_TIMEOUT_S: Final = 60
 
+# Each device's "End of speech" select: may a pause end the turn once the words make a command?
+END_OF_SPEECH_KEY: Final = "end_of_speech"
+END_OF_SPEECH_COMMAND: Final = "command"  # at a short pause, if the words make a command
+END_OF_SPEECH_SILENCE: Final = "silence"  # only after the silence ("Finished speaking detection")
+END_OF_SPEECH_OPTIONS: Final = [END_OF_SPEECH_COMMAND, END_OF_SPEECH_SILENCE]
+
 # Activation (binding a new device with the code it speaks).
 ACTIVATION_CODE_DIGITS: Final = 6
 ACTIVATION_CODE_TTL_S: Final = 600.0  # a code, and its repair, live this long

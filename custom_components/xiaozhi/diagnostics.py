@@ -55,6 +55,8 @@ def _device(device: XiaozhiDevice) -> dict[str, Any]:
             "codec": session.codec_stats.as_dict(),
         },
         "last_turn_ms_after_speech_end": device.last_turn.since_speech_end(),
+        "last_turn_ended_by": device.last_turn.ended_by,
+        "last_turn_command_check_s": device.last_turn.check_s,
     }
 
 

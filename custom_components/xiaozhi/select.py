@@ -1,4 +1,4 @@
-"""Each device's selects: pipeline, VAD sensitivity, connection, screen theme."""
+"""Each device's selects: pipeline, VAD sensitivity, end of speech, connection, screen theme."""
 
 from __future__ import annotations
 
@@ -14,8 +14,16 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.event import async_track_state_change_event
+from homeassistant.helpers.restore_state import RestoreEntity
 
-from .const import CONF_TRANSPORT, DOMAIN, TRANSPORTS
+from .const import (
+    CONF_TRANSPORT,
+    DOMAIN,
+    END_OF_SPEECH_COMMAND,
+    END_OF_SPEECH_KEY,
+    END_OF_SPEECH_OPTIONS,
+    TRANSPORTS,
+)
 from .device_tools import DeviceTools
 from .devices import XiaozhiDevice
 from .entity import (
@@ -46,6 +54,7 @@ async def async_setup_entry(
         lambda device: [
             XiaozhiPipelineSelect(hass, device),
             XiaozhiVadSensitivitySelect(hass, device),
+            EndOfSpeechSelect(device),
             XiaozhiTransportSelect(entry, device),
         ],
     )
@@ -105,6 +114,32 @@ class XiaozhiVadSensitivitySelect(XiaozhiEntity, VadSensitivitySelect):
         """Create the select."""
         XiaozhiEntity.__init__(self, device)
         VadSensitivitySelect.__init__(self, hass, device.device_id)
+
+
+class EndOfSpeechSelect(XiaozhiEntity, SelectEntity, RestoreEntity):
+    """Whether a short pause ends what the user says once the words make a command.
+
+    The satellite reads this entity's state at the start of each turn (`command_check`).
+    """
+
+    entity_description = SelectEntityDescription(
+        key=END_OF_SPEECH_KEY,
+        translation_key=END_OF_SPEECH_KEY,
+        entity_category=EntityCategory.CONFIG,
+        options=END_OF_SPEECH_OPTIONS,
+    )
+    _attr_current_option = END_OF_SPEECH_COMMAND
+
+    async def async_added_to_hass(self) -> None:
+        """Keep the user's choice over restarts."""
+        await super().async_added_to_hass()
+        if (state := await self.async_get_last_state()) and state.state in self.options:
+            self._attr_current_option = state.state
+
+    async def async_select_option(self, option: str) -> None:
+        """Use `option` from the next turn on."""
+        self._attr_current_option = option
+        self.async_write_ha_state()
 
 
 class ScreenTheme(XiaozhiToolEntity, SelectEntity):

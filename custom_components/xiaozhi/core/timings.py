@@ -23,11 +23,21 @@ class Stage(StrEnum):
     FIRST_FRAME = "first_frame"  # the first reply Opus frame was handed to the transport
 
 
+class EndedBy(StrEnum):
+    """What ended the user's speech."""
+
+    SILENCE = "silence"  # the endpointer: the silence after the speech
+    COMMAND = "command"  # at a pause, the words already made a command (the command check)
+    LISTEN_STOP = "listen stop"  # the device (manual mode)
+
+
 @dataclass
 class TurnTimings:
     """The marks of one turn; a mark is set once, the first time its moment comes."""
 
     marks: dict[Stage, float] = field(default_factory=dict)
+    ended_by: EndedBy | None = None  # None while open, and for typed text
+    check_s: float | None = None  # how long the command check that ended it took
 
     def mark(self, stage: Stage, at: float) -> None:
         """Record when `stage` happened, unless it was recorded already."""

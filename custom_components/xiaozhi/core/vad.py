@@ -74,16 +74,23 @@ BACKGROUND_ABOVE_FLOOR_DB: Final = 2.5
 CLEAN_SNR_DB: Final = 30.0  # ...when the voice stood at least this far above the floor
 # Silence after speech that ends the utterance, by HA's VAD sensitivity names, measured on 12
 # espeak-ng commands (English and Mandarin) with a 300 ms pause inside ("turn on the ... kitchen
-# light"): "aggressive" is the shortest that ends none of them at the pause at 20 dB SNR or
-# better; "default" waits two windows more (a rare cut left only at 10-15 dB SNR); "relaxed"
-# cut none at any SNR tried, down to 4 dB.
-TRAILING_SILENCE_S: Final = {"aggressive": 0.32, "default": 0.384, "relaxed": 0.64}
+# light"): "aggressive" is the shortest that ends none of them at the pause in a quiet room (it
+# cuts a few at 15-20 dB SNR); "default" is the shortest that cut none at 10-20 dB SNR (6 noise
+# draws each, raw and through Opus: 0.384 s cut 2 of 576 raw ones at 10-12 dB); "relaxed" cut
+# none at any SNR tried, down to 4 dB. A whole command need not wait for it: the command check
+# ends it at a pause (PAUSE_S).
+TRAILING_SILENCE_S: Final = {"aggressive": 0.32, "default": 0.416, "relaxed": 0.64}
+# A silence this long inside an utterance is a pause worth asking about: have the words so far
+# made a whole command? (The caller decides; a pause ends nothing here.) Five windows: the
+# decision lands ~0.25 s after the voice, with the model's lag and the 60 ms device frames.
+PAUSE_S: Final = 0.16
 
 
 class EndpointEvent(StrEnum):
     """What the detector noticed."""
 
     SPEECH_START = "speech_start"
+    PAUSE = "pause"  # the speaker paused (`pause_s`): the utterance may be complete already
     SPEECH_END = "speech_end"
     NO_SPEECH = "no_speech"
 
@@ -99,8 +106,12 @@ class SpeechEndpointer:
         min_speech_s: float = MIN_SPEECH_S,
         no_speech_timeout_s: float | None = None,
         max_utterance_s: float = MAX_UTTERANCE_S,
+        pause_s: float | None = None,
     ) -> None:
-        """Configure the detector; `no_speech_timeout_s` defaults to NO_SPEECH_TIMEOUT_S."""
+        """Configure the detector; `no_speech_timeout_s` defaults to NO_SPEECH_TIMEOUT_S.
+
+        With `pause_s`, a silence that long inside the utterance is reported once (PAUSE).
+        """
         self.trailing_silence_s = trailing_silence_s
         self.threshold = threshold
         self.silence_threshold = max(threshold - SILENCE_THRESHOLD_GAP, 0.0)
@@ -115,6 +126,7 @@ class SpeechEndpointer:
         self._no_speech = _windows(self.no_speech_timeout_s)
         self._max_utterance = _windows(max_utterance_s)
         self._loud_hold = _windows(LOUD_HOLD_S)
+        self._pause = _windows(pause_s) if pause_s is not None else 0
         self._vad = _IDLE_MODELS.pop() if _IDLE_MODELS else _SileroVad()
         if len(_IDLE_MODELS) < MAX_IDLE_MODELS:  # loading one costs ~1 ms: keep it for the next
             weakref.finalize(self, _IDLE_MODELS.append, self._vad)
@@ -134,9 +146,15 @@ class SpeechEndpointer:
         self.probability = 0.0  # the model's score of the last window (0 if not scored)
         self.model_skipped = 0  # windows the model did not score (the background)
         self.in_speech = False
+        self.pauses = 0  # pauses reported so far: the number of the current or last one
         self.done = False
         self.speech_start_s: float | None = None  # where speech started, in stream time
         self.speech_end_s: float | None = None  # where speech ended, in stream time
+
+    @property
+    def paused(self) -> bool:
+        """Whether the speaker is in the pause last reported (no voice since)."""
+        return bool(self._pause) and self.in_speech and self._silence_run >= self._pause
 
     @property
     def audio_s(self) -> float:
@@ -150,7 +168,7 @@ class SpeechEndpointer:
         data = self._pending + pcm
         usable = len(data) - len(data) % WINDOW_BYTES
         self._pending = data[usable:]
-        started: EndpointEvent | None = None
+        noticed: EndpointEvent | None = None  # a start or a pause; an end returns at once
         for offset in range(0, usable, WINDOW_BYTES):
             samples = np.frombuffer(data, "<i2", WINDOW_SAMPLES, offset).astype(np.float32)
             samples *= 1 / FULL_SCALE
@@ -163,12 +181,12 @@ class SpeechEndpointer:
                 self.probability = self._vad.process_samples(samples.tolist())
             self._window += 1
             event = self._step(self.probability, level)
-            if event is EndpointEvent.SPEECH_START:
-                started = event
+            if event in (EndpointEvent.SPEECH_START, EndpointEvent.PAUSE):
+                noticed = event
             elif event is not None:
                 self.done = True
                 return event
-        return started
+        return noticed
 
     def _background(self, level: float, floor: float) -> bool:
         """Whether a window is the room's background, so the model need not score it.
@@ -227,6 +245,9 @@ class SpeechEndpointer:
         if self._window - self._start_window >= self._max_utterance:
             self.speech_end_s = self.audio_s
             return EndpointEvent.SPEECH_END
+        if self._pause and self._silence_run == self._pause:
+            self.pauses += 1
+            return EndpointEvent.PAUSE
         return None
 
 
