@@ -127,7 +127,10 @@ def _verdict(ok: bool) -> str:
 def format_goals(results: dict[str, Any]) -> str:
     """One line per goal of issue 19: the target, what was measured, PASS or MISS."""
     lines = []
-    if user := results.get("user_latency"):
+    reference = results.get("reference")
+    if reference:
+        lines.append(_goal1_measured(reference))
+    if (user := results.get("user_latency")) and not reference:
         p50 = user["speech_end_to_first_frame_s"]["p50"]
         ratio = p50 / REFERENCE_SERVER_S
         parts = []
@@ -186,7 +189,46 @@ def format_goals(results: dict[str, Any]) -> str:
             f" sentence {_ms(second)}; once in {once} of {streaming['turns']} turns; subtitle"
             f" -> its frame max {_ms(lead)}  {_verdict(ok)}"
         )
-    lines.append(
-        "goal 5  reference server side by side: not run by scripts/bench (see README)  MISS"
-    )
+    if reference:
+        lines.append(
+            f"goal 5  reference server side by side in scripts/bench: {reference['turns']}"
+            f" interleaved turns each, same client and fakes  PASS"
+        )
+    else:
+        lines.append(
+            "goal 5  reference server side by side: not run by scripts/bench"
+            " (set XIAOZHI_REFERENCE_SERVER, see README)  MISS"
+        )
     return "\n".join(lines)
+
+
+def _goal1_measured(reference: dict[str, Any]) -> str:
+    hub = reference["hub_speech_end_to_first_frame_s"]["p50"]
+    ref = reference["reference_speech_end_to_first_frame_s"]["p50"]
+    ratio = reference["ratio_p50"]
+    return (
+        f"goal 1  user-felt latency <= {LATENCY_RATIO}x the reference server's (measured"
+        f" side by side in this run): hub p50 {_ms(hub)}, reference {_ms(ref)}"
+        f" = {ratio:.2f}x  {_verdict(ratio <= LATENCY_RATIO)}"
+    )
+
+
+def format_reference(reference: dict[str, Any]) -> str:
+    """The side-by-side comparison (`benchmarks/test_reference.py`), one line each."""
+    hub = reference["hub_speech_end_to_first_frame_s"]
+    ref = reference["reference_speech_end_to_first_frame_s"]
+    rows = [
+        (
+            f"last voiced frame -> first reply frame, auto mode ({reference['turns']}"
+            " interleaved turns each): hub",
+            _pcts(hub),
+        ),
+        ("  of which: hub VAD end after speech", _pcts(reference["hub_vad_end_after_speech_s"])),
+        ("  reference server (xiaozhi-esp32-server)", _pcts(ref)),
+        (
+            "  hub / reference",
+            f"{reference['ratio_p50']:.2f}x (p50) / {reference['ratio_p95']:.2f}x (p95)",
+        ),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

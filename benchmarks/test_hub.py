@@ -52,6 +52,9 @@ async def test_hub_benchmarks(
     if profile is not None:
         profile.disable()
         pstats.Stats(profile).sort_stats("tottime").print_stats(30)
+    reference = Path(os.environ.get("XIAOZHI_BENCH_REFERENCE_JSON", "/nonexistent"))
+    if reference.is_file():  # benchmarks/test_reference.py ran just before (scripts/bench)
+        results["reference"] = json.loads(reference.read_text(encoding="utf-8"))
     print("\n" + format_table(results))
     print("\n" + format_goals(results))
     if path := os.environ.get("XIAOZHI_BENCH_JSON"):

@@ -156,14 +156,14 @@ def _error(error: Error) -> web.Response:
     return web.json_response(body, status=error.status)
 
 
-async def async_start(server: LlmServer) -> web.AppRunner:
-    """Serve on 127.0.0.1 on a free port; sets `server.url` to the API's base URL."""
+async def async_start(server: LlmServer, port: int = 0) -> web.AppRunner:
+    """Serve on 127.0.0.1 (a free port by default); sets `server.url` to the API's base URL."""
     app = web.Application()
     app.router.add_post("/v1/chat/completions", server._chat)
     app.router.add_get("/v1/models", server._models)
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = runner.addresses[0][1]
     server.url = f"http://127.0.0.1:{port}/v1"
