@@ -78,7 +78,11 @@ class Fleet:
 
 
 async def realtime_device(
-    device: DeviceEmulator, utterance: Utterance, delay: float, until: float
+    device: DeviceEmulator,
+    utterance: Utterance,
+    delay: float,
+    until: float,
+    unanswered: list[str],
 ) -> list[list[float]]:
     """Talk, let the reply play while the microphone stays on, repeat; return reply frame times."""
     loop = asyncio.get_running_loop()
@@ -91,6 +95,9 @@ async def realtime_device(
         microphone = loop.create_task(send_in_real_time(device, utterance.packets, loop.time()))
         try:
             await device.wait_for("tts", "stop", after=messages_before, timeout=REPLY_TIMEOUT_S)
+        except TimeoutError:
+            unanswered.append(device.device_id)  # an overloaded server lost the turn: counted
+            continue
         finally:
             microphone.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -136,14 +143,16 @@ async def run_load(fleet: Fleet, seconds: float) -> dict[str, Any]:
 
     prober = loop.create_task(probe())
     stagger = min(LOAD_STAGGER_S, seconds / 2) / fleet.count
+    unanswered: list[str] = []
     results = await asyncio.gather(
         *(
-            realtime_device(device, utterance, index * stagger, until)
+            realtime_device(device, utterance, index * stagger, until, unanswered)
             for index, device in enumerate(fleet.devices)
         )
     )
     prober.cancel()
     report = pacing_report([reply for device in results for reply in device])
+    report["unanswered_turns"] = len(unanswered)
     report["devices"] = fleet.count
     report["device_process_loop_lag_s"] = percentiles(lags, 99)
     return report

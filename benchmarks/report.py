@@ -52,7 +52,8 @@ def format_table(results: dict[str, Any]) -> str:
                 " / hub CPU per device",
                 f"{_ms(load['jitter_s']['p99'])} / {load['late_frames']} of {load['frames']}"
                 f" / {load['gaps_over_65ms']} / {_ms(load['loop_lag_s']['p99'])}"
-                f" / {load['hub_cpu_percent_per_device']}%",
+                f" / {load['hub_cpu_percent_per_device']}%"
+                + (f" ({lost} turns unanswered)" if (lost := load.get("unanswered_turns")) else ""),
             )
         )
     if memory := results.get("memory"):
