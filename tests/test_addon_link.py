@@ -230,11 +230,16 @@ async def test_an_always_connected_device_is_relayed_and_kept(
         await hass.async_block_till_done()
         known = hub.runtime_data.devices[device.device_id]
         await wait_until(lambda: known.connection is not None and known.connection.connected)
-        # Between conversations HA reaches the device over the kept connection (its MCP tool).
+        # Between conversations HA reaches the device over the kept connection (its MCP tool):
+        # the tools are listed again over it, and the restart button comes back with them.
+        reboot = entity(hass, "button", device, "reboot")
+        await wait_until(
+            lambda: (state := hass.states.get(reboot)) is not None and state.state != "unavailable"
+        )
         await hass.services.async_call(
             "button",
             "press",
-            {"entity_id": entity(hass, "button", device, "reboot")},
+            {"entity_id": reboot},
             blocking=True,
         )
         await wait_until(lambda: any(name == "self.reboot" for name, _ in device.mcp.calls))
