@@ -154,7 +154,7 @@ async def run_load(fleet: Fleet, seconds: float) -> dict[str, Any]:
     report = pacing_report([reply for device in results for reply in device])
     report["unanswered_turns"] = len(unanswered)
     report["devices"] = fleet.count
-    report["device_process_loop_lag_s"] = percentiles(lags, 99)
+    report["device_process_loop_lag_s"] = percentiles(lags, 99, 100)
     return report
 
 
