@@ -101,6 +101,7 @@ async def test_an_address_guessing_tokens_is_blocked(addon: AddonHost) -> None:
         ("[1, 2]", "not an object"),
         ('{"type": "warp", "channel": 1}', "unknown link message"),
         ('{"type": "send", "channel": 1}', "bad link message"),
+        ('{"type": "notice", "device": "d", "text": "t", "pcm": "%%"}', "bad link message"),
         (b"\x00\x01", "not a reply audio frame"),
     ],
 )

@@ -116,15 +116,21 @@ async def test_ha_restarting_keeps_the_device_connected(
     try:
         await wait_until(lambda: hub.runtime_data.devices[device.device_id].session is not None)
         session_id, channels = device.session_id, set(addon.gate.channels)
+        # HA gave the add-on the restart notice in the device's Assistant's voice beforehand.
+        await wait_until(lambda: device.device_id in addon.gate.notices)
         # HA goes away (the hub unloads, as at a restart): the device's channel stays open.
         assert await hass.config_entries.async_unload(hub.entry_id)
         await wait_until(lambda: not addon.gate.linked)
         assert len(addon.gate.channels) == 1
 
-        # A turn now is told HA is restarting, shown and ended (the device goes back).
-        after = len(device.received.messages)
+        # A turn now is told HA is restarting, shown, spoken and ended (the device goes back).
+        after, heard = len(device.received.messages), len(device.received.audio)
         await device.listen_start(ListenMode.AUTO)
         stop = await device.wait_for("tts", "stop", after=after)
+        _, pcm = addon.gate.notices[device.device_id]
+        notice_s = len(pcm) / 2 / device.reply_sample_rate
+        assert notice_s > 0.5
+        assert len(device.received.audio) - heard >= int(notice_s / 0.06) - 1
         alert = device.received.of_type("alert")[-1]
         assert "restarting" in alert["message"]
         assert "restarting" in device.received.of_type("tts", "sentence_start")[-1]["text"]

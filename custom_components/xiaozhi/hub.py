@@ -74,11 +74,12 @@ from .core.const import (
 from .core.errors import CheckInRefusedError
 from .core.messages import Alert, DeviceMessage, Listen, ListenState, System
 from .core.mqtt_server import device_topic
-from .core.remote import LinkClient
+from .core.remote import LinkClient, RelayedSession
 from .device_tools import DeviceTools
 from .devices import XiaozhiDevice
 from .issues import async_raise_issue
 from .models import XiaozhiConfigEntry
+from .restart_notice import async_render_notice
 from .store import DeviceStore, new_token
 
 __all__ = ["XiaozhiConfigEntry", "XiaozhiHub", "async_get_hub", "ota_url"]
@@ -218,6 +219,7 @@ class XiaozhiHub:
         self._tools: dict[str, DeviceTools] = {}
         self.link: LinkClient | None = None  # to the add-on, when it serves the devices
         self._link_listeners: list[Callable[[], None]] = []
+        self._notices: set[tuple[int, str]] = set()  # (link number, device) given a notice
 
     async def async_setup(self) -> None:
         """Load the bound devices and become the hub the endpoints serve."""
@@ -246,8 +248,27 @@ class XiaozhiHub:
                 self.entry.data[CONF_LINK_SECRET],
                 async_get_clientsession(self.hass),
                 state_changed=self._async_link_changed,
+                session_started=self._async_relayed_session_started,
             )
             self.link.start()
+
+    @callback
+    def _async_relayed_session_started(self, session: RelayedSession) -> None:
+        """Give the add-on the device's spoken restart notice (once per link and device)."""
+        link = self.link
+        device = self.devices.get(session.device.device_id)
+        if link is None or device is None or (link.links, device.device_id) in self._notices:
+            return
+        self._notices.add((link.links, device.device_id))
+
+        async def _async_send() -> None:
+            notice = await async_render_notice(self.hass, device, session.reply_audio.sample_rate)
+            if notice is not None and self.link is link:
+                link.send(notice)
+
+        self.entry.async_create_background_task(
+            self.hass, _async_send(), f"xiaozhi restart notice {device.device_id}"
+        )
 
     @callback
     def _async_link_changed(self) -> None:

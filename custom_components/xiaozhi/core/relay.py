@@ -11,6 +11,7 @@ shown that HA is restarting. When HA links again, every open channel is handed b
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import suppress
 import hmac
@@ -67,6 +68,7 @@ RESTARTING_MESSAGES: Final = {
     "en": "Home Assistant is restarting. Please try again in a moment.",
 }
 RESTARTING_STATUS: Final = "Home Assistant"
+MAX_NOTICE_BYTES: Final = 24000 * 2 * 10  # 10 s of the spoken notice at the reply rate, at most
 
 
 class HomeAssistantAwayError(CheckInRefusedError):
@@ -100,6 +102,8 @@ class RelayGate(LinkEnd):
         self._answers: dict[tuple[str, str | None], Any] = {}
         self._let_in: dict[str, tuple[str | None, str | None]] = {}  # device -> (client, token)
         self.languages: dict[str, str] = {}  # device -> the language of its last OTA check
+        # device -> (text, PCM at the reply rate): HA's spoken "restarting", said while HA is away
+        self.notices: dict[str, tuple[str, bytes]] = {}
         self._timezone_offset: int | None = None
         self.links_accepted = 0
 
@@ -217,6 +221,10 @@ class RelayGate(LinkEnd):
         if not isinstance(data, dict):
             raise ProtocolError("link message is not an object")
         kind = data.get("type")
+        if kind == "notice":
+            pcm = base64.b64decode(data["pcm"], validate=True)
+            self.notices[str(data["device"])] = (str(data["text"]), pcm[:MAX_NOTICE_BYTES])
+            return
         if kind == "result":
             future = self._calls.pop(data.get("id", 0), None)
             if future is not None and not future.done():
@@ -569,10 +577,15 @@ class RelayedChannel:
         language = self.gate.languages.get(self.device.device_id, "")
         text = RESTARTING_MESSAGES["zh" if language.lower().startswith("zh") else "en"]
         _LOGGER.info("%s talked while HA is away: telling it HA is restarting", session)
+        spoken = self.gate.notices.get(self.device.device_id)
+        if spoken is not None:
+            text = spoken[0]
         reply = Reply()
         reply.send(Alert(status=RESTARTING_STATUS, message=text, emotion="sad"))
         reply.start_speaking()
         reply.sentence(text)
+        if spoken is not None:  # said in the voice of the device's own Assistant
+            reply.play(_once(spoken[1]))
         reply.finish()
         self._run(_speak_quietly(session, reply))
 
@@ -580,6 +593,10 @@ class RelayedChannel:
         task = asyncio.get_running_loop().create_task(coro, name="xiaozhi relayed channel")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+async def _once(pcm: bytes) -> AsyncIterator[bytes]:
+    yield pcm
 
 
 async def _speak_quietly(session: DeviceSession, reply: Reply) -> None:

@@ -105,6 +105,7 @@ class LinkClient(LinkEnd):
         http: aiohttp.ClientSession,
         *,
         state_changed: Callable[[], None] | None = None,
+        session_started: Callable[[RelayedSession], None] | None = None,
     ) -> None:
         """Link `gate` to the add-on at `base_url` with `secret`."""
         super().__init__()
@@ -113,6 +114,7 @@ class LinkClient(LinkEnd):
         self._secret = secret
         self._http = http
         self._state_changed = state_changed
+        self.session_started = session_started
         self._task: asyncio.Task[None] | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.sessions: dict[int, RelayedSession] = {}
@@ -481,6 +483,8 @@ class RelayedSession:
         self.session_id = str(data["session_id"])
         self.state = SessionState.IDLE
         self.handler.session_event(self, SessionStarted())
+        if self.client.session_started is not None:
+            self.client.session_started(self)
 
     def received(self, message: Any) -> None:
         """A message from the device, handled as a local session handles it."""
