@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+import ctypes.util
 
 import aiohttp
 from homeassistant.config_entries import ConfigEntryState
@@ -27,6 +28,7 @@ from tools.emulator import DeviceEmulator
 from .addon import SECRET, SILENCE_FRAME, AddonHost, addon_url, wait_until
 from .conftest import async_enter_code
 from .providers import Providers
+from .test_third_party_client import MAC as SDK_MAC, SdkUser, until
 
 
 @pytest.fixture
@@ -285,3 +287,39 @@ async def test_while_ha_is_away_a_device_gets_its_own_answer_only(
             assert token not in await response.text()
     finally:
         await device.close()
+
+
+async def test_a_third_party_client_through_the_addon(
+    hass: HomeAssistant,
+    hub: MockConfigEntry,
+    addon: AddonHost,
+    providers: Providers,
+    speech: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """xiaozhi-sdk from PyPI, unmodified, on the add-on's ports: it connects before it is
+    activated, polls /activate itself, reconnects, then talks in realtime mode."""
+    monkeypatch.setattr(ctypes.util, "find_library", ctypes.util.find_library)  # undone after
+    user = SdkUser(f"{addon_url(addon)}/xiaozhi/ota/")
+    client = user.client
+    try:
+        assert await client.init_connection(SDK_MAC)
+        assert client.wait_device_activated
+        assert client.ota is not None
+        answer = await client.ota.activate_device()
+        await async_enter_code(hass, SDK_MAC, answer["activation"]["code"])
+        await until(lambda: not client.wait_device_activated)
+        await asyncio.sleep(1.0)  # the typed "hi" may be answered; let that reply finish
+        await until(lambda: not user.speaking)
+        before = len(user.messages)
+        mic = asyncio.get_running_loop().create_task(user.microphone(speech))
+        try:
+            heard = await user.wait_for("stt", after=before)
+            await user.wait_for("tts", "stop", after=heard)
+        finally:
+            mic.cancel()
+        assert user.messages[heard]["text"] == "turn on the kitchen light"
+        assert hass.states.get(providers.light.entity_id).state == STATE_ON
+        assert client.output_audio_queue, "no reply audio the client could decode"
+    finally:
+        await client.close()
