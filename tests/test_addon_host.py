@@ -16,7 +16,11 @@ import pytest
 
 from .addon import SECRET, AddonHost, AddonOptions, addon_url, free_port, wait_until
 
-from xiaozhi_addon.host import MAX_REFUSALS_PER_ADDRESS  # isort: skip
+from xiaozhi_addon.host import (  # isort: skip
+    MAX_REFUSALS_PER_ADDRESS,
+    MAX_TRACKED_ADDRESSES,
+    RefusalLimiter,
+)
 
 
 def test_a_secret_is_made_once_and_kept_private(tmp_path: Path) -> None:
@@ -161,3 +165,16 @@ async def test_a_new_link_replaces_the_old_one(addon: AddonHost) -> None:
         await first.close()
         await second.close()
         await wait_until(lambda: not addon.gate.linked)
+
+
+def test_guesses_from_ever_new_addresses_keep_memory_bounded() -> None:
+    now = [0.0]
+    limiter = RefusalLimiter(lambda: now[0])
+    for number in range(MAX_TRACKED_ADDRESSES + 500):
+        limiter.refused(f"10.{number >> 16 & 255}.{number >> 8 & 255}.{number & 255}")
+    assert len(limiter._refusals) == MAX_TRACKED_ADDRESSES
+    # The newest are the ones kept: one more refusal from the last address still counts.
+    last = f"10.0.{(MAX_TRACKED_ADDRESSES + 499) >> 8 & 255}.{(MAX_TRACKED_ADDRESSES + 499) & 255}"
+    for _ in range(MAX_REFUSALS_PER_ADDRESS - 1):
+        limiter.refused(last)
+    assert limiter.blocked(last)

@@ -269,6 +269,22 @@ async def test_while_ha_is_away_a_device_gets_its_own_answer_only(
     device = await add_device(hass, addon, connect=False)
     try:
         token = device.ota_answer["websocket"]["token"]
+        # A check from a made-up MAC gets a code; the add-on keeps nothing of it.
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{addon_url(addon)}/xiaozhi/ota/",
+                headers={
+                    "Device-Id": "02:00:00:00:00:99",
+                    "Client-Id": "made-up",
+                    "Accept-Language": "zh-CN",
+                },
+                json={},
+            ) as response,
+        ):
+            assert "activation" in await response.json()
+        assert "02:00:00:00:00:99" not in addon.gate.languages
+        assert all(mac == device.device_id for mac, _ in addon.gate._answers)
         assert await hass.config_entries.async_unload(hub.entry_id)
         await wait_until(lambda: not addon.gate.linked)
         # The device itself (its MAC and Client-Id) gets HA's last answer, token and all.

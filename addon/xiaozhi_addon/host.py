@@ -35,6 +35,7 @@ SUPERVISOR_TIMEOUT_S: Final = 10.0
 MAX_REFUSALS_PER_ADDRESS: Final = 10
 REFUSAL_WINDOW_S: Final = 600.0
 REFUSAL_BLOCK_S: Final = 600.0
+MAX_TRACKED_ADDRESSES: Final = 4096  # addresses with recent refusals kept; the oldest go first
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
 
@@ -92,13 +93,21 @@ class RefusalLimiter:
         key = address or ""
         recent = [t for t in self._refusals.get(key, []) if now - t < REFUSAL_WINDOW_S]
         recent.append(now)
+        self._refusals.pop(key, None)  # re-inserted last: the dict stays oldest first
         if len(recent) >= MAX_REFUSALS_PER_ADDRESS:
             _LOGGER.warning(
                 "Blocking %s for %.0f s: %d refused attempts", key, REFUSAL_BLOCK_S, len(recent)
             )
             self._blocked_until[key] = now + REFUSAL_BLOCK_S
-            recent = []
-        self._refusals[key] = recent
+        else:
+            self._refusals[key] = recent
+        # Guesses from ever new addresses must not grow memory without bound.
+        while len(self._refusals) > MAX_TRACKED_ADDRESSES:
+            del self._refusals[next(iter(self._refusals))]
+        if len(self._blocked_until) > MAX_TRACKED_ADDRESSES:
+            self._blocked_until = {a: t for a, t in self._blocked_until.items() if t > now}
+            while len(self._blocked_until) > MAX_TRACKED_ADDRESSES:
+                del self._blocked_until[next(iter(self._blocked_until))]
 
     @web.middleware
     async def middleware(

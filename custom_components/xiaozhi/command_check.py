@@ -7,8 +7,9 @@ command Home Assistant understands: the Assistant's own speech-to-text engine tr
 copy of it, and the built-in agent's intent recognizer (in the Assistant's language, strict
 matching on exposed entities, as "prefer handling commands locally" does) or a sentence
 trigger must match the words. If so the turn ends at the pause; if not, the long silence still
-decides. Nothing is run twice for nothing: the pipeline's STT goes on with the same stream, and
-the recognizer caches the text it matched for the pipeline's own intent stage.
+decides. The check costs a second transcription of the audio so far (the pipeline's STT goes
+on with its own stream and transcribes it again); the recognizer runs in the executor and
+caches what it matched, which the pipeline's own intent stage then finds.
 """
 
 from __future__ import annotations

@@ -278,8 +278,6 @@ class RelayGate(LinkEnd):
     async def ota_answer(self, request: OtaRequest, default_url: str) -> OtaAnswer:
         """HA's answer; while HA is away, the last one it gave this bound device."""
         who = (request.device_id, request.client_id)
-        if request.language:
-            self.languages[request.device_id] = request.language
         try:
             data = await self._call(
                 "ota_answer", request=ota_request_to_dict(request), default_url=default_url
@@ -289,8 +287,11 @@ class RelayGate(LinkEnd):
                 raise
             _LOGGER.info("HA is away: %s gets its last OTA answer", request.device_id)
         answer = ota_answer_from_dict(data)
+        # Kept for bound devices only: anyone can send checks with made-up MACs.
         if answer.activation is None:
             self._answers[who] = data
+            if request.language:
+                self.languages[request.device_id] = request.language
         else:
             self._answers.pop(who, None)
         return answer
