@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 import ctypes.util
+from typing import Any
 
 import aiohttp
 from homeassistant.config_entries import ConfigEntryState
@@ -51,10 +52,10 @@ async def hub(
 
 
 async def add_device(
-    hass: HomeAssistant, addon: AddonHost, *, connect: bool = True
+    hass: HomeAssistant, addon: AddonHost, *, connect: bool = True, **kwargs: Any
 ) -> DeviceEmulator:
     """A new device pointed at the add-on, added with the code it speaks, connected."""
-    device = DeviceEmulator(f"{addon_url(addon)}/xiaozhi/ota/", relisten=False)
+    device = DeviceEmulator(f"{addon_url(addon)}/xiaozhi/ota/", relisten=False, **kwargs)
     await device.check_ota()
     code = device.activation_code
     assert code is not None
@@ -339,3 +340,22 @@ async def test_a_third_party_client_through_the_addon(
         assert client.output_audio_queue, "no reply audio the client could decode"
     finally:
         await client.close()
+
+
+async def test_push_to_talk_with_20_ms_frames_through_the_addon(
+    hass: HomeAssistant, hub: MockConfigEntry, addon: AddonHost, providers: Providers, speech: bytes
+) -> None:
+    """Manual mode (only `listen stop` ends the turn) and another frame length, relayed."""
+    device = await add_device(hass, addon, frame_duration=20)
+    try:
+        await wait_until(lambda: hub.runtime_data.devices[device.device_id].session is not None)
+        await device.listen_start(ListenMode.MANUAL)
+        await device.stream_pcm(speech + SILENCE_FRAME * 40)  # 2.4 s of silence: not the end
+        assert not device.received.of_type("stt")
+        await device.listen_stop()
+        assert (await device.wait_for("stt"))["text"] == "turn on the kitchen light"
+        await device.wait_for("tts", "stop")
+        assert hass.states.get(providers.light.entity_id).state == STATE_ON
+        assert device.received.audio
+    finally:
+        await device.close()
