@@ -29,7 +29,7 @@ from tools.emulator import DeviceEmulator
 from .addon import SECRET, SILENCE_FRAME, AddonHost, addon_url, wait_until
 from .conftest import async_enter_code
 from .providers import Providers
-from .test_third_party_client import MAC as SDK_MAC, SdkUser, until
+from .test_third_party_client import SdkUser, activate_and_speak
 
 
 @pytest.fixture
@@ -320,21 +320,7 @@ async def test_a_third_party_client_through_the_addon(
     user = SdkUser(f"{addon_url(addon)}/xiaozhi/ota/")
     client = user.client
     try:
-        assert await client.init_connection(SDK_MAC)
-        assert client.wait_device_activated
-        assert client.ota is not None
-        answer = await client.ota.activate_device()
-        await async_enter_code(hass, SDK_MAC, answer["activation"]["code"])
-        await until(lambda: not client.wait_device_activated)
-        await asyncio.sleep(1.0)  # the typed "hi" may be answered; let that reply finish
-        await until(lambda: not user.speaking)
-        before = len(user.messages)
-        mic = asyncio.get_running_loop().create_task(user.microphone(speech))
-        try:
-            heard = await user.wait_for("stt", after=before)
-            await user.wait_for("tts", "stop", after=heard)
-        finally:
-            mic.cancel()
+        _, heard = await activate_and_speak(hass, user, speech)
         assert user.messages[heard]["text"] == "turn on the kitchen light"
         assert hass.states.get(providers.light.entity_id).state == STATE_ON
         assert client.output_audio_queue, "no reply audio the client could decode"

@@ -104,9 +104,11 @@ async def user(ota_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[S
     await user.client.close()
 
 
-async def test_xiaozhi_sdk_activates_and_turns_on_the_light(
-    hass: HomeAssistant, providers: Providers, user: SdkUser, speech: bytes
-) -> None:
+async def activate_and_speak(hass: HomeAssistant, user: SdkUser, speech: bytes) -> tuple[int, int]:
+    """What the SDK's user does: boot, enter the code in HA, wait for its reconnect, speak.
+
+    Returns the index of the first message on the reconnected channel and of the `stt`.
+    """
     client = user.client
     # Boot: OTA check (the hub asks for activation), channel, hello, listen start, typed "hi".
     assert await client.init_connection(MAC)
@@ -128,6 +130,14 @@ async def test_xiaozhi_sdk_activates_and_turns_on_the_light(
         await user.wait_for("tts", "stop", after=heard)
     finally:
         mic.cancel()
+    return reconnected, heard
+
+
+async def test_xiaozhi_sdk_activates_and_turns_on_the_light(
+    hass: HomeAssistant, providers: Providers, user: SdkUser, speech: bytes
+) -> None:
+    client = user.client
+    reconnected, heard = await activate_and_speak(hass, user, speech)
 
     assert user.messages[heard]["text"] == "turn on the kitchen light"
     assert hass.states.get(providers.light.entity_id).state == STATE_ON
