@@ -10,6 +10,8 @@ import statistics
 import numpy as np
 import pytest
 
+from custom_components.xiaozhi.core.const import MAX_PLAYBACK_LEAD_FRAMES
+
 BLOCK_S = 0.02  # the envelope's step in voiced_seconds
 DIGITAL_SILENCE_DB = 10.0  # blocks quieter than this are exact zeros, not the room
 VOICED_ABOVE_FLOOR_DB = 6.0  # a block this far above the room's level is voice
@@ -40,8 +42,11 @@ def assert_never_ahead(times: list[float], frame_s: float, lead_frames: int) -> 
 
 
 def assert_paced(times: list[float], frame_s: float, lead_frames: int) -> None:
-    """After the pre-buffer, frames arrive one per frame time, never in a burst."""
-    assert_never_ahead(times, frame_s, lead_frames)
+    """After the pre-buffer, frames arrive one per frame time, never in a burst.
+
+    The pre-buffer may grow to `MAX_PLAYBACK_LEAD_FRAMES` (frames go `PACING_EARLY_S` early).
+    """
+    assert_never_ahead(times, frame_s, MAX_PLAYBACK_LEAD_FRAMES)
     gaps = [b - a for a, b in itertools.pairwise(times[lead_frames:])]
     assert len(gaps) >= 10
     # The median ignores a frame the scheduler delayed (and the catch-up right after it).

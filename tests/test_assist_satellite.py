@@ -25,7 +25,11 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 
 from custom_components.xiaozhi.const import DOMAIN
 from custom_components.xiaozhi.core import SessionState
-from custom_components.xiaozhi.core.const import PLAYBACK_LEAD_FRAMES, TTS_START_SETTLE_S
+from custom_components.xiaozhi.core.const import (
+    MAX_PLAYBACK_LEAD_FRAMES,
+    PLAYBACK_LEAD_FRAMES,
+    TTS_START_SETTLE_S,
+)
 from custom_components.xiaozhi.core.messages import ListenMode
 from custom_components.xiaozhi.core.timings import Stage
 from tools.emulator import DeviceEmulator
@@ -433,7 +437,7 @@ async def test_streaming_reply_starts_before_the_agent_finishes(
         "Then bake the bread for twenty minutes and let it cool.",
     ]
     assert reply_seconds(device) >= 5.0
-    audio.assert_never_ahead(reply_times(device), FRAME_S, PLAYBACK_LEAD_FRAMES)
+    audio.assert_never_ahead(reply_times(device), FRAME_S, MAX_PLAYBACK_LEAD_FRAMES)
 
 
 async def test_follow_up_turns_share_the_conversation(

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from custom_components.xiaozhi.core.offload import MAX_BATCH, Offload
+from custom_components.xiaozhi.core.offload import DELIVERY_SLICE, MAX_BATCH, Offload
 
 
 async def test_results_come_back_in_order_across_batches() -> None:
@@ -47,3 +47,28 @@ async def test_an_error_is_its_jobs_result_only() -> None:
     result, seconds = await offload.run(len, b"abc")
     assert result == 3
     assert seconds >= 0
+
+
+async def test_results_are_handed_back_a_slice_at_a_time() -> None:
+    """Between slices the loop runs what else is due (a pacing timer), in order still."""
+    loop = asyncio.get_running_loop()
+    offload = Offload.of(loop)
+    events: list[object] = []
+    count = DELIVERY_SLICE * 3
+    done = asyncio.Event()
+
+    def collect(result: int, _: float) -> None:
+        if not events:
+            loop.call_soon(events.append, "other")
+        events.append(result)
+        if len(events) == count + 1:
+            done.set()
+
+    gate = threading.Event()
+    offload.submit(gate.wait, None, lambda *_: None)  # holds the executor: one batch follows
+    for value in range(count):
+        offload.submit(abs, value, collect)
+    gate.set()
+    await asyncio.wait_for(done.wait(), 5)
+    assert events.index("other") == DELIVERY_SLICE
+    assert [event for event in events if event != "other"] == list(range(count))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+import itertools
 import json
+import random
 import threading
 from typing import ClassVar, Self
 from unittest.mock import patch
@@ -20,6 +22,8 @@ from custom_components.xiaozhi.core import (
 )
 from custom_components.xiaozhi.core.codec import OpusDecoder, OpusEncoder
 from custom_components.xiaozhi.core.const import (
+    MAX_PLAYBACK_LEAD_FRAMES,
+    PACING_EARLY_S,
     PLAYBACK_LEAD_FRAMES,
     TTS_START_SETTLE_S,
     TTS_STOP_GRACE_S,
@@ -37,7 +41,7 @@ from custom_components.xiaozhi.core.messages import (
     Message,
 )
 from custom_components.xiaozhi.core.reply import Reply
-from custom_components.xiaozhi.core.session import DeviceIdentity, DeviceSession
+from custom_components.xiaozhi.core.session import DeviceIdentity, DeviceSession, PlaybackClock
 from tests.audio import tone
 
 HELLO = ClientHello(features={"mcp": True}).to_json()  # what the firmware sends
@@ -176,6 +180,64 @@ async def test_playback_is_paced_at_real_time(
     # `tts stop` waits until the device has played what it holds, and a grace more.
     stop_time = link.sent[-1][0]
     assert stop_time - times[-1] >= PLAYBACK_LEAD_FRAMES * FRAME_S + TTS_STOP_GRACE_S - 0.03
+
+
+def _paced_gaps(early_s: float, frames: int, lateness_s: list[float]) -> list[float]:
+    """Send `frames` on a simulated clock, each wake-up late by the next of `lateness_s`."""
+    now = [0.0]
+    clock = PlaybackClock(
+        FRAME_S,
+        PLAYBACK_LEAD_FRAMES,
+        lambda: now[0],
+        most_frames=MAX_PLAYBACK_LEAD_FRAMES,
+        early_s=early_s,
+    )
+    sent: list[float] = []
+    most_ahead = 0.0
+    for frame in range(frames):
+        now[0] += clock.delay() + (lateness_s[frame] if frame > PLAYBACK_LEAD_FRAMES else 0.0)
+        clock.frame_sent()
+        sent.append(now[0])
+        most_ahead = max(most_ahead, clock.remaining())
+    assert most_ahead <= (MAX_PLAYBACK_LEAD_FRAMES + 1) * FRAME_S + 1e-9
+    return [b - a for a, b in itertools.pairwise(sent[PLAYBACK_LEAD_FRAMES:])]
+
+
+def test_a_late_sender_leaves_no_long_gap() -> None:
+    """Wake-ups up to 7 ms late never part two frames by more than 65 ms, as they would on a
+    clock fixed to the device's playback; the device is never starved nor flooded."""
+    rng = random.Random(7)
+    frames = 1000  # a minute of speech: the lead reaches its most and stays there
+    lateness = [rng.choice([0.0, 0.0, 0.0, 0.001, 0.007]) for _ in range(frames)]
+    fixed = _paced_gaps(0.0, frames, lateness)
+    assert max(fixed) > 0.066  # the old clock: one long gap after each late wake-up
+    gaps = _paced_gaps(PACING_EARLY_S, frames, lateness)
+    early = gaps[: len(gaps) // 10]  # before the lead reaches its most
+    assert max(early) <= FRAME_S - PACING_EARLY_S + 0.007 + 1e-9
+    assert min(gaps) >= FRAME_S - PACING_EARLY_S - 1e-9  # never a burst
+    # Over a long reply the average is real time: the lead stops growing at its most.
+    assert sum(gaps) / len(gaps) == pytest.approx(FRAME_S, abs=0.001)
+
+
+async def test_slow_encodes_do_not_hold_up_the_pacing(
+    session: tuple[DeviceSession, RecordingLink, RecordingHost],
+) -> None:
+    """Frames are encoded ahead, so one encode taking longer than a frame leaves no gap."""
+    s, link, _ = session
+    calls = itertools.count()
+    encode = OpusEncoder.encode
+
+    def slow_now_and_then(self: OpusEncoder, pcm: bytes) -> bytes:
+        if next(calls) % 6 == 5:
+            threading.Event().wait(0.15)  # on the codec's thread, like a starved core
+        return encode(self, pcm)
+
+    with patch.object(OpusEncoder, "encode", slow_now_and_then):
+        assert await s.speak(reply(2.4)) is True
+    times = link.audio_times()
+    assert len(times) == 40
+    gaps = [b - a for a, b in itertools.pairwise(times[PLAYBACK_LEAD_FRAMES + 4 :])]
+    assert max(gaps) < 0.1
 
 
 async def test_abort_stops_audio_at_once(

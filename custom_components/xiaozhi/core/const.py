@@ -75,6 +75,14 @@ MQTT_DEVICE_TOPIC: Final = "devices/p2p/{}"  # where the server publishes (MAC w
 HELLO_TIMEOUT_S: Final = 10.0  # the firmware waits 10 s for our hello; we wait as long for its own
 IDLE_TIMEOUT_S: Final = 60.0  # close a quiet connection well before the firmware's 120 s timeout
 PLAYBACK_LEAD_FRAMES: Final = 5  # frames queued on the device ahead of real time (it holds 40)
+# Reply frames go this much sooner than real time, counted from the previous one, until the
+# device holds MAX_PLAYBACK_LEAD_FRAMES: a sender woken late by up to this plus 5 ms still leaves
+# no gap over 65 ms. A device plays what it holds after an `abort`, so the most stays small.
+PACING_EARLY_S: Final = 0.003
+MAX_PLAYBACK_LEAD_FRAMES: Final = 10
+# Reply frames encoded ahead of their time: the codec runs off the loop, where a busy second
+# core delays a frame by tens of milliseconds now and then; the pacing sends what is ready.
+ENCODE_AHEAD_FRAMES: Final = 8
 # `tts start` goes out when the end of speech is decided, so the device switches to speaking
 # while STT and the agent work; only a reply ready sooner than this waits (firmware 48142026,
 # main/application.cc). The device reads our messages and frames in order on one receive task.

@@ -12,12 +12,16 @@ core).
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 import time
 from typing import Any, Final
 import weakref
 
 MAX_BATCH: Final = 64  # jobs per executor run; at 60 ms frames that is 64 devices' next frame
+# Results handed back per pass of the loop: a decoded frame's handler runs the voice detection,
+# so a whole batch at once would hold the loop (and every device's pacing timer) for ~10 ms.
+DELIVERY_SLICE: Final = 8
 
 type Done = Callable[[Any, float], None]
 """Called on the loop with the job's result (or the exception it raised) and its CPU seconds."""
@@ -35,6 +39,8 @@ class Offload:
         self._loop = loop
         self._queued: list[tuple[Callable[[Any], Any], Any, Done]] = []
         self._running = False
+        self._results: deque[tuple[Done, Any, float]] = deque()
+        self._delivering = False
 
     @classmethod
     def of(cls, loop: asyncio.AbstractEventLoop) -> Offload:
@@ -89,8 +95,23 @@ class Offload:
             results: list[tuple[Any, float]] = [(error, 0.0)] * len(batch)
         else:
             results = job.result()
-        for (_, _, done), (result, seconds) in zip(batch, results, strict=True):
+        self._results.extend(
+            (done, result, seconds)
+            for (_, _, done), (result, seconds) in zip(batch, results, strict=True)
+        )
+        if not self._delivering:
+            self._delivering = True
+            self._deliver()
+
+    def _deliver(self) -> None:
+        """Hand back a slice of results; the rest after the timers and I/O that are due."""
+        for _ in range(min(DELIVERY_SLICE, len(self._results))):
+            done, result, seconds = self._results.popleft()
             done(result, seconds)
+        if self._results and not self._loop.is_closed():
+            self._loop.call_soon(self._deliver)
+        else:
+            self._delivering = False
 
 
 def _run_batch(batch: list[tuple[Callable[[Any], Any], Any, Done]]) -> list[tuple[Any, float]]:

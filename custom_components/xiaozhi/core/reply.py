@@ -246,6 +246,10 @@ class Reply:
             finished=self.finished,
         )
 
+    def wake(self) -> None:
+        """Wake the sender: something of its own is ready (an encoded frame)."""
+        self._changed.set()
+
     async def wait(self, timeout: float | None = None) -> None:
         """Sleep until something is added, or `timeout` seconds pass."""
         if not self._changed.is_set():

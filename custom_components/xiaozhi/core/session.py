@@ -8,22 +8,26 @@ through a `DeviceLink` and reports to the `SessionHandler` its gate resolved at 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 import uuid
 
 from .codec import OpusDecoder, OpusEncoder
 from .const import (
     AUDIO_RATE_MARGIN,
     DEVICE_SAMPLE_RATE,
+    ENCODE_AHEAD_FRAMES,
     HELLO_TIMEOUT_S,
     IDLE_TIMEOUT_S,
     MAX_AUDIO_BURST_S,
+    MAX_PLAYBACK_LEAD_FRAMES,
     MAX_TEXT_MESSAGE_BURST,
     MAX_TEXT_MESSAGES_PER_S,
+    PACING_EARLY_S,
     PLAYBACK_LEAD_FRAMES,
     SAMPLE_WIDTH,
     TTS_START_SETTLE_S,
@@ -125,7 +129,13 @@ def after_reply(mode: ListenMode | None) -> SessionState:
 
 
 class PlaybackClock:
-    """Keeps reply audio no more than `lead` frames ahead of what the device has played."""
+    """Keeps reply audio `lead` frames ahead of what the device has played, growing to `most`.
+
+    Each frame may go `early_s` sooner than real time asks, counted from the one before, until
+    the device holds `most` frames: a sender woken a few milliseconds late then still leaves no
+    gap longer than a frame and a few milliseconds, where a clock fixed to the device's
+    playback would turn every late wake-up into one long gap and one short.
+    """
 
     def __init__(
         self,
@@ -133,30 +143,104 @@ class PlaybackClock:
         lead_frames: int,
         time: Callable[[], float],
         not_before: float = 0.0,
+        *,
+        most_frames: int | None = None,
+        early_s: float = 0.0,
     ) -> None:
         """Follow the device's playback on the `time` clock; send nothing before `not_before`."""
         self.frame_seconds = frame_seconds
         self.sent_s = 0.0  # audio handed to the device so far
         self._lead = lead_frames * frame_seconds
+        self._most = (most_frames if most_frames is not None else lead_frames) * frame_seconds
+        self._early = early_s
         self._time = time
         self._not_before = not_before
         self._played_until = 0.0
+        self._last_sent = float("-inf")
 
     def delay(self) -> float:
         """Seconds to wait before one more frame may be sent."""
         now = self._time()
         if now < self._not_before:
             return self._not_before - now
-        return max(self._played_until - now - self._lead, 0.0)
+        send_at = max(
+            min(
+                self._played_until - self._lead, self._last_sent + self.frame_seconds - self._early
+            ),
+            self._played_until - self._most,
+        )
+        return max(send_at - now, 0.0)
 
     def frame_sent(self) -> None:
         """Account for one frame handed to the device."""
-        self._played_until = max(self._played_until, self._time()) + self.frame_seconds
+        now = self._time()
+        self._played_until = max(self._played_until, now) + self.frame_seconds
+        self._last_sent = now
         self.sent_s += self.frame_seconds
 
     def remaining(self) -> float:
         """Seconds until the device has played everything sent."""
         return max(self._played_until - self._time(), 0.0)
+
+
+class _EncodedFrames:
+    """A reply's frames, encoded off the loop up to `ENCODE_AHEAD_FRAMES` ahead of their time.
+
+    The pacing then waits only for the clock: a frame's encoding, queued behind every other
+    device's codec work, is done long before it is due.
+    """
+
+    def __init__(
+        self, encoder: OpusEncoder, offload: Offload, stats: CodecStats, reply: Reply
+    ) -> None:
+        """Encode `reply`'s audio with the session's encoder."""
+        self._encoder = encoder
+        self._offload = offload
+        self._stats = stats
+        self._reply = reply
+        self._ready: deque[bytes] = deque()
+        self._in_flight = 0
+        self._error: BaseException | None = None
+        self.first_encoded_at = 0.0
+
+    @property
+    def pending(self) -> bool:
+        """Whether frames are encoded or being encoded and not sent yet."""
+        return bool(self._ready) or self._in_flight > 0
+
+    def fill(self) -> None:
+        """Hand the reply's next frames to the codec, while fewer than the lead are ahead."""
+        reply, size = self._reply, self._encoder.frame_bytes
+        while len(self._ready) + self._in_flight < ENCODE_AHEAD_FRAMES and (
+            len(reply.pcm) >= size or (reply.audio_ended and reply.pcm)
+        ):
+            pcm = reply.take_pcm(size).ljust(size, b"\0")
+            self._in_flight += 1
+            self._offload.submit(self._encoder.encode, pcm, self._encoded)
+
+    def next(self) -> bytes | None:
+        """The next frame to send, if it is encoded; raises what the codec raised."""
+        if self._error is not None:
+            raise self._error
+        return self._ready[0] if self._ready else None
+
+    def taken(self) -> None:
+        """The frame from `next` was sent."""
+        self._ready.popleft()
+
+    def _encoded(self, result: Any, seconds: float) -> None:
+        self._in_flight -= 1
+        if isinstance(result, BaseException):
+            self._error = result
+            self._reply.wake()
+            return
+        self._stats.encode_s += seconds
+        self._stats.frames_encoded += 1
+        if not self.first_encoded_at:
+            self.first_encoded_at = asyncio.get_running_loop().time()
+        self._ready.append(bytes(result))
+        if len(self._ready) == 1:  # the sender may be waiting for it; later ones wait their turn
+            self._reply.wake()
 
 
 class RateLimit:
@@ -447,11 +531,10 @@ class DeviceSession:
             self._encoder = OpusEncoder(
                 self.reply_audio.sample_rate, self.reply_audio.frame_duration
             )
-        encoder = self._encoder
+        frames = _EncodedFrames(self._encoder, self._offload, self.codec_stats, reply)
         bytes_per_s = self.reply_audio.sample_rate * SAMPLE_WIDTH
         frame_s = self.reply_audio.frame_duration / 1000
         clock: PlaybackClock | None = None
-        packet: bytes | None = None  # encoded, waiting for its time
         while not reply.interrupted and not self.link.closed:
             if reply.speak_requested and clock is None:
                 # First, ahead of messages queued meanwhile: the device switches while they go.
@@ -464,34 +547,29 @@ class DeviceSession:
                     PLAYBACK_LEAD_FRAMES,
                     self._loop.time,
                     not_before=self._speaking_since + TTS_START_SETTLE_S,
+                    most_frames=MAX_PLAYBACK_LEAD_FRAMES,
+                    early_s=PACING_EARLY_S,
                 )
             while reply.messages:
                 await self.send(reply.messages.popleft())
             reply.read_audio(bytes_per_s)
-            if (
-                clock is not None
-                and packet is None
-                and (len(reply.pcm) >= encoder.frame_bytes or (reply.audio_ended and reply.pcm))
-            ):
-                # Encode the next frame now (off the loop), then wait for its time.
-                pcm = reply.take_pcm(encoder.frame_bytes)
-                packet = await self._encode(encoder, pcm.ljust(encoder.frame_bytes, b"\0"))
-                timings.mark(Stage.FIRST_ENCODED, self._loop.time())
-                continue
-            if clock is not None and packet is not None:
+            if clock is not None:
+                frames.fill()
+            if clock is not None and (packet := frames.next()) is not None:
+                timings.mark(Stage.FIRST_ENCODED, frames.first_encoded_at)
                 if (delay := clock.delay()) > 0:
                     await reply.wait(delay)
                     continue
                 for text in reply.subtitles.due(clock.sent_s):
                     await self.send(Tts(state=TtsState.SENTENCE_START, text=text))
                 clock.frame_sent()
+                frames.taken()
                 if not await self._send_audio(packet):
                     reply.interrupt()  # the device is gone
                     break
-                packet = None
                 timings.mark(Stage.FIRST_FRAME, self._loop.time())
                 continue
-            if reply.done:
+            if reply.done and not frames.pending:
                 break
             await reply.wait()
         if reply.audio_error is not None:
@@ -505,9 +583,3 @@ class DeviceSession:
             while not reply.interrupted and (remaining := stop_at - self._loop.time()) > 0:
                 await reply.wait(remaining)
         return not reply.interrupted and not self.link.closed
-
-    async def _encode(self, encoder: OpusEncoder, pcm: bytes) -> bytes:
-        packet, seconds = await self._offload.run(encoder.encode, pcm)
-        self.codec_stats.encode_s += seconds
-        self.codec_stats.frames_encoded += 1
-        return bytes(packet)
