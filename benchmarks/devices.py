@@ -1,12 +1,14 @@
 """Many emulated devices in their own process, so their work does not load the hub's event loop.
 
     python -m benchmarks.devices OTA_URL {idle,load,turns} --devices N [--seconds S] [--turns T]
+        [--slot K --slots M]
 
 The hub must let devices in without a code (auth mode "local_network", with its limits on devices
 without a code and channels per address lifted, as `tests.conftest.allow_a_fleet` does). The
 process prints one JSON line when its devices are connected, then waits for commands on stdin:
 `go` runs the mode's work and prints its report; `stop` closes every device and prints a last
-line.
+line. A load of many devices is split over M such processes (`--slots`), as real devices each
+have their own CPU: one loop serving a hundred emulated devices would delay their timestamps.
 """
 
 from __future__ import annotations
@@ -107,8 +109,13 @@ async def realtime_device(
 
 
 def pacing_report(replies: list[list[float]]) -> dict[str, Any]:
-    """Jitter of the steady frames, and frames that came after the device's buffer ran dry."""
+    """Jitter of the steady frames, and frames that came after the device's buffer ran dry.
+
+    `jitter_samples_s` holds every steady frame's jitter, for merging the reports of several
+    processes (`merge_pacing_reports`).
+    """
     jitter: list[float] = []
+    longest = 0.0  # the longest steady gap
     late = slow = 0
     for times in replies:
         if not times:
@@ -117,19 +124,43 @@ def pacing_report(replies: list[list[float]]) -> dict[str, Any]:
         gaps = [b - a for a, b in itertools.pairwise(steady)]
         jitter.extend(abs(gap - FRAME_S) for gap in gaps)
         slow += sum(1 for gap in gaps if gap > SLOW_GAP_S)
+        longest = max([longest, *gaps])
         late += sum(1 for k, t in enumerate(times) if t > times[0] + k * FRAME_S)
     return {
         "replies": sum(1 for times in replies if times),
         "frames": sum(len(times) for times in replies),
         "frames_per_reply": sorted({len(times) for times in replies}),
         "jitter_s": percentiles(jitter, 50, 99),
+        "jitter_samples_s": jitter,
+        "max_gap_s": longest,
         "late_frames": late,
         "gaps_over_65ms": slow,
     }
 
 
-async def run_load(fleet: Fleet, seconds: float) -> dict[str, Any]:
-    """Every device in realtime mode for `seconds`."""
+def merge_pacing_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One load report from those of the processes that shared the fleet."""
+    jitter = [sample for report in reports for sample in report["jitter_samples_s"]]
+    lags = [report["device_process_loop_lag_s"] for report in reports]
+    return {
+        "replies": sum(report["replies"] for report in reports),
+        "frames": sum(report["frames"] for report in reports),
+        "frames_per_reply": sorted({n for report in reports for n in report["frames_per_reply"]}),
+        "jitter_s": percentiles(jitter, 50, 99),
+        "max_gap_s": max(report["max_gap_s"] for report in reports),
+        "late_frames": sum(report["late_frames"] for report in reports),
+        "gaps_over_65ms": sum(report["gaps_over_65ms"] for report in reports),
+        "unanswered_turns": sum(report["unanswered_turns"] for report in reports),
+        "devices": sum(report["devices"] for report in reports),
+        "device_processes": len(reports),
+        "device_process_loop_lag_s": {
+            point: max(lag[point] for lag in lags) for point in ("p99", "p100")
+        },
+    }
+
+
+async def run_load(fleet: Fleet, seconds: float, slot: int = 0, slots: int = 1) -> dict[str, Any]:
+    """Every device in realtime mode for `seconds`; this fleet is `slot` of `slots` processes."""
     loop = asyncio.get_running_loop()
     utterance = make_utterance(tail_s=8.0)
     until = loop.time() + seconds
@@ -142,11 +173,11 @@ async def run_load(fleet: Fleet, seconds: float) -> dict[str, Any]:
             lags.append(loop.time() - started - 0.02)
 
     prober = loop.create_task(probe())
-    stagger = min(LOAD_STAGGER_S, seconds / 2) / fleet.count
+    stagger = min(LOAD_STAGGER_S, seconds / 2) / (fleet.count * slots)
     unanswered: list[str] = []
     results = await asyncio.gather(
         *(
-            realtime_device(device, utterance, index * stagger, until, unanswered)
+            realtime_device(device, utterance, (index * slots + slot) * stagger, until, unanswered)
             for index, device in enumerate(fleet.devices)
         )
     )
@@ -229,7 +260,7 @@ async def main(args: argparse.Namespace) -> None:
             if command == "stop":
                 break
             if args.mode == "load":
-                report(await run_load(fleet, args.seconds))
+                report(await run_load(fleet, args.seconds, args.slot, args.slots))
             elif args.mode == "turns" and turn_batches:
                 report(await run_turns(fleet, turn_batches.pop(0), counter))
             else:
@@ -247,6 +278,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--turns", type=int, default=10, help="turns per device")
+    parser.add_argument("--slot", type=int, default=0, help="this process's place in the load")
+    parser.add_argument("--slots", type=int, default=1, help="processes sharing the load")
     return parser.parse_args(argv)
 
 

@@ -42,6 +42,7 @@ from custom_components.xiaozhi.hub import XiaozhiHub
 from tests.providers import Providers
 from tools.emulator import DeviceEmulator
 
+from .devices import merge_pacing_reports
 from .microphone import (
     MANUAL_SPEECH_FRAMES,
     Utterance,
@@ -55,6 +56,8 @@ from .microphone import (
 type MakeDevice = Callable[..., Awaitable[DeviceEmulator]]
 
 LOOP_PROBE_S = 0.02  # how often the event-loop lag probe wakes up
+DEVICES_PER_PROCESS = 25  # emulated devices sharing one process (and event loop) in the load
+MAX_REPORT_BYTES = 16 * 1024 * 1024  # a device process's report line (raw jitter samples)
 STREAMED_SENTENCES = (
     "Sure, the kitchen light is on now. "
     "I also lowered the blinds a little for you. "
@@ -349,6 +352,7 @@ class DeviceProcess:
             cwd=root,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            limit=MAX_REPORT_BYTES,
         )
         try:
             yield cls(process)
@@ -391,14 +395,27 @@ async def _load(bench: HubBench, counts: list[int], seconds: float) -> dict[str,
     results: dict[str, Any] = {}
     probe = LoopLagProbe()
     for count in counts:
-        async with DeviceProcess.start(
-            bench.ota_url, "load", "--devices", str(count), "--seconds", str(seconds)
-        ) as child:
-            await child.read()  # connected
+        slots = -(-count // DEVICES_PER_PROCESS)
+        shares = [count // slots + (slot < count % slots) for slot in range(slots)]
+        async with contextlib.AsyncExitStack() as stack:
+            children = [
+                await stack.enter_async_context(
+                    DeviceProcess.start(
+                        bench.ota_url,
+                        "load",
+                        *("--devices", str(share), "--seconds", str(seconds)),
+                        *("--slot", str(slot), "--slots", str(slots)),
+                    )
+                )
+                for slot, share in enumerate(shares)
+            ]
+            for child in children:
+                await child.read()  # connected
             cpu_before, wall_before = cpu_s(), time.monotonic()
             async with probe.running():
-                await child.tell("go")
-                report = await child.read()
+                for child in children:
+                    await child.tell("go")
+                report = merge_pacing_reports([await child.read() for child in children])
             cpu = cpu_s() - cpu_before
             wall = time.monotonic() - wall_before
         report["loop_lag_s"] = percentiles(probe.lags, 50, 99)

@@ -112,7 +112,7 @@ async def test_addon_benchmarks(
     for device in devices:
         await device.close()
     print("\n== with the add-on (devices on its ports, HA linked to it)\n" + format_table(results))
-    print("\n" + format_goals(results))
+    print("\n" + format_goals(results, side_by_side=False))
     if path := os.environ.get("XIAOZHI_BENCH_JSON"):
         Path(path).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     assert await hass.config_entries.async_unload(entry.entry_id)

@@ -24,8 +24,13 @@ def hub_entry(monkeypatch: pytest.MonkeyPatch) -> MockConfigEntry:
 
 @pytest.mark.timeout(300)
 async def test_benchmarks_measure_real_turns(
-    hass: HomeAssistant, providers: Providers, make_device: Any, ota_url: str
+    hass: HomeAssistant,
+    providers: Providers,
+    make_device: Any,
+    ota_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr("benchmarks.hub.DEVICES_PER_PROCESS", 3)  # the load's 5 devices: 3 + 2
     results = await run_all(HubBench(hass, providers, make_device, ota_url), SMOKE)
     assert format_table(results)
     goals = format_goals(results)
@@ -56,6 +61,9 @@ async def test_benchmarks_measure_real_turns(
     assert streaming["turns_with_each_sentence_once"] == streaming["turns"]
     (load,) = results["load"].values()
     assert load["devices"] == SMOKE.load_counts[0]
+    assert load["device_processes"] == 2  # their reports merged
+    assert "jitter_samples_s" not in load
+    assert load["max_gap_s"] > 0.05  # steady frames, about one frame time apart
     assert load["replies"] >= load["devices"]  # every device heard at least one whole reply
     assert load["frames"] > load["replies"] * 10
     assert load["loop_lag_s"]["p99"] >= 0
