@@ -72,3 +72,31 @@ async def test_results_are_handed_back_a_slice_at_a_time() -> None:
     await asyncio.wait_for(done.wait(), 5)
     assert events.index("other") == DELIVERY_SLICE
     assert [event for event in events if event != "other"] == list(range(count))
+
+
+async def test_a_failing_callback_does_not_stop_the_others() -> None:
+    """A device's handler that raises is reported by the loop; every other device goes on."""
+    loop = asyncio.get_running_loop()
+    offload = Offload.of(loop)
+    reported: list[object] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context.get("exception")))
+    results: list[int] = []
+    done = asyncio.Event()
+
+    def collect(result: int, _: float) -> None:
+        if result == 1:
+            raise RuntimeError("a handler bug")
+        results.append(result)
+        if len(results) == DELIVERY_SLICE * 2:
+            done.set()
+
+    try:
+        for value in range(DELIVERY_SLICE * 2 + 1):
+            offload.submit(abs, value, collect)
+        await asyncio.wait_for(done.wait(), 5)
+        result, _ = await offload.run(abs, -7)  # and later jobs still come back
+    finally:
+        loop.set_exception_handler(None)
+    assert result == 7
+    assert results == [value for value in range(DELIVERY_SLICE * 2 + 1) if value != 1]
+    assert [str(error) for error in reported] == ["a handler bug"]

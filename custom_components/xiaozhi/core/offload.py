@@ -104,14 +104,19 @@ class Offload:
             self._deliver()
 
     def _deliver(self) -> None:
-        """Hand back a slice of results; the rest after the timers and I/O that are due."""
-        for _ in range(min(DELIVERY_SLICE, len(self._results))):
-            done, result, seconds = self._results.popleft()
-            done(result, seconds)
-        if self._results and not self._loop.is_closed():
-            self._loop.call_soon(self._deliver)
-        else:
-            self._delivering = False
+        """Hand back a slice of results; the rest after the timers and I/O that are due.
+
+        A callback that raises is the loop's to report; the results after it still go back.
+        """
+        try:
+            for _ in range(min(DELIVERY_SLICE, len(self._results))):
+                done, result, seconds = self._results.popleft()
+                done(result, seconds)
+        finally:
+            if self._results and not self._loop.is_closed():
+                self._loop.call_soon(self._deliver)
+            else:
+                self._delivering = False
 
 
 def _run_batch(batch: list[tuple[Callable[[Any], Any], Any, Done]]) -> list[tuple[Any, float]]:
