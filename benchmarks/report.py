@@ -194,16 +194,12 @@ def format_goals(results: dict[str, Any], *, side_by_side: bool = True) -> str:
             f" sentence {_ms(second)}; once in {once} of {streaming['turns']} turns; subtitle"
             f" -> its frame max {_ms(lead)}  {_verdict(ok)}"
         )
-    if not side_by_side:
-        pass
-    elif reference:
+    if side_by_side:
         lines.append(
             f"goal 5  reference server side by side in scripts/bench: {reference['turns']}"
             f" interleaved turns each, same client and fakes  PASS"
-        )
-    else:
-        lines.append(
-            "goal 5  reference server side by side: not run by scripts/bench"
+            if reference
+            else "goal 5  reference server side by side: not run by scripts/bench"
             " (set XIAOZHI_REFERENCE_SERVER, see README)  MISS"
         )
     return "\n".join(lines)
