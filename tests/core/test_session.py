@@ -261,6 +261,34 @@ async def test_abort_stops_audio_at_once(
     assert len(link.audio_times()) - count == 10
 
 
+async def test_a_newer_reply_starts_after_the_older_ones_tts_stop(
+    session: tuple[DeviceSession, RecordingLink, RecordingHost],
+) -> None:
+    """A reply started while another plays (typed text, an announcement) takes over with its
+    own `tts start`, after the older one's `tts stop`, and none of its audio precedes it."""
+    s, link, _ = session
+    older = asyncio.create_task(s.speak(reply(3.0, "第一句。")))
+    await asyncio.sleep(0.3)
+    newer = reply(0.6, "第二句。")
+    newer.start_speaking()  # ready to speak at once, as a typed question's reply is
+    assert await s.speak(newer) is True
+    assert await older is False
+    states = [(t.get("state"), t.get("text")) for t in link.texts()[1:]]
+    assert states == [
+        ("start", None),
+        ("sentence_start", "第一句。"),
+        ("stop", None),
+        ("start", None),
+        ("sentence_start", "第二句。"),
+        ("stop", None),
+    ]
+    text_at = [i for i, (_, kind, _) in enumerate(link.sent) if kind == "text"]
+    stopped, restarted = text_at[3], text_at[4]  # the older one's `tts stop`, the newer's start
+    assert [kind for _, kind, _ in link.sent[stopped:restarted]] == ["text"]
+    assert [kind for _, kind, _ in link.sent[restarted:]].count("audio") == 10  # all of it
+    assert s.state is SessionState.IDLE
+
+
 async def test_hello_timeout_closes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("custom_components.xiaozhi.core.session.HELLO_TIMEOUT_S", 0.05)
     link = RecordingLink()

@@ -295,6 +295,7 @@ class DeviceSession:
         self._last_activity = self._loop.time()
         self._speaking_since = 0.0
         self._reply: Reply | None = None
+        self._sender = asyncio.Lock()  # one reply's sender at a time, each from start to stop
         self._watchdog: asyncio.Task[None] | None = None
         self._warned: set[str] = set()
         self._ended = asyncio.Event()
@@ -513,17 +514,20 @@ class DeviceSession:
         The turn's only sender: messages in order, `tts start` when asked, the reply audio paced
         at real time with each sentence's text just before its first frame, then, once the
         device has played it all and `TTS_STOP_GRACE_S` more, `tts stop`: the one place a reply
-        ends. A newer reply interrupts this one.
+        ends. A newer reply interrupts this one and starts once this one's `tts stop` is sent:
+        overlapping it, the newer one would find the device speaking and send no `tts start`,
+        and this one's `tts stop` would then switch the device to listening under its audio.
         """
         if self._reply is not None:
             self._reply.interrupt()
         self._reply = reply
-        try:
-            finished = await self._send_reply(reply, timings or TurnTimings())
-        finally:
-            if self._reply is reply:
-                self._reply = None
-        await self.stop_speaking()
+        async with self._sender:
+            try:
+                finished = await self._send_reply(reply, timings or TurnTimings())
+            finally:
+                if self._reply is reply:
+                    self._reply = None
+            await self.stop_speaking()
         return finished
 
     async def _send_reply(self, reply: Reply, timings: TurnTimings) -> bool:
