@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Coroutine
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import suppress
+from functools import partial
 import hmac
 import itertools
 import logging
@@ -458,6 +460,9 @@ class RelayedChannel:
         self._replies: dict[int, _RelayedReply] = {}
         self._last_notice = -RESTART_NOTICE_INTERVAL_S
         self._tasks: set[asyncio.Task[None]] = set()
+        # HA's sends and closes, done one after another in the order HA asked for them.
+        self._in_order: deque[Callable[[], Awaitable[None]]] = deque()
+        self._draining = False
 
     # --- SessionHandler --------------------------------------------------------------------------
 
@@ -519,14 +524,27 @@ class RelayedChannel:
             reply.reply.interrupt()
 
     def send(self, message: Message) -> None:
-        """Send HA's message on the channel."""
+        """Send HA's message on the channel, after the ones HA sent before it."""
         if self.session is not None:
-            self._run(self.session.send(message))
+            self._after_the_others(partial(self.session.send, message))
 
     def close(self, code: CloseCode, reason: str) -> None:
-        """Close the channel, as HA asked."""
+        """Close the channel, as HA asked, once what HA sent before is sent."""
         if self.session is not None:
-            self._run(self.session.close(code, reason))
+            self._after_the_others(partial(self.session.close, code, reason))
+
+    def _after_the_others(self, action: Callable[[], Awaitable[None]]) -> None:
+        self._in_order.append(action)
+        if not self._draining:
+            self._draining = True
+            self._run(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._in_order:
+                await self._in_order.popleft()()
+        finally:
+            self._draining = False
 
     def speak(self, number: int) -> None:
         """Start sending HA's reply `number`; HA is told when it is done."""
