@@ -8,6 +8,7 @@ import pytest
 
 from custom_components.xiaozhi.core.errors import ProtocolError
 from custom_components.xiaozhi.core.link import (
+    LINK_SEND_SLICE,
     MAX_LINK_AUDIO_BACKLOG,
     MAX_LINK_QUEUE,
     Outbox,
@@ -47,3 +48,25 @@ async def test_a_slow_peer_loses_microphone_audio_and_a_stuck_one_the_link() -> 
         outbox.put({"type": "event", "n": number})
     assert overflows == [None]  # once: the owner closes the link
     await outbox.close()
+
+
+async def test_a_backlog_is_sent_a_slice_at_a_time() -> None:
+    """A peer that keeps up never blocks a send; the backlog still lets the loop run between."""
+    loop = asyncio.get_running_loop()
+    events: list[object] = []
+    count = LINK_SEND_SLICE * 3
+    all_sent = asyncio.Event()
+
+    async def send(frame: str | bytes) -> None:
+        events.append(frame)
+        if len(events) == count + 1:
+            all_sent.set()
+
+    outbox = Outbox(send, send, lambda: None)
+    for number in range(count):
+        outbox.put_bytes(bytes([number]))
+    loop.call_soon(events.append, "other")  # due once the outbox has started
+    await asyncio.wait_for(all_sent.wait(), 5)
+    await outbox.close()
+    assert "other" in events[: LINK_SEND_SLICE + 1]
+    assert [event for event in events if event != "other"] == [bytes([n]) for n in range(count)]

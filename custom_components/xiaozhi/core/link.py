@@ -33,6 +33,9 @@ LINK_HELLO_TIMEOUT_S: Final = 10.0
 LINK_CALL_TIMEOUT_S: Final = 10.0  # HA answers a gate call (OTA check, channel) within this
 MAX_LINK_MESSAGE_BYTES: Final = 1024 * 1024  # a reply update or an OTA check is a few KiB
 LINK_AUDIO_FRAME_BYTES: Final = 32 * 1024  # reply audio is sent in frames of at most this
+# Frames written per pass of the loop: a send that does not block never yields, and a backlog
+# of a hundred devices' microphone audio would hold the loop (and their reply pacing) for ms.
+LINK_SEND_SLICE: Final = 16
 MAX_LINK_QUEUE: Final = 2000  # frames waiting to be sent; a peer this far behind is dropped
 # Microphone audio waiting beyond this is dropped instead (a peer that is slow, not stuck): turns
 # lose audio, the link and every channel on it stay.
@@ -93,6 +96,7 @@ class Outbox:
         self._queue.put_nowait(frame)
 
     async def _run(self) -> None:
+        sent = 0
         while (frame := await self._queue.get()) is not None:
             try:
                 if isinstance(frame, str):
@@ -101,6 +105,9 @@ class Outbox:
                     await self._send_bytes(frame)
             except ConnectionError:
                 return  # the link is closing; its owner ends it
+            sent += 1
+            if sent % LINK_SEND_SLICE == 0:
+                await asyncio.sleep(0)
 
     async def close(self) -> None:
         """Stop sending (what is queued is dropped)."""
