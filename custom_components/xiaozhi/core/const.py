@@ -78,7 +78,7 @@ PLAYBACK_LEAD_FRAMES: Final = 5  # frames queued on the device ahead of real tim
 # Reply frames go this much sooner than real time, counted from the previous one, until the
 # device holds MAX_PLAYBACK_LEAD_FRAMES: a sender woken late by up to this plus 5 ms still leaves
 # no gap over 65 ms. A device plays what it holds after an `abort`, so the most stays small.
-PACING_EARLY_S: Final = 0.003
+PACING_EARLY_S: Final = 0.005
 MAX_PLAYBACK_LEAD_FRAMES: Final = 10
 # Reply frames encoded ahead of their time: the codec runs off the loop, where a busy second
 # core delays a frame by tens of milliseconds now and then; the pacing sends what is ready.
