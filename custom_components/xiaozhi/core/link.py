@@ -27,8 +27,8 @@ LINK_PATH: Final = "/xiaozhi/link"
 LINK_STATUS_PATH: Final = "/xiaozhi/link/status"  # checks the URL and secret without linking
 LINK_VERSION: Final = 1
 LINK_SERVICE: Final = "xiaozhi"  # the add-on's Supervisor discovery service
-LINK_HEARTBEAT_S: Final = 10.0  # HA pings the add-on this often; no pong in time: gone
-LINK_IDLE_TIMEOUT_S: Final = 3 * LINK_HEARTBEAT_S  # the add-on hears nothing (not even a ping)
+LINK_HEARTBEAT_S: Final = 10.0  # HA pings the add-on this often, the add-on answers (a pong)
+LINK_IDLE_TIMEOUT_S: Final = 3 * LINK_HEARTBEAT_S  # either end hearing nothing this long: gone
 LINK_HELLO_TIMEOUT_S: Final = 10.0
 LINK_CALL_TIMEOUT_S: Final = 10.0  # HA answers a gate call (OTA check, channel) within this
 MAX_LINK_MESSAGE_BYTES: Final = 1024 * 1024  # a reply update or an OTA check is a few KiB
@@ -36,6 +36,9 @@ LINK_AUDIO_FRAME_BYTES: Final = 32 * 1024  # reply audio is sent in frames of at
 # Frames written per pass of the loop: a send that does not block never yields, and a backlog
 # of a hundred devices' microphone audio would hold the loop (and their reply pacing) for ms.
 LINK_SEND_SLICE: Final = 16
+# Frames handled per pass of the loop: frames already read come without a yield, and each
+# device's microphone audio runs its voice detection there, so a long read held HA's loop.
+LINK_RECEIVE_SLICE: Final = 8
 MAX_LINK_QUEUE: Final = 2000  # frames waiting to be sent; a peer this far behind is dropped
 # Microphone audio waiting beyond this is dropped instead (a peer that is slow, not stuck): turns
 # lose audio, the link and every channel on it stay.

@@ -24,7 +24,9 @@ from .link import (
     LINK_AUDIO_FRAME_BYTES,
     LINK_HEARTBEAT_S,
     LINK_HELLO_TIMEOUT_S,
+    LINK_IDLE_TIMEOUT_S,
     LINK_PATH,
+    LINK_RECEIVE_SLICE,
     LINK_STATUS_PATH,
     LINK_VERSION,
     MAX_LINK_MESSAGE_BYTES,
@@ -66,6 +68,18 @@ LINK_RETRY_MAX_S: Final = 30.0
 
 class LinkAuthError(Exception):
     """The add-on refused the link secret."""
+
+
+async def _ping(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Ping the add-on every `LINK_HEARTBEAT_S`; its pongs keep the link's receive alive.
+
+    Not aiohttp's own heartbeat: data arriving while it closes the link schedules that
+    heartbeat again, a timer left behind on a closed link.
+    """
+    while True:
+        await asyncio.sleep(LINK_HEARTBEAT_S)
+        with suppress(ConnectionError):
+            await ws.ping()
 
 
 def link_url(base_url: str) -> str:
@@ -166,7 +180,6 @@ class LinkClient(LinkEnd):
             ws = await self._http.ws_connect(
                 self.url,
                 headers={"Authorization": f"Bearer {self._secret}"},
-                heartbeat=LINK_HEARTBEAT_S,
                 max_msg_size=MAX_LINK_MESSAGE_BYTES,
             )
         except aiohttp.WSServerHandshakeError as err:
@@ -193,12 +206,30 @@ class LinkClient(LinkEnd):
             self.secret_refused = False
             _LOGGER.info("Linked to the Xiaozhi add-on at %s", self.url)
             self._changed()
-            await self._serve(ws)
+            pinging = asyncio.get_running_loop().create_task(_ping(ws), name="xiaozhi link ping")
+            try:
+                await self._serve(ws)
+            finally:
+                pinging.cancel()
+                with suppress(asyncio.CancelledError):
+                    await pinging
         finally:
             await self._unlinked(ws)
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for msg in ws:
+        for handled in itertools.count(1):
+            if handled % LINK_RECEIVE_SLICE == 0:
+                await asyncio.sleep(0)  # let the loop run between slices of what was read
+            try:
+                msg = await ws.receive(timeout=LINK_IDLE_TIMEOUT_S)
+            except TimeoutError:
+                raise ProtocolError(f"the add-on silent for {LINK_IDLE_TIMEOUT_S:.0f} s") from None
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.CLOSED,
+            ):
+                return
             if msg.type is aiohttp.WSMsgType.TEXT:
                 try:
                     data = msg.json()
