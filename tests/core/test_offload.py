@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 import threading
 
 import pytest
@@ -100,3 +101,54 @@ async def test_a_failing_callback_does_not_stop_the_others() -> None:
     assert result == 7
     assert results == [value for value in range(DELIVERY_SLICE * 2 + 1) if value != 1]
     assert [str(error) for error in reported] == ["a handler bug"]
+
+
+async def test_urgent_jobs_go_ahead_of_a_backlog() -> None:
+    """A reply's next frames do not wait behind a batch of decoded microphone audio being
+    handed back a slice at a time; each kind keeps its own order."""
+    loop = asyncio.get_running_loop()
+    offload = Offload.of(loop)
+    events: list[str] = []
+    count = DELIVERY_SLICE * 4
+    done = asyncio.Event()
+
+    def collect(kind: str) -> Callable[[int, float], None]:
+        def collected(result: int, _: float) -> None:
+            events.append(f"{kind}{result}")
+            if len(events) == count + 3:
+                done.set()
+
+        return collected
+
+    gate = threading.Event()
+    offload.submit(gate.wait, None, lambda *_: None)  # holds the executor: the rest queue up
+    for value in range(count):
+        offload.submit(abs, value, collect("mic"))
+    for value in range(3):
+        offload.submit(abs, value, collect("reply"), urgent=True)
+    gate.set()
+    await asyncio.wait_for(done.wait(), 5)
+    assert events[:3] == ["reply0", "reply1", "reply2"]  # first, though queued last
+    assert events[3:] == [f"mic{value}" for value in range(count)]
+
+
+async def test_urgent_jobs_queued_during_a_hand_back_are_not_held_behind_it() -> None:
+    """Urgent results go back at the next pass of the loop, whatever backlog is still there."""
+    loop = asyncio.get_running_loop()
+    offload = Offload.of(loop)
+    mic: list[int] = []
+    reply_back_after = asyncio.get_running_loop().create_future()
+    count = DELIVERY_SLICE * 8
+
+    def collected_mic(result: int, _: float) -> None:
+        mic.append(result)
+        if len(mic) == 1:  # the hand-back of a long backlog has begun: a reply frame is due
+            offload.submit(abs, -1, lambda *_: reply_back_after.set_result(len(mic)), urgent=True)
+
+    gate = threading.Event()
+    offload.submit(gate.wait, None, lambda *_: None)
+    for value in range(count):
+        offload.submit(abs, value, collected_mic)
+    gate.set()
+    handed_back_before = await asyncio.wait_for(reply_back_after, 5)
+    assert handed_back_before < count // 2  # not after the whole backlog

@@ -4,7 +4,9 @@ libopus runs through ctypes, which releases the GIL for the call (`benchmarks/gi
 measures it): decoding and encoding on an executor thread use the second core while the event
 loop serves the devices. One batch is in flight per loop at a time: jobs queued meanwhile go in
 the next, so the results come back in the order the jobs were queued (each device's frames stay
-in order) and the loop pays one executor round trip per batch, not per frame. Silero's
+in order) and the loop pays one executor round trip per batch, not per frame. Urgent jobs (a
+reply's next frames, which a device's playback waits for) go ahead of the others, in a batch
+and in the hand-back; each kind stays in its own order. Silero's
 extension holds the GIL, so the voice detection stays on the loop (a thread would not add a
 core).
 """
@@ -25,6 +27,7 @@ DELIVERY_SLICE: Final = 8
 
 type Done = Callable[[Any, float], None]
 """Called on the loop with the job's result (or the exception it raised) and its CPU seconds."""
+type _Job = tuple[Callable[[Any], Any], Any, Done]
 
 
 class Offload:
@@ -37,9 +40,11 @@ class Offload:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve one event loop."""
         self._loop = loop
-        self._queued: list[tuple[Callable[[Any], Any], Any, Done]] = []
+        self._queued: list[_Job] = []
+        self._urgent: list[_Job] = []
         self._running = False
         self._results: deque[tuple[Done, Any, float]] = deque()
+        self._urgent_results: deque[tuple[Done, Any, float]] = deque()
         self._delivering = False
 
     @classmethod
@@ -49,9 +54,15 @@ class Offload:
             offload = cls._by_loop[loop] = cls(loop)
         return offload
 
-    def submit(self, call: Callable[[Any], Any], argument: Any, done: Done) -> None:
-        """Run `call(argument)` off the loop; `done` gets its result on the loop, in order."""
-        self._queued.append((call, argument, done))
+    def submit(
+        self, call: Callable[[Any], Any], argument: Any, done: Done, *, urgent: bool = False
+    ) -> None:
+        """Run `call(argument)` off the loop; `done` gets its result on the loop, in order.
+
+        `urgent` jobs run and come back before the others queued with them: their results are
+        all handed back at the next pass of the loop, not a slice at a time behind the others.
+        """
+        (self._urgent if urgent else self._queued).append((call, argument, done))
         if not self._running:
             self._start()
 
@@ -71,7 +82,9 @@ class Offload:
         return future
 
     def _start(self) -> None:
-        batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
+        urgent, self._urgent = self._urgent[:MAX_BATCH], self._urgent[MAX_BATCH:]
+        room = MAX_BATCH - len(urgent)
+        batch, self._queued = urgent + self._queued[:room], self._queued[room:]
         try:
             job = self._loop.run_in_executor(None, _run_batch, batch)
         except RuntimeError as err:  # the executor is shut down: the host is stopping
@@ -79,26 +92,26 @@ class Offload:
                 done(err, 0.0)
             return
         self._running = True
-        job.add_done_callback(lambda finished: self._finished(batch, finished))
+        job.add_done_callback(lambda finished: self._finished(batch, len(urgent), finished))
 
     def _finished(
-        self,
-        batch: list[tuple[Callable[[Any], Any], Any, Done]],
-        job: asyncio.Future[list[tuple[Any, float]]],
+        self, batch: list[_Job], urgent: int, job: asyncio.Future[list[tuple[Any, float]]]
     ) -> None:
         self._running = False
-        if self._queued and not self._loop.is_closed():
-            self._start()  # the next batch decodes while this one is delivered
+        if (self._queued or self._urgent) and not self._loop.is_closed():
+            self._start()  # the next batch runs while this one is delivered
         if job.cancelled():
             return
         if (error := job.exception()) is not None:
             results: list[tuple[Any, float]] = [(error, 0.0)] * len(batch)
         else:
             results = job.result()
-        self._results.extend(
+        handed = [
             (done, result, seconds)
             for (_, _, done), (result, seconds) in zip(batch, results, strict=True)
-        )
+        ]
+        self._urgent_results.extend(handed[:urgent])
+        self._results.extend(handed[urgent:])
         if not self._delivering:
             self._delivering = True
             self._deliver()
@@ -109,17 +122,20 @@ class Offload:
         A callback that raises is the loop's to report; the results after it still go back.
         """
         try:
+            while self._urgent_results:
+                done, result, seconds = self._urgent_results.popleft()
+                done(result, seconds)
             for _ in range(min(DELIVERY_SLICE, len(self._results))):
                 done, result, seconds = self._results.popleft()
                 done(result, seconds)
         finally:
-            if self._results and not self._loop.is_closed():
+            if (self._results or self._urgent_results) and not self._loop.is_closed():
                 self._loop.call_soon(self._deliver)
             else:
                 self._delivering = False
 
 
-def _run_batch(batch: list[tuple[Callable[[Any], Any], Any, Done]]) -> list[tuple[Any, float]]:
+def _run_batch(batch: list[_Job]) -> list[tuple[Any, float]]:
     """On the executor: every call of the batch, in order; an exception is its call's result."""
     results: list[tuple[Any, float]] = []
     clock = time.thread_time

@@ -216,7 +216,7 @@ class _EncodedFrames:
         ):
             pcm = reply.take_pcm(size).ljust(size, b"\0")
             self._in_flight += 1
-            self._offload.submit(self._encoder.encode, pcm, self._encoded)
+            self._offload.submit(self._encoder.encode, pcm, self._encoded, urgent=True)
 
     def next(self) -> bytes | None:
         """The next frame to send, if it is encoded; raises what the codec raised."""
