@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 import threading
+import time
 
 import pytest
 
@@ -152,3 +153,34 @@ async def test_urgent_jobs_queued_during_a_hand_back_are_not_held_behind_it() ->
     gate.set()
     handed_back_before = await asyncio.wait_for(reply_back_after, 5)
     assert handed_back_before < count // 2  # not after the whole backlog
+
+
+async def test_a_busy_loop_does_not_let_the_backlog_grow_without_end() -> None:
+    """With every pass of the loop slow, a batch comes back each pass: handing back a fixed
+    slice per pass would fall further behind at each one (an overloaded host's devices then
+    waited seconds for their audio); a share of the backlog keeps up."""
+    loop = asyncio.get_running_loop()
+    offload = Offload.of(loop)
+    count = MAX_BATCH * 10
+    passes = 0
+    delivered: list[int] = []
+    done = asyncio.Event()
+
+    def busy_pass() -> None:  # the rest of a busy loop's work, on every pass
+        nonlocal passes
+        passes += 1
+        time.sleep(0.002)
+        if not done.is_set():
+            loop.call_soon(busy_pass)
+
+    def collect(result: int, _: float) -> None:
+        delivered.append(result)
+        if len(delivered) == count:
+            done.set()
+
+    loop.call_soon(busy_pass)
+    for value in range(count):
+        offload.submit(abs, value, collect)
+    await asyncio.wait_for(done.wait(), 10)
+    assert delivered == list(range(count))
+    assert passes < count // DELIVERY_SLICE // 2  # a fixed slice needs count / slice passes

@@ -24,6 +24,10 @@ MAX_BATCH: Final = 64  # jobs per executor run; at 60 ms frames that is 64 devic
 # Results handed back per pass of the loop: a decoded frame's handler runs the voice detection,
 # so a whole batch at once would hold the loop (and every device's pacing timer) for ~10 ms.
 DELIVERY_SLICE: Final = 8
+# ... or this share of the backlog, if more: a fixed slice caps the results handed back per
+# second by the passes of a busy loop, and an overloaded host's backlog then grew without end
+# (a device's next message waits for its audio: seconds, then a burst that looked like a flood).
+DELIVERY_SHARE: Final = 4  # at least 1/4 of the backlog per pass
 
 type Done = Callable[[Any, float], None]
 """Called on the loop with the job's result (or the exception it raised) and its CPU seconds."""
@@ -117,7 +121,7 @@ class Offload:
             self._deliver()
 
     def _deliver(self) -> None:
-        """Hand back a slice of results; the rest after the timers and I/O that are due.
+        """Hand back the urgent results and a slice of the rest; more after what else is due.
 
         A callback that raises is the loop's to report; the results after it still go back.
         """
@@ -125,7 +129,8 @@ class Offload:
             while self._urgent_results:
                 done, result, seconds = self._urgent_results.popleft()
                 done(result, seconds)
-            for _ in range(min(DELIVERY_SLICE, len(self._results))):
+            backlog = len(self._results)
+            for _ in range(min(max(DELIVERY_SLICE, -(-backlog // DELIVERY_SHARE)), backlog)):
                 done, result, seconds = self._results.popleft()
                 done(result, seconds)
         finally:
