@@ -85,21 +85,33 @@ async def realtime_device(
     delay: float,
     until: float,
     unanswered: list[str],
+    closed: list[str],
 ) -> list[list[float]]:
-    """Talk, let the reply play while the microphone stays on, repeat; return reply frame times."""
+    """Talk, let the reply play while the microphone stays on, repeat; return reply frame times.
+
+    A turn the server loses is counted in `unanswered`; a channel it closes, in `closed` (an
+    overloaded server that fell seconds behind reading a device takes its backlog for a flood).
+    """
     loop = asyncio.get_running_loop()
     replies: list[list[float]] = []
     await asyncio.sleep(delay)  # people do not all speak at the same instant
     while loop.time() < until:
         frames_before = len(device.received.audio)
         messages_before = len(device.received.messages)
-        await device.listen_start(ListenMode.REALTIME)
+        try:
+            await device.listen_start(ListenMode.REALTIME)
+        except ConnectionError:
+            closed.append(device.device_id)
+            break
         microphone = loop.create_task(send_in_real_time(device, utterance.packets, loop.time()))
         try:
             await device.wait_for("tts", "stop", after=messages_before, timeout=REPLY_TIMEOUT_S)
         except TimeoutError:
             unanswered.append(device.device_id)  # an overloaded server lost the turn: counted
             continue
+        except ConnectionError:
+            closed.append(device.device_id)
+            break
         finally:
             microphone.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -151,6 +163,7 @@ def merge_pacing_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "late_frames": sum(report["late_frames"] for report in reports),
         "gaps_over_65ms": sum(report["gaps_over_65ms"] for report in reports),
         "unanswered_turns": sum(report["unanswered_turns"] for report in reports),
+        "closed_channels": sum(report.get("closed_channels", 0) for report in reports),
         "devices": sum(report["devices"] for report in reports),
         "device_processes": len(reports),
         "device_process_loop_lag_s": {
@@ -175,15 +188,19 @@ async def run_load(fleet: Fleet, seconds: float, slot: int = 0, slots: int = 1) 
     prober = loop.create_task(probe())
     stagger = min(LOAD_STAGGER_S, seconds / 2) / (fleet.count * slots)
     unanswered: list[str] = []
+    closed: list[str] = []
     results = await asyncio.gather(
         *(
-            realtime_device(device, utterance, (index * slots + slot) * stagger, until, unanswered)
+            realtime_device(
+                device, utterance, (index * slots + slot) * stagger, until, unanswered, closed
+            )
             for index, device in enumerate(fleet.devices)
         )
     )
     prober.cancel()
     report = pacing_report([reply for device in results for reply in device])
     report["unanswered_turns"] = len(unanswered)
+    report["closed_channels"] = len(closed)
     report["devices"] = fleet.count
     report["device_process_loop_lag_s"] = percentiles(lags, 99, 100)
     return report

@@ -53,7 +53,8 @@ def format_table(results: dict[str, Any]) -> str:
                 f"{_ms(load['jitter_s']['p99'])} / {load['late_frames']} of {load['frames']}"
                 f" / {load['gaps_over_65ms']} / {_ms(load['loop_lag_s']['p99'])}"
                 f" / {load['hub_cpu_percent_per_device']}%"
-                + (f" ({lost} turns unanswered)" if (lost := load.get("unanswered_turns")) else ""),
+                + (f" ({lost} turns unanswered)" if (lost := load.get("unanswered_turns")) else "")
+                + (f" ({shut} channels closed)" if (shut := load.get("closed_channels")) else ""),
             )
         )
     if memory := results.get("memory"):
@@ -174,12 +175,14 @@ def format_goals(results: dict[str, Any], *, side_by_side: bool = True) -> str:
         jitter, lag = load["jitter_s"]["p99"], load["loop_lag_s"]["p99"]
         slow = load["gaps_over_65ms"]
         worst = f" (longest gap {_ms(gap)})" if (gap := load.get("max_gap_s")) else ""
-        ok = jitter <= JITTER_P99_S and slow == 0 and lag <= LOOP_LAG_P99_S
+        closed = load.get("closed_channels", 0)
+        ok = jitter <= JITTER_P99_S and slow == 0 and lag <= LOOP_LAG_P99_S and not closed
         target = "target" if count == LOAD_DEVICES else "reported"
         lines.append(
             f"goal 3  {count} devices ({target}: jitter p99 <= {_ms(JITTER_P99_S)}, 0 frames"
             f" > 65 ms, loop lag p99 <= {_ms(LOOP_LAG_P99_S)}): jitter {_ms(jitter)},"
             f" {slow} of {load['frames']} frames > 65 ms{worst}, loop lag {_ms(lag)}"
+            + (f", {closed} channels closed" if closed else "")
             + (f"  {_verdict(ok)}" if count == LOAD_DEVICES else "")
         )
     if streaming := results.get("streaming"):
