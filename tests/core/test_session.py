@@ -29,7 +29,7 @@ from custom_components.xiaozhi.core.const import (
     TTS_STOP_GRACE_S,
     CloseCode,
 )
-from custom_components.xiaozhi.core.errors import ProtocolError, UnsupportedAudioError
+from custom_components.xiaozhi.core.errors import FloodError, ProtocolError, UnsupportedAudioError
 from custom_components.xiaozhi.core.messages import (
     DEVICE_MESSAGE_TYPES,
     Abort,
@@ -40,8 +40,14 @@ from custom_components.xiaozhi.core.messages import (
     ListenState,
     Message,
 )
+from custom_components.xiaozhi.core.offload import Offload
 from custom_components.xiaozhi.core.reply import Reply
-from custom_components.xiaozhi.core.session import DeviceIdentity, DeviceSession, PlaybackClock
+from custom_components.xiaozhi.core.session import (
+    DeviceIdentity,
+    DeviceSession,
+    PlaybackClock,
+    RateLimit,
+)
 from tests.audio import tone
 
 HELLO = ClientHello(features={"mcp": True}).to_json()  # what the firmware sends
@@ -362,3 +368,46 @@ async def test_microphone_audio_is_decoded_off_the_loop_in_order_before_later_me
     assert isinstance(heard[-1], Listen) and heard[-1].state is ListenState.STOP
     assert decoders and main not in decoders
     assert s.codec_stats.frames_decoded == len(packets)
+
+
+def test_a_rate_limit_excuses_what_queued_while_its_owner_did_not_read() -> None:
+    now = [0.0]
+    strict, excused = (RateLimit(25.0, 66.0, lambda: now[0]) for _ in range(2))
+    now[0] = 6.0  # the owner read nothing for 6 s: 100 frames of real-time audio queued up
+    excused.excuse(6.0)
+    assert sum(strict.allow() for _ in range(100)) < 100  # taken for a flood
+    assert sum(excused.allow() for _ in range(100)) == 100
+    assert sum(excused.allow() for _ in range(200)) < 200  # spent: the limit holds again
+
+
+async def test_audio_queued_while_a_message_waited_for_decoding_is_no_flood(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy host reads nothing from a device while its message waits for the audio before
+    it; the audio that queued up meanwhile then comes at once, and is not the device's flood."""
+    monkeypatch.setattr("custom_components.xiaozhi.core.session.MAX_AUDIO_BURST_S", 0.3)
+    link, host = RecordingLink(), RecordingHost()
+    s = DeviceSession(link, DeviceIdentity("aa:bb:cc:dd:ee:05"), host)
+    s.start()
+    await s.handle_text(HELLO)  # bursts of 0.3 s: 5 frames of 60 ms
+    try:
+        packet = OpusEncoder(16000, 60, bitrate=None, complexity=0).encode(tone(0.06, 16000))
+        await s.handle_text(Listen(state=ListenState.START, mode=ListenMode.REALTIME).to_json())
+        busy = threading.Event()
+        Offload.of(asyncio.get_running_loop()).submit(busy.wait, None, lambda *_: None)
+        s.handle_audio(packet)
+        waiting = asyncio.create_task(s.handle_text(Listen(state=ListenState.STOP).to_json()))
+        await asyncio.sleep(1.0)  # 1 s of the device's audio queues up unread
+        busy.set()
+        await waiting
+        for _ in range(16):
+            s.handle_audio(packet)  # raises FloodError if taken for a flood
+
+        def flood() -> None:
+            for _ in range(100):
+                s.handle_audio(packet)
+
+        with pytest.raises(FloodError):  # a real flood still is one
+            flood()
+    finally:
+        await s.close()

@@ -257,12 +257,17 @@ class RateLimit:
     def allow(self, cost: float = 1.0) -> bool:
         """Take `cost` tokens; False if the bucket holds fewer."""
         now = self._time()
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        if self._tokens < self.burst:  # refilled up to the burst; an excused excess is kept
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
         if self._tokens < cost:
             return False
         self._tokens -= cost
         return True
+
+    def excuse(self, seconds: float) -> None:
+        """What arrived while the owner did not read, for `seconds`, is allowed on top."""
+        self._tokens = max(self._tokens, self.burst) + seconds * self.rate
 
 
 class DeviceSession:
@@ -375,7 +380,12 @@ class DeviceSession:
     async def handle_text(self, text: str | bytes) -> None:
         """Handle one JSON message; raises `ProtocolError` if it breaks the protocol."""
         if self._decoding:  # the audio before it first (a `listen stop` ends what it follows)
+            waited_from = self._loop.time()
             await self._decoded_all.wait()
+            # The device's audio queued up unread meanwhile: not a flood of its own making.
+            waited = self._loop.time() - waited_from
+            self._frame_limit.excuse(waited)
+            self._audio_time_limit.excuse(waited)
         self._last_activity = self._loop.time()
         if not self._text_limit.allow():
             raise FloodError(f"more than {MAX_TEXT_MESSAGES_PER_S:.0f} messages/s")
