@@ -378,6 +378,8 @@ def test_a_rate_limit_excuses_what_queued_while_its_owner_did_not_read() -> None
     assert sum(strict.allow() for _ in range(100)) < 100  # taken for a flood
     assert sum(excused.allow() for _ in range(100)) == 100
     assert sum(excused.allow() for _ in range(200)) < 200  # spent: the limit holds again
+    excused.excuse(0.001)  # a message after audio waited a moment: no refill of a flood's bucket
+    assert not excused.allow()
 
 
 async def test_audio_queued_while_a_message_waited_for_decoding_is_no_flood(

@@ -266,8 +266,11 @@ class RateLimit:
         return True
 
     def excuse(self, seconds: float) -> None:
-        """What arrived while the owner did not read, for `seconds`, is allowed on top."""
-        self._tokens = max(self._tokens, self.burst) + seconds * self.rate
+        """What arrived while the owner did not read, for `seconds`, is allowed on top.
+
+        Only that much is added: a short wait (any message after audio) refills nothing more.
+        """
+        self._tokens += seconds * self.rate
 
 
 class DeviceSession:
