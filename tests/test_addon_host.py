@@ -14,6 +14,8 @@ import aiohttp
 from aiohttp import web
 import pytest
 
+from custom_components.xiaozhi.core.link import LINK_VERSION
+
 from .addon import SECRET, AddonHost, AddonOptions, addon_url, free_port, wait_until
 
 from xiaozhi_addon.host import (  # isort: skip
@@ -116,7 +118,7 @@ async def test_a_bad_link_message_closes_the_link_not_the_addon(
         link = await http.ws_connect(
             f"{addon_url(addon)}/xiaozhi/link", headers={"Authorization": f"Bearer {SECRET}"}
         )
-        await link.send_json({"type": "hello", "version": 1, "timezone_offset": 480})
+        await link.send_json({"type": "hello", "version": LINK_VERSION, "timezone_offset": 480})
         assert (await link.receive_json())["type"] == "hello"
         addon.gate.channels[1] = addon.gate.channels.get(1) or _placeholder_channel(addon)
         if isinstance(frame, bytes):
@@ -134,7 +136,7 @@ async def test_a_bad_link_message_closes_the_link_not_the_addon(
         again = await http.ws_connect(
             f"{addon_url(addon)}/xiaozhi/link", headers={"Authorization": f"Bearer {SECRET}"}
         )
-        await again.send_json({"type": "hello", "version": 1})
+        await again.send_json({"type": "hello", "version": LINK_VERSION})
         assert (await again.receive_json())["type"] == "hello"
         await again.close()
         await wait_until(lambda: not addon.gate.linked)
@@ -152,13 +154,13 @@ async def test_a_new_link_replaces_the_old_one(addon: AddonHost) -> None:
     headers = {"Authorization": f"Bearer {SECRET}"}
     async with aiohttp.ClientSession() as http:
         first = await http.ws_connect(f"{addon_url(addon)}/xiaozhi/link", headers=headers)
-        await first.send_json({"type": "hello", "version": 1})
+        await first.send_json({"type": "hello", "version": LINK_VERSION})
         assert (await first.receive_json())["type"] == "hello"
         second = await http.ws_connect(f"{addon_url(addon)}/xiaozhi/link", headers=headers)
         # The old link is closed as replaced; the new one is served.
         closing = await asyncio.wait_for(first.receive(), 5)
         assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-        await second.send_json({"type": "hello", "version": 1})
+        await second.send_json({"type": "hello", "version": LINK_VERSION})
         assert (await second.receive_json())["type"] == "hello"
         assert addon.gate.linked
         assert addon.gate.links_accepted == 2

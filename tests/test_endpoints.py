@@ -92,7 +92,7 @@ async def test_handshake_and_audio_in_each_framing(
     received: list[int] = []
     satellite = hub(hass).devices[device.device_id].handler
     assert satellite is not None
-    satellite.audio_received = lambda session, pcm: received.append(len(pcm))  # type: ignore[method-assign]
+    satellite.audio_received = lambda session, pcm, scored: received.append(len(pcm))  # type: ignore[method-assign]
 
     started = time.monotonic()
     hello = await device.connect()

@@ -7,10 +7,17 @@ import asyncio
 import logging
 from pathlib import Path
 import signal
+import sys
+from typing import Final
 
 from .host import DEFAULT_PORTS, AddonHost, AddonOptions
 
 _LOGGER = logging.getLogger("xiaozhi_addon")
+
+# How long a thread that holds the GIL keeps it from one that waits. The codec thread decodes
+# and scores every device's microphone (the voice model holds the GIL for ~0.1 ms a window), and
+# at Python's default (5 ms) the event loop, waking to pace a reply frame, could wait that long.
+GIL_SWITCH_INTERVAL_S: Final = 0.001
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         level=options.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     asyncio.run(run(args, options))
 
 

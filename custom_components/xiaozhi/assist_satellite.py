@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 import logging
 from typing import Any, Final
@@ -150,7 +150,8 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         self._wake_word: str | None = None
         self._typed_text: asyncio.TimerHandle | None = None
         self._barge_in: SpeechEndpointer | None = None  # realtime: hears the user over a reply
-        self._pre_roll: deque[bytes] = deque()
+        # Recent microphone audio, with its windows' scores if the add-on scored them.
+        self._pre_roll: deque[tuple[bytes, Sequence[tuple[float, float]] | None]] = deque()
         self._pre_roll_bytes = 0
         self._checks_skipped = 0  # turns left without the command check (it was too slow)
 
@@ -253,23 +254,32 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
                 self.device.set_session(None)
 
     @callback
-    def audio_received(self, session: Session, pcm: bytes) -> None:
-        """Feed the utterance being heard; in realtime mode, hear the user over a reply."""
+    def audio_received(
+        self, session: Session, pcm: bytes, scored: Sequence[tuple[float, float]] | None
+    ) -> None:
+        """Feed the utterance being heard; in realtime mode, hear the user over a reply.
+
+        `scored`: the voice scores of its windows where the add-on scored them (no model runs
+        here then).
+        """
         if session is not self.device.session:
             return
         if session.listen_mode is ListenMode.REALTIME:
-            self._keep_pre_roll(pcm)
+            self._keep_pre_roll(pcm, scored)
         turn = self._turn
         if turn is not None and turn.mic is not None:
-            self._hear(turn, pcm)
+            self._hear(turn, pcm, scored)
         elif (
-            self._barge_in is not None and self._barge_in.process(pcm) is EndpointEvent.SPEECH_START
+            self._barge_in is not None
+            and self._barge_in.process(pcm, scored) is EndpointEvent.SPEECH_START
         ):
             _LOGGER.debug("%s: user barged in", self.entity_id)
             session.interrupt()
             self._start_turn(session, pre_roll=True)
 
-    def _hear(self, turn: _Turn, pcm: bytes) -> None:
+    def _hear(
+        self, turn: _Turn, pcm: bytes, scored: Sequence[tuple[float, float]] | None = None
+    ) -> None:
         """Feed the utterance, ending it when the user stops talking (auto and realtime)."""
         assert turn.mic is not None
         if turn.mic.full():
@@ -280,7 +290,7 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
             turn.mic.put_nowait(pcm)
         if turn.endpointer is None:
             return
-        event = turn.endpointer.process(pcm)
+        event = turn.endpointer.process(pcm, scored)
         if (heard := turn.heard) is not None and len(heard) < CHECK_LEAD_BYTES + MAX_CHECKED_BYTES:
             heard += pcm
             if not turn.endpointer.in_speech and len(heard) > CHECK_LEAD_BYTES:
@@ -297,11 +307,11 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
                 self.hass, turn.session.close(CloseCode.NORMAL, "no speech"), "xiaozhi close"
             )
 
-    def _keep_pre_roll(self, pcm: bytes) -> None:
-        self._pre_roll.append(pcm)
+    def _keep_pre_roll(self, pcm: bytes, scored: Sequence[tuple[float, float]] | None) -> None:
+        self._pre_roll.append((pcm, scored))
         self._pre_roll_bytes += len(pcm)
-        while self._pre_roll_bytes - len(self._pre_roll[0]) >= PRE_ROLL_S * 32000:
-            self._pre_roll_bytes -= len(self._pre_roll.popleft())
+        while self._pre_roll_bytes - len(self._pre_roll[0][0]) >= PRE_ROLL_S * 32000:
+            self._pre_roll_bytes -= len(self._pre_roll.popleft()[0])
 
     def _expect_typed_text(self, session: Session, text: str) -> None:
         """Text with no `listen start` right after it was typed, not a wake word heard."""
@@ -335,8 +345,8 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
             heard=bytearray() if check else None,
         )
         if pre_roll:
-            for pcm in list(self._pre_roll):
-                self._hear(turn, pcm)
+            for pcm, scored in list(self._pre_roll):
+                self._hear(turn, pcm, scored)
         self.device.last_turn = turn.timings
         wake_word, self._wake_word = self._wake_word, None
         self._entry.async_create_background_task(

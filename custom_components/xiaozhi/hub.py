@@ -10,7 +10,7 @@ found with `async_get_hub`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import timedelta
 from ipaddress import ip_address
@@ -163,7 +163,9 @@ class _ActivationPrompt:
                 "xiaozhi activation prompt",
             )
 
-    def audio_received(self, session: Session, pcm: bytes) -> None:
+    def audio_received(
+        self, session: Session, pcm: bytes, scored: Sequence[tuple[float, float]] | None
+    ) -> None:
         """Ignore the audio."""
 
 
@@ -173,7 +175,9 @@ class _Unhandled:
     def session_event(self, session: Session, event: SessionEvent) -> None:
         """Ignore the event."""
 
-    def audio_received(self, session: Session, pcm: bytes) -> None:
+    def audio_received(
+        self, session: Session, pcm: bytes, scored: Sequence[tuple[float, float]] | None
+    ) -> None:
         """Ignore the audio."""
 
 

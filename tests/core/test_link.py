@@ -20,7 +20,16 @@ from custom_components.xiaozhi.core.link import (
 
 
 def test_audio_frames_round_trip_and_reject_the_other_kind() -> None:
-    assert unpack_mic_audio(pack_mic_audio(7, b"pcm")) == (7, b"pcm")
+    assert unpack_mic_audio(pack_mic_audio(7, b"pcm")) == (7, b"pcm", None)
+    # Scored audio: the scores (float32 on the wire) come back with it; no window is not None.
+    assert unpack_mic_audio(pack_mic_audio(7, b"pcm", [(0.75, 41.5), (0.125, 30.0)])) == (
+        7,
+        b"pcm",
+        [(0.75, 41.5), (0.125, 30.0)],
+    )
+    assert unpack_mic_audio(pack_mic_audio(7, b"pcm", [])) == (7, b"pcm", [])
+    with pytest.raises(ProtocolError, match="cut short"):
+        unpack_mic_audio(pack_mic_audio(7, b"", [(0.5, 40.0)])[:-1])
     assert unpack_reply_audio(pack_reply_audio(7, 3, b"pcm")) == (7, 3, b"pcm")
     with pytest.raises(ProtocolError):
         unpack_mic_audio(pack_reply_audio(7, 3, b"pcm"))

@@ -124,7 +124,7 @@ async def test_a_burst_of_microphone_audio_lets_the_loop_run_between_slices(
     handled_at: list[int] = []  # the pass in which each microphone frame was handled
     unpack = remote.unpack_mic_audio
 
-    def recording_unpack(frame: bytes) -> tuple[int, bytes]:
+    def recording_unpack(frame: bytes) -> tuple[int, bytes, list[tuple[float, float]] | None]:
         handled_at.append(passes)
         return unpack(frame)
 

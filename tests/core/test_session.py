@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 import itertools
 import json
@@ -19,6 +19,7 @@ from custom_components.xiaozhi.core import (
     SessionEvent,
     SessionStarted,
     SessionState,
+    vad,
 )
 from custom_components.xiaozhi.core.codec import OpusDecoder, OpusEncoder
 from custom_components.xiaozhi.core.const import (
@@ -81,6 +82,7 @@ class RecordingLink:
 class RecordingHost:
     def __init__(self) -> None:
         self.events: list[object] = []
+        self.scored: list[Sequence[tuple[float, float]] | None] = []
 
     def session_event(self, session: DeviceSession, event: SessionEvent) -> None:
         match event:
@@ -91,8 +93,11 @@ class RecordingHost:
             case _:
                 self.events.append(event)
 
-    def audio_received(self, session: DeviceSession, pcm: bytes) -> None:
+    def audio_received(
+        self, session: DeviceSession, pcm: bytes, scored: Sequence[tuple[float, float]] | None
+    ) -> None:
         self.events.append(len(pcm))
+        self.scored.append(scored)
 
 
 @pytest.fixture
@@ -413,3 +418,34 @@ async def test_audio_queued_while_a_message_waited_for_decoding_is_no_flood(
             flood()
     finally:
         await s.close()
+
+
+async def test_a_session_asked_to_score_its_audio_scores_it_off_the_loop(
+    session: tuple[DeviceSession, RecordingLink, RecordingHost],
+) -> None:
+    """The add-on's sessions score the windows beside the decoding; the handler gets the scores
+    of the windows each frame ends (a 60 ms frame ends one or two 32 ms windows)."""
+    s, _, host = session
+    encoder = OpusEncoder(16000, 60, bitrate=None, complexity=0)
+    packets = [encoder.encode(tone(0.06, 16000)) for _ in range(8)]
+    await s.handle_text(Listen(state=ListenState.START, mode=ListenMode.MANUAL).to_json())
+    s.handle_audio(packets[0])
+    await s.handle_text(Listen(state=ListenState.STOP).to_json())
+    assert host.scored == [None]  # not asked: the handler scores
+    s.score_audio()
+    main = threading.get_ident()
+    scorers: set[int] = set()
+    score = vad.WindowScorer.score
+
+    def spy(scorer: vad.WindowScorer, pcm: bytes) -> list[vad.ScoredWindow]:
+        scorers.add(threading.get_ident())
+        return score(scorer, pcm)
+
+    with patch.object(vad.WindowScorer, "score", spy):
+        for packet in packets[1:]:
+            s.handle_audio(packet)
+        await s.handle_text(Listen(state=ListenState.STOP).to_json())
+    scored = host.scored[1:]
+    assert [len(windows or ()) for windows in scored] == [1, 2, 2, 2, 2, 2, 2]  # 7 x 960 samples
+    assert all(0.0 <= p <= 1.0 and level > 0 for windows in scored for p, level in windows or ())
+    assert scorers and main not in scorers

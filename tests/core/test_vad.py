@@ -322,3 +322,29 @@ def test_the_model_skips_the_background_and_decides_the_same(
     assert kinds(gated) == kinds(scored) == [START, END]
     assert gated[0] == scored[0]
     assert abs(gated[1][1] - scored[1][1]) <= FRAME_S + 1e-9
+
+
+@pytest.mark.parametrize("noise", [FAINT_NOISE, ROOM_NOISE])
+def test_windows_scored_where_the_audio_was_decoded_decide_as_if_scored_here(
+    noise: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The add-on scores every window (`WindowScorer`); given the scores, an endpointer runs no
+    model of its own and decides exactly as one that scores every window itself."""
+    audio = clip(LEAD_S, voice("turn on the"), 0.3, voice("kitchen light"), TAIL_S, noise=noise)
+    data = audio.tobytes()
+    scorer = vad.WindowScorer()
+
+    def no_model(owner: object) -> None:
+        raise AssertionError("the endpointer took a model of its own")
+
+    monkeypatch.setattr(vad, "_take_model", no_model)
+    given = SpeechEndpointer()
+    events = []
+    for offset in range(0, len(data), FRAME_BYTES):
+        piece = data[offset : offset + FRAME_BYTES]
+        if (event := given.process(piece, scorer.score(piece))) is not None:
+            events.append((event, (offset + len(piece)) / 2 / RATE))
+    monkeypatch.undo()
+    monkeypatch.setattr(vad, "BACKGROUND_ABOVE_FLOOR_DB", -math.inf)
+    assert kinds(events) == [START, END]
+    assert events == feed(SpeechEndpointer(), audio)

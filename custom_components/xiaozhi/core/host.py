@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, TypeIs
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .const import CloseCode
     from .messages import AudioParams, ClientHello, DeviceMessage, ListenMode, Message
     from .ota import OtaAnswer, OtaRequest
@@ -108,8 +110,14 @@ class SessionHandler(Protocol):
     def session_event(self, session: Session, event: SessionEvent) -> None:
         """Handle a session event: started, ended, or a message from the device."""
 
-    def audio_received(self, session: Session, pcm: bytes) -> None:
-        """Handle microphone audio: 16-bit mono PCM at 16 kHz."""
+    def audio_received(
+        self, session: Session, pcm: bytes, scored: Sequence[tuple[float, float]] | None
+    ) -> None:
+        """Handle microphone audio: 16-bit mono PCM at 16 kHz.
+
+        `scored`: the voice scores of the windows it completes (`vad.ScoredWindow`), where the
+        host scores them (`DeviceSession.score_audio`); None where it does not.
+        """
 
 
 class ConnectionHandler(Protocol):

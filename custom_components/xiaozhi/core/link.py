@@ -9,7 +9,7 @@ big-endian 32-bit numbers, then 16-bit mono PCM. This module is the wire format 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 import json
 import logging
@@ -25,7 +25,7 @@ _LOGGER = logging.getLogger(__name__)
 
 LINK_PATH: Final = "/xiaozhi/link"
 LINK_STATUS_PATH: Final = "/xiaozhi/link/status"  # checks the URL and secret without linking
-LINK_VERSION: Final = 1
+LINK_VERSION: Final = 2  # 2: microphone audio carries its windows' voice scores
 LINK_SERVICE: Final = "xiaozhi"  # the add-on's Supervisor discovery service
 LINK_HEARTBEAT_S: Final = 10.0  # HA pings the add-on this often, the add-on answers (a pong)
 LINK_IDLE_TIMEOUT_S: Final = 3 * LINK_HEARTBEAT_S  # either end hearing nothing this long: gone
@@ -45,8 +45,12 @@ MAX_LINK_QUEUE: Final = 2000  # frames waiting to be sent; a peer this far behin
 MAX_LINK_AUDIO_BACKLOG: Final = 500
 
 MIC_AUDIO: Final = ord("m")  # device microphone PCM (16 kHz), add-on -> HA
+SCORED_MIC_AUDIO: Final = ord("s")  # the same, after the voice scores of the windows it ends
 REPLY_AUDIO: Final = ord("r")  # reply PCM (the reply rate), HA -> add-on
 _MIC_HEADER = struct.Struct(">BI")
+_SCORES_HEADER = struct.Struct(">BIB")  # kind, channel, scored windows that follow
+_SCORED_WINDOW = struct.Struct(">ff")  # speech probability, level (dB)
+MAX_SCORED_WINDOWS: Final = 255  # a frame's window count is one byte (a 60 ms frame has 1-2)
 _REPLY_HEADER = struct.Struct(">BII")
 
 
@@ -141,9 +145,19 @@ class LinkEnd:
             self._outbox.put_bytes(frame, droppable=droppable)
 
 
-def pack_mic_audio(channel: int, pcm: bytes) -> bytes:
-    """Frame microphone audio of a channel."""
-    return _MIC_HEADER.pack(MIC_AUDIO, channel) + pcm
+def pack_mic_audio(
+    channel: int, pcm: bytes, scored: Sequence[tuple[float, float]] | None = None
+) -> bytes:
+    """Frame microphone audio of a channel, with the scores of the windows it ends, if scored.
+
+    Scores are `vad.ScoredWindow`s; audio sent without them is scored by HA.
+    """
+    if scored is None:
+        return _MIC_HEADER.pack(MIC_AUDIO, channel) + pcm
+    if len(scored) > MAX_SCORED_WINDOWS:
+        raise ValueError(f"{len(scored)} scored windows in one frame")
+    header = _SCORES_HEADER.pack(SCORED_MIC_AUDIO, channel, len(scored))
+    return header + b"".join(_SCORED_WINDOW.pack(*window) for window in scored) + pcm
 
 
 def pack_reply_audio(channel: int, reply: int, pcm: bytes) -> bytes:
@@ -151,12 +165,22 @@ def pack_reply_audio(channel: int, reply: int, pcm: bytes) -> bytes:
     return _REPLY_HEADER.pack(REPLY_AUDIO, channel, reply) + pcm
 
 
-def unpack_mic_audio(frame: bytes) -> tuple[int, bytes]:
-    """Return the channel and PCM of a microphone audio frame."""
-    if len(frame) < _MIC_HEADER.size or frame[0] != MIC_AUDIO:
+def unpack_mic_audio(frame: bytes) -> tuple[int, bytes, list[tuple[float, float]] | None]:
+    """Return the channel, PCM and windows' scores (None: not scored) of a microphone frame."""
+    if len(frame) >= _MIC_HEADER.size and frame[0] == MIC_AUDIO:
+        _, channel = _MIC_HEADER.unpack_from(frame)
+        return channel, frame[_MIC_HEADER.size :], None
+    if len(frame) < _SCORES_HEADER.size or frame[0] != SCORED_MIC_AUDIO:
         raise ProtocolError("not a microphone audio frame")
-    _, channel = _MIC_HEADER.unpack_from(frame)
-    return channel, frame[_MIC_HEADER.size :]
+    _, channel, count = _SCORES_HEADER.unpack_from(frame)
+    pcm_at = _SCORES_HEADER.size + count * _SCORED_WINDOW.size
+    if len(frame) < pcm_at:
+        raise ProtocolError("microphone audio frame cut short in its scores")
+    scored: list[tuple[float, float]] = [
+        _SCORED_WINDOW.unpack_from(frame, _SCORES_HEADER.size + k * _SCORED_WINDOW.size)
+        for k in range(count)
+    ]
+    return channel, frame[pcm_at:], scored
 
 
 def unpack_reply_audio(frame: bytes) -> tuple[int, int, bytes]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import suppress
 from functools import partial
 import hmac
@@ -472,6 +472,8 @@ class RelayedChannel:
             self.session = session
         match event:
             case SessionStarted():
+                if isinstance(session, DeviceSession):
+                    session.score_audio()  # HA's endpointers then run no model on its loop
                 self.gate.send({"type": "started", "channel": self.number, **self._started()})
             case SessionEnded():
                 self.gate.channel_ended(self)
@@ -486,9 +488,11 @@ class RelayedChannel:
                 elif _talks(event):
                     self._notice_restarting()
 
-    def audio_received(self, session: Session, pcm: bytes) -> None:
-        """Pass the microphone audio to HA (dropped while HA is away)."""
-        self.gate.send_bytes(pack_mic_audio(self.number, pcm), droppable=True)
+    def audio_received(
+        self, session: Session, pcm: bytes, scored: Sequence[tuple[float, float]] | None
+    ) -> None:
+        """Pass the microphone audio and its voice scores to HA (dropped while HA is away)."""
+        self.gate.send_bytes(pack_mic_audio(self.number, pcm, scored), droppable=True)
 
     def _started(self) -> dict[str, Any]:
         session = self.session

@@ -240,9 +240,9 @@ class LinkClient(LinkEnd):
                 except (KeyError, TypeError, ValueError, AttributeError) as err:
                     raise ProtocolError(f"bad link message: {err!r}") from None
             elif msg.type is aiohttp.WSMsgType.BINARY:
-                channel, pcm = unpack_mic_audio(msg.data)
+                channel, pcm, scored = unpack_mic_audio(msg.data)
                 if (session := self.sessions.get(channel)) is not None and session.ready:
-                    session.handler.audio_received(session, pcm)
+                    session.handler.audio_received(session, pcm, scored)
             elif msg.type is aiohttp.WSMsgType.ERROR:
                 raise ProtocolError(f"link error: {ws.exception()}")
 

