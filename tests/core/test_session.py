@@ -449,3 +449,7 @@ async def test_a_session_asked_to_score_its_audio_scores_it_off_the_loop(
     assert [len(windows or ()) for windows in scored] == [1, 2, 2, 2, 2, 2, 2]  # 7 x 960 samples
     assert all(0.0 <= p <= 1.0 and level > 0 for windows in scored for p, level in windows or ())
     assert scorers and main not in scorers
+    # Idle after `listen stop`: the scorer gives its model back (after the audio before it).
+    async with asyncio.timeout(5):
+        while s._scorer is not None and s._scorer.holds_model:  # noqa: ASYNC110 - no event
+            await asyncio.sleep(0.01)

@@ -333,8 +333,12 @@ def test_windows_scored_where_the_audio_was_decoded_decide_as_if_scored_here(
     audio = clip(LEAD_S, voice("turn on the"), 0.3, voice("kitchen light"), TAIL_S, noise=noise)
     data = audio.tobytes()
     scorer = vad.WindowScorer()
+    scorer.score(b"")  # nothing to score yet: no model taken
+    assert not scorer.holds_model
+    first = scorer.score(data[:FRAME_BYTES])  # the stream's first window takes one
+    assert scorer.holds_model
 
-    def no_model(owner: object) -> None:
+    def no_model() -> None:
         raise AssertionError("the endpointer took a model of its own")
 
     monkeypatch.setattr(vad, "_take_model", no_model)
@@ -342,9 +346,61 @@ def test_windows_scored_where_the_audio_was_decoded_decide_as_if_scored_here(
     events = []
     for offset in range(0, len(data), FRAME_BYTES):
         piece = data[offset : offset + FRAME_BYTES]
-        if (event := given.process(piece, scorer.score(piece))) is not None:
+        scored = scorer.score(piece) if offset else first
+        if (event := given.process(piece, scored)) is not None:
             events.append((event, (offset + len(piece)) / 2 / RATE))
     monkeypatch.undo()
     monkeypatch.setattr(vad, "BACKGROUND_ABOVE_FLOOR_DB", -math.inf)
     assert kinds(events) == [START, END]
     assert events == feed(SpeechEndpointer(), audio)
+
+
+def test_a_paused_stream_gives_its_model_back_for_the_next() -> None:
+    """A model holds ~3 MB: a scorer keeps it only while its microphone streams."""
+    data = clip(0.5, voice("turn on the kitchen light"), 0.5).tobytes()
+    scorer = vad.WindowScorer()
+    before = scorer.score(data)
+    idle = len(vad._IDLE_MODELS)
+    scorer.pause()
+    assert not scorer.holds_model
+    assert len(vad._IDLE_MODELS) == min(idle + 1, vad.MAX_IDLE_MODELS)
+    assert scorer.score(data) == before  # the next stream starts fresh, on a model given back
+
+
+def turns_on_scores(
+    audio: np.ndarray,
+) -> tuple[list[tuple[EndpointEvent, float]], vad.WindowScorer]:
+    """Two commands on one scored stream, a new endpointer for each turn (as HA's satellite
+    makes one after each end of speech); the events with their stream times, and the scorer."""
+    data = audio.tobytes()
+    scorer = vad.WindowScorer()
+    endpointer = SpeechEndpointer()
+    events = []
+    for offset in range(0, len(data), FRAME_BYTES):
+        piece = data[offset : offset + FRAME_BYTES]
+        if (event := endpointer.process(piece, scorer.score(piece))) is not None:
+            events.append((event, (offset + len(piece)) / 2 / RATE))
+            if event is END:
+                endpointer = SpeechEndpointer()
+    return events, scorer
+
+
+@pytest.mark.parametrize("noise", [FAINT_NOISE, ROOM_NOISE, LOUD_NOISE])
+def test_the_scorer_skips_the_background_between_commands_and_decides_the_same(
+    noise: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past its hangover the add-on's scorer skips the room's background; a 300 ms pause inside
+    a command never reaches it, and the next command starts and ends where it did with every
+    window scored (the model's state differs a little after the windows it skipped)."""
+    command = (voice("turn on the"), 0.3, voice("kitchen light"))
+    audio = clip(LEAD_S, *command, TAIL_S, *command, TAIL_S, noise=noise)
+    gated, scorer = turns_on_scores(audio)
+    # Each tail past the hangover, which starts once the model lets go of the voice (<= 0.25 s).
+    tail_windows = (TAIL_S - vad.SCORER_HANGOVER_S - 0.25) / WINDOW_S
+    assert scorer.model_skipped >= 2 * tail_windows
+    monkeypatch.setattr(vad, "SCORER_HANGOVER_S", 1e6)  # never: every window scored
+    always, scorer = turns_on_scores(audio)
+    assert scorer.model_skipped == 0
+    assert kinds(gated) == kinds(always) == [START, END, START, END]
+    for (_, at), (_, expected) in zip(gated, always, strict=True):
+        assert abs(at - expected) <= FRAME_S + 1e-9

