@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 import gc
 import logging
-import os
 from pathlib import Path
 import signal
 import sys
-import threading
 from typing import Final
 
 from .host import DEFAULT_PORTS, AddonHost, AddonOptions
@@ -22,18 +19,6 @@ _LOGGER = logging.getLogger("xiaozhi_addon")
 # and scores every device's microphone (the voice model holds the GIL for ~0.1 ms a window), and
 # at Python's default (5 ms) the event loop, waking to pace a reply frame, could wait that long.
 GIL_SWITCH_INTERVAL_S: Final = 0.001
-# The executor's threads (the codec's batches: decoding, voice scores, encoding) run this much
-# nicer than the event loop: their work is queued ahead of time, the loop's pacing is not, so
-# when the cores are busy the pacing goes first.
-WORKER_NICENESS: Final = 10
-
-
-def _lower_priority() -> None:
-    """Make the calling executor thread nicer (Linux: niceness is per thread)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
-    except OSError as err:  # not allowed or not supported here: run at the loop's priority
-        _LOGGER.debug("Executor thread keeps its priority: %s", err)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,7 +44,6 @@ async def run(args: argparse.Namespace, options: AddonOptions) -> None:
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(initializer=_lower_priority))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await host.start()

@@ -9,6 +9,7 @@ import itertools
 import json
 import random
 import threading
+import time
 from typing import ClassVar, Self
 from unittest.mock import patch
 
@@ -24,6 +25,7 @@ from custom_components.xiaozhi.core import (
 from custom_components.xiaozhi.core.codec import OpusDecoder, OpusEncoder
 from custom_components.xiaozhi.core.const import (
     MAX_PLAYBACK_LEAD_FRAMES,
+    MAX_SCORING_BACKLOG,
     PACING_EARLY_S,
     PLAYBACK_LEAD_FRAMES,
     TTS_START_SETTLE_S,
@@ -453,3 +455,27 @@ async def test_a_session_asked_to_score_its_audio_scores_it_off_the_loop(
     async with asyncio.timeout(5):
         while s._scorer is not None and s._scorer.holds_model:  # noqa: ASYNC110 - no event
             await asyncio.sleep(0.01)
+
+
+async def test_a_busy_codec_queue_leaves_the_scoring_to_the_handler(
+    session: tuple[DeviceSession, RecordingLink, RecordingHost],
+) -> None:
+    """The model holds the GIL: with MAX_SCORING_BACKLOG codec jobs waiting, a frame goes
+    unscored (HA's endpointer scores it); once the queue drains, frames are scored again."""
+    s, _, host = session
+    s.score_audio()
+    encoder = OpusEncoder(16000, 60, bitrate=None, complexity=0)
+    packets = [encoder.encode(tone(0.06, 16000)) for _ in range(3)]
+    await s.handle_text(Listen(state=ListenState.START, mode=ListenMode.MANUAL).to_json())
+    offload = Offload.of(asyncio.get_running_loop())
+    for _ in range(MAX_SCORING_BACKLOG + 1):  # other devices' codec work (one batch runs)
+        offload.submit(time.sleep, 0.0005, lambda *_: None)
+    assert offload.backlog >= MAX_SCORING_BACKLOG
+    s.handle_audio(packets[0])
+    await s.handle_text(Listen(state=ListenState.STOP).to_json())  # waits for the decoding
+    await s.handle_text(Listen(state=ListenState.START, mode=ListenMode.MANUAL).to_json())
+    for packet in packets[1:]:
+        s.handle_audio(packet)
+    await s.handle_text(Listen(state=ListenState.STOP).to_json())
+    assert host.scored[0] is None
+    assert [len(windows or ()) for windows in host.scored[1:]] == [1, 2]  # a new stream

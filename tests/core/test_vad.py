@@ -404,3 +404,26 @@ def test_the_scorer_skips_the_background_between_commands_and_decides_the_same(
     assert kinds(gated) == kinds(always) == [START, END, START, END]
     for (_, at), (_, expected) in zip(gated, always, strict=True):
         assert abs(at - expected) <= FRAME_S + 1e-9
+
+
+def test_an_endpointer_takes_over_the_scoring_and_hands_it_back() -> None:
+    """A busy add-on leaves some frames unscored: the endpointer scores those itself, and the
+    utterance still starts and ends where it does when all of it is scored there."""
+    audio = clip(LEAD_S, voice("turn on the kitchen light"), TAIL_S)
+    data = audio.tobytes()
+    scorer = vad.WindowScorer()
+    mixed = SpeechEndpointer()
+    events = []
+    for index, offset in enumerate(range(0, len(data), FRAME_BYTES)):
+        piece = data[offset : offset + FRAME_BYTES]
+        if index % 10 < 5:  # five frames scored in the add-on, five left to HA
+            scored = scorer.score(piece)
+        else:
+            scorer.skip()
+            scored = None
+        if (event := mixed.process(piece, scored)) is not None:
+            events.append((event, (offset + len(piece)) / 2 / RATE))
+    alone = feed(SpeechEndpointer(), audio)
+    assert kinds(events) == kinds(alone) == [START, END]
+    for (_, at), (_, expected) in zip(events, alone, strict=True):
+        assert abs(at - expected) <= 2 * FRAME_S + 1e-9

@@ -83,6 +83,11 @@ MAX_PLAYBACK_LEAD_FRAMES: Final = 10
 # Reply frames encoded ahead of their time: the codec runs off the loop, where a busy second
 # core delays a frame by tens of milliseconds now and then; the pacing sends what is ready.
 ENCODE_AHEAD_FRAMES: Final = 8
+# A session that scores its windows for voice (the add-on's) leaves a frame to HA's endpointer
+# while this many codec jobs wait: the model holds the GIL, and on a host this far behind it
+# would starve the loop that relays every device's audio (at 200 devices the link fell seconds
+# behind and dropped whole turns). Once the queue drains, the frames are scored here again.
+MAX_SCORING_BACKLOG: Final = 64
 # `tts start` goes out when the end of speech is decided, so the device switches to speaking
 # while STT and the agent work; only a reply ready sooner than this waits (firmware 48142026,
 # main/application.cc). The device reads our messages and frames in order on one receive task.

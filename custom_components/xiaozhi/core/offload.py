@@ -70,6 +70,11 @@ class Offload:
         if not self._running:
             self._start()
 
+    @property
+    def backlog(self) -> int:
+        """Jobs waiting for a batch (not counting the one running)."""
+        return len(self._queued) + len(self._urgent)
+
     def run(self, call: Callable[[Any], Any], argument: Any) -> asyncio.Future[tuple[Any, float]]:
         """`submit` for a coroutine: a future of (result, CPU seconds); raises what `call` did."""
         future: asyncio.Future[tuple[Any, float]] = self._loop.create_future()

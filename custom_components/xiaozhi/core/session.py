@@ -25,6 +25,7 @@ from .const import (
     IDLE_TIMEOUT_S,
     MAX_AUDIO_BURST_S,
     MAX_PLAYBACK_LEAD_FRAMES,
+    MAX_SCORING_BACKLOG,
     MAX_TEXT_MESSAGE_BURST,
     MAX_TEXT_MESSAGES_PER_S,
     PACING_EARLY_S,
@@ -440,7 +441,8 @@ class DeviceSession:
             return
         self._decoding += 1
         self._decoded_all.clear()
-        self._offload.submit(self._decode, packet, self._decoded)
+        score = self._scorer is not None and self._offload.backlog < MAX_SCORING_BACKLOG
+        self._offload.submit(self._decode, (packet, score), self._decoded)
 
     def score_audio(self) -> None:
         """Score the microphone's windows for voice beside the decoding, off the loop.
@@ -461,11 +463,20 @@ class DeviceSession:
         if (scorer := self._scorer) is not None and self.state is SessionState.IDLE:
             self._offload.submit(lambda _: scorer.pause(), None, lambda *_: None)
 
-    def _decode(self, packet: bytes) -> tuple[bytes, list[ScoredWindow] | None]:
-        """Decode one packet and score it if asked (on the offload's thread, in order)."""
+    def _decode(self, job: tuple[bytes, bool]) -> tuple[bytes, list[ScoredWindow] | None]:
+        """Decode one packet, and score it if asked (on the offload's thread, in order).
+
+        A frame not scored breaks the scorer's stream: the next scored one starts a new one.
+        """
         assert self._decoder is not None
+        packet, score = job
         pcm = self._decoder.decode(packet)
-        return pcm, self._scorer.score(pcm) if self._scorer is not None and pcm else None
+        if self._scorer is None or not pcm:
+            return pcm, None
+        if not score:
+            self._scorer.skip()
+            return pcm, None
+        return pcm, self._scorer.score(pcm)
 
     def _decoded(
         self, result: tuple[bytes, list[ScoredWindow] | None] | Exception, seconds: float

@@ -234,6 +234,14 @@ class WindowScorer:
         self._pending = b""
         self._unheard = 0
 
+    def skip(self) -> None:
+        """Audio went unscored (a busy host scores it elsewhere): the next starts a new stream.
+
+        The model keeps its state: the voice it heard goes on, so it is not reset to silence.
+        """
+        self._pending = b""
+        self._unheard = 0
+
 
 class EndpointEvent(StrEnum):
     """What the detector noticed."""
@@ -318,6 +326,8 @@ class SpeechEndpointer:
         """
         if self.done:
             return None
+        if scored is not None:
+            self._pending = b""  # audio scored here before: its windows do not go on from it
         noticed: EndpointEvent | None = None  # a start or a pause; an end returns at once
         for probability, level in self._score(pcm) if scored is None else scored:
             self.probability = probability
