@@ -90,29 +90,35 @@ def satellite(hass: HomeAssistant, device: DeviceEmulator) -> str:
     return entity_id
 
 
+@pytest.fixture
+def models_taken(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Which side took a voice model, in order: HA's endpointers or the add-on's scorers."""
+    sides: list[str] = []
+    for side, module in (("HA", vad), ("add-on", importlib.import_module("xiaozhi_core.vad"))):
+
+        def recorded(side: str = side, take: Any = module._take_model) -> Any:
+            sides.append(side)
+            return take()
+
+        monkeypatch.setattr(module, "_take_model", recorded)
+    return sides
+
+
 async def test_a_device_on_the_addon_turns_on_a_light(
     hass: HomeAssistant,
     hub: MockConfigEntry,
     addon: AddonHost,
     providers: Providers,
     speech: bytes,
-    monkeypatch: pytest.MonkeyPatch,
+    models_taken: list[str],
 ) -> None:
-    models_for: list[str] = []  # who took a voice model: the add-on, not HA
-    for side, module in (("HA", vad), ("add-on", importlib.import_module("xiaozhi_core.vad"))):
-
-        def recorded(side: str = side, take: Any = module._take_model) -> Any:
-            models_for.append(side)
-            return take()
-
-        monkeypatch.setattr(module, "_take_model", recorded)
     device = await add_device(hass, addon)
     try:
         await wait_until(lambda: hub.runtime_data.devices[device.device_id].session is not None)
         assert hass.states.get(satellite(hass, device)).state == "idle"
         await say(device, speech)
         assert device.received.of_type("stt")[-1]["text"] == "turn on the kitchen light"
-        assert models_for == ["add-on"]  # HA's endpointer ended the turn on the add-on's scores
+        assert models_taken == ["add-on"]  # HA's endpointer ended the turn on the add-on's scores
         assert hass.states.get(providers.light.entity_id).state == STATE_ON
         # The reply came through the add-on, its subtitle once, in step with its audio.
         sentences = device.received.of_type("tts", "sentence_start")
