@@ -74,10 +74,6 @@ QUIET_ABOVE_FLOOR_DB: Final = 6.0  # this close to the floor, a window is silenc
 # score it: a voice even at the room's own level (0 dB SNR) raises a window 3 dB.
 BACKGROUND_ABOVE_FLOOR_DB: Final = 2.5
 CLEAN_SNR_DB: Final = 30.0  # ...when the voice stood at least this far above the floor
-# A scorer in another process cannot see the turn; it skips the background only after the model
-# has heard no speech for this long: past the longest trailing silence (any utterance has ended
-# by then) and any pause inside one, so within an utterance every window is the model's.
-SCORER_HANGOVER_S: Final = 1.0
 # Silence after speech that ends the utterance, by HA's VAD sensitivity names, measured on 12
 # espeak-ng commands (English and Mandarin) with a 300 ms pause inside ("turn on the ... kitchen
 # light"): "aggressive" is the shortest that ends none of them at the pause in a quiet room (it
@@ -90,6 +86,11 @@ TRAILING_SILENCE_S: Final = {"aggressive": 0.32, "default": 0.416, "relaxed": 0.
 # made a whole command? (The caller decides; a pause ends nothing here.) Five windows: the
 # decision lands ~0.25 s after the voice, with the model's lag and the 60 ms device frames.
 PAUSE_S: Final = 0.16
+# A scorer in another process cannot see the turn; it skips the background only after the model
+# has heard nothing like speech for this long: a loud window may hold a turn open LOUD_HOLD_S
+# after the last voice, then the longest trailing silence ends it, so every window inside an
+# utterance is the model's.
+SCORER_HANGOVER_S: Final = LOUD_HOLD_S + max(TRAILING_SILENCE_S.values())
 
 
 class ScoredWindow(NamedTuple):
@@ -182,8 +183,13 @@ class _NoiseFloor:
         )
 
 
+def _silence_threshold(threshold: float) -> float:
+    """Below this probability, once speaking, a window starts a silence (Silero's hysteresis)."""
+    return max(threshold - SILENCE_THRESHOLD_GAP, 0.0)
+
+
 class WindowScorer:
-    """Scores every window of one microphone stream, for an endpointer in another process.
+    """Scores the windows of one microphone stream, for an endpointer in another process.
 
     The add-on decodes the devices' audio; it scores the windows there too, on its codec thread
     beside the decoding, and sends the scores with the audio. HA's endpointers then run no model:
@@ -223,7 +229,7 @@ class WindowScorer:
             else:
                 probability = self._slot.model().process_samples(samples.tolist())
             self._floor.follow(level)
-            heard = probability >= SPEECH_THRESHOLD - SILENCE_THRESHOLD_GAP
+            heard = probability >= _silence_threshold(SPEECH_THRESHOLD)
             self._unheard = 0 if heard else self._unheard + 1
             scored.append(ScoredWindow(probability, level))
         return scored
@@ -271,7 +277,7 @@ class SpeechEndpointer:
         """
         self.trailing_silence_s = trailing_silence_s
         self.threshold = threshold
-        self.silence_threshold = max(threshold - SILENCE_THRESHOLD_GAP, 0.0)
+        self.silence_threshold = _silence_threshold(threshold)
         self.min_speech_s = min_speech_s
         self.no_speech_timeout_s = (
             NO_SPEECH_TIMEOUT_S if no_speech_timeout_s is None else no_speech_timeout_s
