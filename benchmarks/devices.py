@@ -123,10 +123,11 @@ async def realtime_device(
 def pacing_report(replies: list[list[float]]) -> dict[str, Any]:
     """Jitter of the steady frames, and frames that came after the device's buffer ran dry.
 
-    `jitter_samples_s` holds every steady frame's jitter, for merging the reports of several
-    processes (`merge_pacing_reports`).
+    `jitter_samples_s` and `gap_samples_s` hold every steady frame's jitter and gap, for merging
+    the reports of several processes (`merge_pacing_reports`).
     """
     jitter: list[float] = []
+    all_gaps: list[float] = []
     longest = 0.0  # the longest steady gap
     late = slow = 0
     for times in replies:
@@ -135,6 +136,7 @@ def pacing_report(replies: list[list[float]]) -> dict[str, Any]:
         steady = times[PLAYBACK_LEAD_FRAMES:]
         gaps = [b - a for a, b in itertools.pairwise(steady)]
         jitter.extend(abs(gap - FRAME_S) for gap in gaps)
+        all_gaps.extend(gaps)
         slow += sum(1 for gap in gaps if gap > SLOW_GAP_S)
         longest = max([longest, *gaps])
         late += sum(1 for k, t in enumerate(times) if t > times[0] + k * FRAME_S)
@@ -144,21 +146,34 @@ def pacing_report(replies: list[list[float]]) -> dict[str, Any]:
         "frames_per_reply": sorted({len(times) for times in replies}),
         "jitter_s": percentiles(jitter, 50, 99),
         "jitter_samples_s": jitter,
+        "gap_samples_s": all_gaps,
         "max_gap_s": longest,
         "late_frames": late,
         "gaps_over_65ms": slow,
     }
 
 
+def _quantile(values: list[float], share: float) -> float:
+    """The value below which `share` of `values` lie (nearest rank); NaN if there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
 def merge_pacing_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """One load report from those of the processes that shared the fleet."""
     jitter = [sample for report in reports for sample in report["jitter_samples_s"]]
+    gaps = [sample for report in reports for sample in report["gap_samples_s"]]
     lags = [report["device_process_loop_lag_s"] for report in reports]
     return {
         "replies": sum(report["replies"] for report in reports),
         "frames": sum(report["frames"] for report in reports),
         "frames_per_reply": sorted({n for report in reports for n in report["frames_per_reply"]}),
         "jitter_s": percentiles(jitter, 50, 99),
+        # the margin under goal 3's 65 ms: how the longest gaps stand, not only the one longest
+        "gap_s": percentiles(gaps, 50, 99) | {"p99.9": _quantile(gaps, 0.999)},
+        "gaps_over_60ms": sum(1 for gap in gaps if gap > FRAME_S),
         "max_gap_s": max(report["max_gap_s"] for report in reports),
         "late_frames": sum(report["late_frames"] for report in reports),
         "gaps_over_65ms": sum(report["gaps_over_65ms"] for report in reports),

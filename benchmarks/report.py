@@ -174,7 +174,10 @@ def format_goals(results: dict[str, Any], *, side_by_side: bool = True) -> str:
             continue
         jitter, lag = load["jitter_s"]["p99"], load["loop_lag_s"]["p99"]
         slow = load["gaps_over_65ms"]
-        worst = f" (longest gap {_ms(gap)})" if (gap := load.get("max_gap_s")) else ""
+        worst = f" (longest gap {_ms(gap)}" if (gap := load.get("max_gap_s")) else ""
+        if worst and (tail := load.get("gap_s")):
+            worst += f", p99.9 {_ms(tail['p99.9'])}, {load['gaps_over_60ms']} over 60 ms"
+        worst += ")" if worst else ""
         closed = load.get("closed_channels", 0)
         ok = jitter <= JITTER_P99_S and slow == 0 and lag <= LOOP_LAG_P99_S and not closed
         target = "target" if count == LOAD_DEVICES else "reported"

@@ -63,7 +63,8 @@ async def test_benchmarks_measure_real_turns(
     assert load["devices"] == SMOKE.load_counts[0]
     assert load["device_processes"] == 2  # their reports merged
     assert load["closed_channels"] == 0  # a few devices never look like a flood
-    assert "jitter_samples_s" not in load
+    assert "jitter_samples_s" not in load and "gap_samples_s" not in load
+    assert 0.05 < load["gap_s"]["p50"] <= load["gap_s"]["p99.9"] <= load["max_gap_s"]
     assert load["max_gap_s"] > 0.05  # steady frames, about one frame time apart
     assert load["replies"] >= load["devices"]  # every device heard at least one whole reply
     assert load["frames"] > load["replies"] * 10
