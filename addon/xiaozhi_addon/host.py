@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 import json
@@ -16,7 +17,11 @@ import aiohttp
 from aiohttp import web
 from xiaozhi_core import ACTIVATE_PATH, OTA_PATH, WEBSOCKET_PATH, MqttUdpServer, XiaozhiServer
 from xiaozhi_core.link import LINK_PATH, LINK_SERVICE, LINK_STATUS_PATH
+from xiaozhi_core.offload import Offload
 from xiaozhi_core.relay import RelayGate
+from xiaozhi_core.worker import WorkerProcess
+
+from . import worker
 
 _LOGGER = logging.getLogger("xiaozhi_addon")
 
@@ -163,6 +168,9 @@ class AddonHost:
         self.udp_port = udp_port
         self._supervisor_url = supervisor_url
         self._runners: list[web.AppRunner] = []
+        # The devices' microphones are decoded and scored for voice in a process of their own.
+        self.microphone_worker = WorkerProcess(worker.main, "microphone worker")
+        self._worker_starting: asyncio.Future[None] | None = None
 
     def http_app(self) -> web.Application:
         """OTA, activation and the link (the port devices are pointed at, like 8003)."""
@@ -186,6 +194,10 @@ class AddonHost:
 
     async def start(self) -> None:
         """Open the ports and announce the add-on to Home Assistant."""
+        loop = asyncio.get_running_loop()
+        self.gate.microphones = Offload(loop, self.microphone_worker)
+        # Started beside the ports' opening; a first batch would wait for it (`stop` too).
+        self._worker_starting = loop.run_in_executor(None, self.microphone_worker.start)
         for app, port in (
             (self.http_app(), self.http_port),
             (self.websocket_app(), self.websocket_port),
@@ -245,3 +257,6 @@ class AddonHost:
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
+        await asyncio.get_running_loop().run_in_executor(None, self.microphone_worker.close)
+        if self._worker_starting is not None:
+            await self._worker_starting  # done by now: `close` waited for it

@@ -20,6 +20,7 @@ from custom_components.xiaozhi.core import (
     SessionEvent,
     SessionStarted,
     SessionState,
+    microphones,
     vad,
 )
 from custom_components.xiaozhi.core.codec import OpusDecoder, OpusEncoder
@@ -453,7 +454,12 @@ async def test_a_session_asked_to_score_its_audio_scores_it_off_the_loop(
     assert scorers and main not in scorers
     # Idle after `listen stop`: the scorer gives its model back (after the audio before it).
     async with asyncio.timeout(5):
-        while s._scorer is not None and s._scorer.holds_model:  # noqa: ASYNC110 - no event
+        while microphones.holds_model(s.microphone):  # noqa: ASYNC110 - no event
+            await asyncio.sleep(0.01)
+    # Closed: its microphone's decoder and scorer are dropped where they lived.
+    await s.close()
+    async with asyncio.timeout(5):
+        while s.microphone in microphones._microphones:  # noqa: ASYNC110 - no event
             await asyncio.sleep(0.01)
 
 

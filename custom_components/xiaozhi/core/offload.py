@@ -2,13 +2,13 @@
 
 libopus runs through ctypes, which releases the GIL for the call (`benchmarks/gil_release.py`
 measures it): decoding and encoding on an executor thread use the second core while the event
-loop serves the devices. One batch is in flight per loop at a time: jobs queued meanwhile go in
+loop serves the devices. One batch is in flight per queue at a time: jobs queued meanwhile go in
 the next, so the results come back in the order the jobs were queued (each device's frames stay
 in order) and the loop pays one executor round trip per batch, not per frame. Urgent jobs (a
 reply's next frames, which a device's playback waits for) go ahead of the others, in a batch
-and in the hand-back; each kind stays in its own order. Silero's
-extension holds the GIL, so the voice detection stays on the loop (a thread would not add a
-core).
+and in the hand-back; each kind stays in its own order. A queue may run its batches elsewhere
+(`Runner`): the add-on decodes and scores the microphones in a worker process, because Silero's
+extension holds the GIL and on a thread it would hold up the loop (`worker.py`).
 """
 
 from __future__ import annotations
@@ -31,19 +31,23 @@ DELIVERY_SHARE: Final = 4  # at least 1/4 of the backlog per pass
 
 type Done = Callable[[Any, float], None]
 """Called on the loop with the job's result (or the exception it raised) and its CPU seconds."""
+type Call = tuple[Callable[[Any], Any], Any]
+type Runner = Callable[[list[Call]], list[tuple[Any, float]]]
+"""Runs a batch's calls in order (on an executor thread): each one's result and CPU seconds."""
 type _Job = tuple[Callable[[Any], Any], Any, Done]
 
 
 class Offload:
-    """A queue of short blocking calls, run on the loop's default executor in batches."""
+    """A queue of short blocking calls, run from the loop's default executor in batches."""
 
     _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Offload] = (
         weakref.WeakKeyDictionary()
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Serve one event loop."""
+    def __init__(self, loop: asyncio.AbstractEventLoop, runner: Runner | None = None) -> None:
+        """Serve one event loop; `runner` runs the batches (default: on the executor thread)."""
         self._loop = loop
+        self._runner = runner or run_batch
         self._queued: list[_Job] = []
         self._urgent: list[_Job] = []
         self._running = False
@@ -95,7 +99,9 @@ class Offload:
         room = MAX_BATCH - len(urgent)
         batch, self._queued = urgent + self._queued[:room], self._queued[room:]
         try:
-            job = self._loop.run_in_executor(None, _run_batch, batch)
+            job = self._loop.run_in_executor(
+                None, self._runner, [(call, argument) for call, argument, _ in batch]
+            )
         except RuntimeError as err:  # the executor is shut down: the host is stopping
             for _, _, done in batch:
                 done(err, 0.0)
@@ -145,11 +151,11 @@ class Offload:
                 self._delivering = False
 
 
-def _run_batch(batch: list[_Job]) -> list[tuple[Any, float]]:
-    """On the executor: every call of the batch, in order; an exception is its call's result."""
+def run_batch(calls: list[Call]) -> list[tuple[Any, float]]:
+    """Every call of a batch, in order, here; an exception is its call's result."""
     results: list[tuple[Any, float]] = []
     clock = time.thread_time
-    for call, argument, _ in batch:
+    for call, argument in calls:
         started = clock()
         try:
             result = call(argument)

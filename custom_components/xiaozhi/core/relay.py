@@ -50,6 +50,7 @@ from .messages import (
     server_message_from_dict,
 )
 from .mqtt_server import DeviceConnection
+from .offload import Offload
 from .ota import OtaAnswer, OtaRequest
 from .reply import Reply
 from .session import (
@@ -108,6 +109,9 @@ class RelayGate(LinkEnd):
         self.notices: dict[str, tuple[str, bytes]] = {}
         self._timezone_offset: int | None = None
         self.links_accepted = 0
+        # Where the devices' microphones are decoded and scored (the add-on's worker process);
+        # None: on the codec thread of this process.
+        self.microphones: Offload | None = None
 
     # --- the link --------------------------------------------------------------------------------
 
@@ -473,7 +477,8 @@ class RelayedChannel:
         match event:
             case SessionStarted():
                 if isinstance(session, DeviceSession):
-                    session.score_audio()  # HA's endpointers then run no model on its loop
+                    # HA's endpointers then run no model on its loop
+                    session.score_audio(self.gate.microphones)
                 self.gate.send({"type": "started", "channel": self.number, **self._started()})
             case SessionEnded():
                 self.gate.channel_ended(self)

@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 import uuid
 
+from . import microphones
 from .codec import OpusDecoder, OpusEncoder
 from .const import (
     AUDIO_RATE_MARGIN,
@@ -58,7 +59,7 @@ from .timings import CodecStats, Stage, TurnTimings
 
 if TYPE_CHECKING:
     from .host import SessionHandler
-    from .vad import ScoredWindow, WindowScorer
+    from .vad import ScoredWindow
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -296,10 +297,12 @@ class DeviceSession:
         self.listen_mode: ListenMode | None = None
         self.hello: ClientHello | None = None
         self._loop = asyncio.get_running_loop()
-        self._decoder: OpusDecoder | None = None
+        self._decoder: OpusDecoder | None = None  # reads packets' lengths; they decode off the loop
         self._offload = Offload.of(self._loop)
+        self.microphone = microphones.new_microphone()
+        self._microphone_offload = self._offload  # where the microphone decodes (and scores)
         self._decoding = 0  # frames handed to the offload and not back yet
-        self._scorer: WindowScorer | None = None  # scores the windows beside the decoding
+        self._scoring = False  # whether the microphone's windows are scored beside the decoding
         self._decoded_all = asyncio.Event()
         self._encoder: OpusEncoder | None = None
         self.codec_stats = CodecStats()
@@ -354,6 +357,8 @@ class DeviceSession:
         was_ready = self.ready
         self.state = SessionState.CLOSED
         self.interrupt()
+        if self._decoder is not None:  # after its last frames, where they were decoded
+            self._microphone_offload.submit(microphones.end, self.microphone, _ignore)
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
         self._ended.set()
@@ -427,6 +432,8 @@ class DeviceSession:
         """
         if self._decoder is None:
             raise ProtocolError("audio before hello")
+        if self.state is SessionState.CLOSED:  # its microphone is ended: nothing more decodes
+            return
         self._last_activity = self._loop.time()
         if not self._frame_limit.allow():
             raise FloodError(f"more than {self._frame_limit.rate:.0f} audio frames/s")
@@ -441,42 +448,28 @@ class DeviceSession:
             return
         self._decoding += 1
         self._decoded_all.clear()
-        score = self._scorer is not None and self._offload.backlog < MAX_SCORING_BACKLOG
-        self._offload.submit(self._decode, (packet, score), self._decoded)
+        offload = self._microphone_offload
+        score = self._scoring and offload.backlog < MAX_SCORING_BACKLOG
+        offload.submit(microphones.decode, (self.microphone, packet, score), self._decoded)
 
-    def score_audio(self) -> None:
+    def score_audio(self, offload: Offload | None = None) -> None:
         """Score the microphone's windows for voice beside the decoding, off the loop.
 
         For a host whose endpointers run in another process (the add-on: HA's satellites); the
-        handler gets the scores with the audio.
+        handler gets the scores with the audio. `offload`, if given, decodes and scores this
+        microphone from now on (the add-on's worker process); call this before the first audio.
         """
-        from .vad import WindowScorer  # noqa: PLC0415 - only hosts that score load the model
-
-        if self._scorer is None:
-            self._scorer = WindowScorer()
+        self._scoring = True
+        if offload is not None:
+            self._microphone_offload = offload
 
     def _microphone_may_pause(self) -> None:
         """Idle, the device streams nothing: the scorer gives its model back until it does.
 
-        In order after the audio before (on the offload's thread, where the scorer runs).
+        In order after the audio before (where the microphone is decoded).
         """
-        if (scorer := self._scorer) is not None and self.state is SessionState.IDLE:
-            self._offload.submit(lambda _: scorer.pause(), None, lambda *_: None)
-
-    def _decode(self, job: tuple[bytes, bool]) -> tuple[bytes, list[ScoredWindow] | None]:
-        """Decode one packet, and score it if asked (on the offload's thread, in order).
-
-        A frame not scored breaks the scorer's stream: the next scored one starts a new one.
-        """
-        assert self._decoder is not None
-        packet, score = job
-        pcm = self._decoder.decode(packet)
-        if self._scorer is None or not pcm:
-            return pcm, None
-        if not score:
-            self._scorer.skip()
-            return pcm, None
-        return pcm, self._scorer.score(pcm)
+        if self._scoring and self.state is SessionState.IDLE:
+            self._microphone_offload.submit(microphones.pause, self.microphone, _ignore)
 
     def _decoded(
         self, result: tuple[bytes, list[ScoredWindow] | None] | Exception, seconds: float
@@ -643,3 +636,7 @@ class DeviceSession:
             while not reply.interrupted and (remaining := stop_at - self._loop.time()) > 0:
                 await reply.wait(remaining)
         return not reply.interrupted and not self.link.closed
+
+
+def _ignore(result: object, seconds: float) -> None:
+    """The result of a call done for its effect (an error is the loop's to log: none expected)."""

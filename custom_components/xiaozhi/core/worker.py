@@ -1,0 +1,156 @@
+"""A codec queue's batches run in a worker process: its own interpreter, so its own GIL.
+
+The add-on scores every device's microphone for voice beside the decoding. Silero's extension
+holds the GIL for its ~0.1 ms a window, so on a thread of the add-on's process it kept the event
+loop waiting: every time the loop released the GIL for a socket call, it waited up to a switch
+interval to get it back, and reply frames went out late in bunches (measured in
+`benchmarks/test_addon.py`: at 100 devices a tenth of the longest gaps came from the loop waiting
+so). In a child process the model runs on the other core and the loop never waits for it.
+
+`WorkerProcess` is an `Offload`'s runner: it sends each batch (module-level functions and their
+arguments, pickled) to the child and waits for the results on the executor thread, where the
+wait holds no GIL. If the child cannot start or stops answering, the batches run here from then
+on, as they would without a worker (one warning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import logging
+import multiprocessing
+from multiprocessing.connection import Connection
+import pickle
+import threading
+from typing import Any, Final
+
+from .offload import Call, run_batch
+
+_LOGGER = logging.getLogger(__name__)
+
+# A batch is at most 64 frames of a few milliseconds each; a child this late is stuck or gone.
+WORKER_REPLY_TIMEOUT_S: Final = 5.0
+WORKER_START_TIMEOUT_S: Final = 30.0  # its imports (numpy, the model's library) on a slow disk
+WORKER_STOP_TIMEOUT_S: Final = 2.0
+_READY: Final = b"ready"
+
+
+class WorkerProcess:
+    """Runs batches of calls in a child process (an `Offload` runner), started at first use.
+
+    A host starts it ahead (`start`): the child's imports take a second, which a device's first
+    words should not wait for.
+
+    `target` is the child's main function, given one end of the pipe; it must be importable by
+    the child by its module's name (the add-on's own, which makes the core importable too).
+    Called from one executor thread at a time (an `Offload` has one batch in flight).
+    """
+
+    def __init__(self, target: Callable[[Connection], None], name: str) -> None:
+        """Run batches in a process named `name`, which runs `target`."""
+        self._target = target
+        self._name = name
+        self._lock = threading.Lock()
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._connection: Connection | None = None
+        self._failed = False
+        self._closed = False
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        """Start the child now, not at the first batch (blocking: call it from an executor)."""
+        with self._lock:
+            if self._connection is None and not self._failed and not self._closed:
+                try:
+                    self._start()
+                except (OSError, EOFError, TimeoutError) as err:
+                    self._fail(err)
+
+    def __call__(self, calls: list[Call]) -> list[tuple[Any, float]]:
+        """Run `calls` in the child, in order; here if it cannot."""
+        with self._lock:
+            if not self._failed and not self._closed:
+                try:
+                    connection = self._connection or self._start()
+                    connection.send_bytes(pickle.dumps(calls, pickle.HIGHEST_PROTOCOL))
+                    if not connection.poll(WORKER_REPLY_TIMEOUT_S):
+                        raise TimeoutError(f"no answer in {WORKER_REPLY_TIMEOUT_S:.0f} s")
+                    results: list[tuple[Any, float]] = pickle.loads(connection.recv_bytes())
+                except (OSError, EOFError, TimeoutError, pickle.PickleError) as err:
+                    self._fail(err)
+                else:
+                    return results
+        return run_batch(calls)
+
+    def close(self) -> None:
+        """Stop the child (blocking: call it from an executor); a batch waiting runs here."""
+        self._closed = True
+        if (process := self._process) is not None:
+            process.terminate()  # a batch waiting for it reads the end of its input
+        with self._lock:
+            self._stop()
+
+    def _start(self) -> Connection:
+        context = multiprocessing.get_context("spawn")  # no copy of this process's threads
+        ours, theirs = context.Pipe()
+        process = context.Process(target=self._target, args=(theirs,), name=self._name)
+        process.daemon = True  # ends with this process
+        process.start()
+        theirs.close()
+        self._process, self._connection = process, ours
+        if not ours.poll(WORKER_START_TIMEOUT_S) or ours.recv_bytes() != _READY:
+            raise TimeoutError(f"not ready in {WORKER_START_TIMEOUT_S:.0f} s")
+        _LOGGER.debug("%s started (pid %s)", self._name, process.pid)
+        return ours
+
+    def _fail(self, err: BaseException) -> None:
+        if not self._closed:
+            _LOGGER.warning(
+                "The %s stopped (%s): its work runs in this process from now on",
+                self._name,
+                err or type(err).__name__,
+            )
+        self._failed = True
+        self._stop()
+
+    def _stop(self) -> None:
+        process, connection = self._process, self._connection
+        self._process = self._connection = None
+        if connection is not None:
+            connection.close()  # the child reads the end of its input and exits
+        if process is not None:
+            process.join(WORKER_STOP_TIMEOUT_S)
+            if process.is_alive():
+                process.kill()
+                process.join(WORKER_STOP_TIMEOUT_S)
+
+
+def serve(connection: Connection) -> None:
+    """The child's loop: run each batch that comes, send back its results, until the input ends."""
+    connection.send_bytes(_READY)
+    while True:
+        try:
+            calls: list[Call] = pickle.loads(connection.recv_bytes())
+        except EOFError:
+            return
+        results = run_batch(calls)
+        try:
+            reply = pickle.dumps(results, pickle.HIGHEST_PROTOCOL)
+        except (pickle.PickleError, TypeError, AttributeError):  # a result that cannot travel
+            reply = pickle.dumps(
+                [(_travelling(result), seconds) for result, seconds in results],
+                pickle.HIGHEST_PROTOCOL,
+            )
+        connection.send_bytes(reply)
+
+
+def _travelling(result: Any) -> Any:
+    """A result that pickles: an exception that does not becomes a RuntimeError with its text."""
+    try:
+        pickle.dumps(result)
+    except (pickle.PickleError, TypeError, AttributeError):
+        return RuntimeError(f"{type(result).__name__}: {result}")
+    return result
