@@ -15,9 +15,10 @@ from .host import DEFAULT_PORTS, AddonHost, AddonOptions
 
 _LOGGER = logging.getLogger("xiaozhi_addon")
 
-# How long a thread that holds the GIL keeps it from one that waits. The codec thread decodes
-# and scores every device's microphone (the voice model holds the GIL for ~0.1 ms a window), and
-# at Python's default (5 ms) the event loop, waking to pace a reply frame, could wait that long.
+# How long a thread that holds the GIL keeps it from one that waits. The codec thread encodes
+# the replies (and decodes and scores the microphones if the worker process cannot: the voice
+# model holds the GIL for ~0.1 ms a window); at Python's default (5 ms) the event loop, waking
+# to pace a reply frame, could wait that long.
 GIL_SWITCH_INTERVAL_S: Final = 0.001
 
 
