@@ -457,7 +457,10 @@ class XiaozhiSatellite(XiaozhiEntity, AssistSatelliteEntity):
         turn.mic = turn.endpointer = None
         while mic.full():  # make room for the end marker
             mic.get_nowait()
-        mic.put_nowait(None)
+        # The end marker goes in at the loop's next pass: the turn's sender, woken by the
+        # decision, then writes `tts start` before the pipeline runs STT, the agent and TTS on
+        # this same loop (fast ones answer within one step of its task, ahead of the sender).
+        self.hass.loop.call_soon(mic.put_nowait, None)
         if turn.session.listen_mode is ListenMode.REALTIME:
             self._barge_in = self._new_endpointer()
 
