@@ -7,10 +7,13 @@ process: the package's import makes `xiaozhi_core` importable there too.
 from __future__ import annotations
 
 from multiprocessing.connection import Connection
+import signal
 
 from xiaozhi_core.worker import serve
 
 
 def main(connection: Connection) -> None:
     """Serve the batches that come on `connection` until it ends."""
+    # The add-on stops it (a Ctrl-C in a terminal reaches the whole process group).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(connection)
