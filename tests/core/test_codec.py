@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from custom_components.xiaozhi.core.codec import OpusDecoder, OpusEncoder, PcmFramer
+from custom_components.xiaozhi.core.codec import (
+    OpusDecoder,
+    OpusEncoder,
+    PcmFramer,
+    packet_samples,
+)
 from custom_components.xiaozhi.core.errors import CodecError
 from tests.audio import tone
 
@@ -62,3 +67,13 @@ def test_framer_cuts_and_pads() -> None:
     assert framer.push(b"defghij") == [b"abcd", b"efgh"]
     assert framer.flush() == b"ij\x00\x00"
     assert framer.flush() is None
+
+
+def test_a_packets_length_is_read_from_its_header_without_a_decoder() -> None:
+    for duration in (20, 60):
+        packet = OpusEncoder(16000, duration).encode(tone(duration / 1000, 16000))
+        assert packet_samples(packet) == 16 * duration  # at the device rate
+        assert packet_samples(packet, 24000) == 24 * duration
+    assert packet_samples(b"") == 0
+    with pytest.raises(CodecError):
+        packet_samples(b"\x03")  # code 3 (frame count follows) cut short

@@ -6,9 +6,9 @@ import ctypes
 from typing import Final
 
 import opuslib_next  # type: ignore[import-untyped]
+from opuslib_next.api import libopus as _libopus  # type: ignore[import-untyped]
 from opuslib_next.api.decoder import (  # type: ignore[import-untyped]
     libopus_decode as _libopus_decode,
-    libopus_get_nb_samples as _libopus_get_nb_samples,
 )
 
 from .const import (
@@ -22,6 +22,23 @@ from .errors import CodecError
 
 REPLY_BITRATE: Final = 32000  # bit/s; clear speech on a small speaker at ~4 KB/s
 REPLY_COMPLEXITY: Final = 5  # libopus 0-10; speech quality is flat above ~5, cost is not
+
+
+# Reads a packet's header: no decoder state is needed to know how long it plays.
+_libopus_packet_samples = _libopus.opus_packet_get_nb_samples
+_libopus_packet_samples.argtypes = (ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32)
+_libopus_packet_samples.restype = ctypes.c_int
+
+
+def packet_samples(packet: bytes, sample_rate: int = DEVICE_SAMPLE_RATE) -> int:
+    """How many samples `packet` decodes to at `sample_rate`, read from its header."""
+    if not packet:
+        return 0
+    samples: int = _libopus_packet_samples(packet, len(packet), sample_rate)
+    if samples < 0:
+        error = opuslib_next.OpusError(samples)
+        raise CodecError(f"cannot read Opus packet of {len(packet)} bytes: {error}")
+    return samples
 
 
 def samples_per_frame(sample_rate: int, frame_duration_ms: int) -> int:
@@ -43,16 +60,6 @@ class OpusDecoder:
         # it out sample by sample through a Python list, which costs more than the decoding.
         self._pcm = (ctypes.c_int16 * self._max_samples)()
         self._pcm_pointer = ctypes.cast(self._pcm, ctypes.POINTER(ctypes.c_int16))
-
-    def samples_in(self, packet: bytes) -> int:
-        """How many samples `packet` decodes to, read from its header (no decoding)."""
-        if not packet:
-            return 0
-        samples: int = _libopus_get_nb_samples(self._decoder.decoder_state, packet, len(packet))
-        if samples < 0:
-            error = opuslib_next.OpusError(samples)
-            raise CodecError(f"cannot read Opus packet of {len(packet)} bytes: {error}")
-        return samples
 
     def decode(self, packet: bytes) -> bytes:
         """Decode one packet; an empty packet (DTX) gives no audio."""

@@ -67,7 +67,7 @@ def pause(number: int) -> None:
 
 def end(number: int) -> None:
     """The device is gone: drop its microphone's state (its model goes back to the pool)."""
-    if (microphone := _microphones.pop(number, None)) is not None and microphone.scorer:
+    if (microphone := _microphones.pop(number, None)) is not None and microphone.scorer is not None:
         microphone.scorer.pause()
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import uuid
 
 from . import microphones
-from .codec import OpusDecoder, OpusEncoder
+from .codec import OpusEncoder, packet_samples
 from .const import (
     AUDIO_RATE_MARGIN,
     DEVICE_SAMPLE_RATE,
@@ -297,7 +297,6 @@ class DeviceSession:
         self.listen_mode: ListenMode | None = None
         self.hello: ClientHello | None = None
         self._loop = asyncio.get_running_loop()
-        self._decoder: OpusDecoder | None = None  # reads packets' lengths; they decode off the loop
         self._offload = Offload.of(self._loop)
         self.microphone = microphones.new_microphone()
         self._microphone_offload = self._offload  # where the microphone decodes (and scores)
@@ -357,7 +356,7 @@ class DeviceSession:
         was_ready = self.ready
         self.state = SessionState.CLOSED
         self.interrupt()
-        if self._decoder is not None:  # after its last frames, where they were decoded
+        if self.hello is not None:  # after its last frames, where they were decoded
             self._microphone_offload.submit(microphones.end, self.microphone, _ignore)
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
@@ -430,7 +429,7 @@ class DeviceSession:
 
         Frames reach the handler in order, and before any later message (`handle_text` waits).
         """
-        if self._decoder is None:
+        if self.hello is None:
             raise ProtocolError("audio before hello")
         if self.state is SessionState.CLOSED:  # its microphone is ended: nothing more decodes
             return
@@ -438,7 +437,7 @@ class DeviceSession:
         if not self._frame_limit.allow():
             raise FloodError(f"more than {self._frame_limit.rate:.0f} audio frames/s")
         try:
-            samples = self._decoder.samples_in(packet)
+            samples = packet_samples(packet)
         except CodecError as err:
             self._warn_once("codec", "%s: dropping undecodable audio: %s", self, err)
             return
@@ -495,7 +494,6 @@ class DeviceSession:
         self._frame_limit = RateLimit(
             AUDIO_RATE_MARGIN * frames_per_s, MAX_AUDIO_BURST_S * frames_per_s, self._loop.time
         )
-        self._decoder = OpusDecoder(DEVICE_SAMPLE_RATE)
         await self.send(ServerHello(session_id=self.session_id, audio_params=self.reply_audio))
         self.state = SessionState.IDLE
         _LOGGER.debug("%s: hello done (protocol v%s)", self, self.device.protocol_version)
