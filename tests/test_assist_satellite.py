@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
+import os
 from typing import Any
 
 from homeassistant.components import conversation
@@ -24,7 +25,7 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 )
 
 from custom_components.xiaozhi.const import DOMAIN
-from custom_components.xiaozhi.core import SessionState
+from custom_components.xiaozhi.core import SessionState, vad
 from custom_components.xiaozhi.core.const import (
     MAX_PLAYBACK_LEAD_FRAMES,
     PLAYBACK_LEAD_FRAMES,
@@ -153,6 +154,33 @@ async def test_voice_turn_auto_mode(
     await device.close()
     await wait_for_state(hass, connected, STATE_OFF)
     assert hass.states.get(entity_id).state == "idle"
+
+
+async def test_the_microphone_is_decoded_and_scored_in_the_worker_process(
+    hass: HomeAssistant,
+    providers: Providers,
+    make_device: MakeDevice,
+    speech: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HA's endpointer ends the turn on scores made in the hub's worker process: no voice model
+    runs in HA's process, and the worker imported the core alone, not Home Assistant."""
+    taken: list[object] = []
+    take = vad._take_model
+    monkeypatch.setattr(vad, "_take_model", lambda: taken.append(1) or take())
+    device = await make_device()
+    await device.connect()
+    mic = await speak(device, speech, ListenMode.AUTO)
+    assert (await device.wait_for("stt"))["text"] == "turn on the kitchen light"
+    await device.wait_for("tts", "stop")
+    mic.cancel()
+    assert hass.states.get(providers.light.entity_id).state == STATE_ON
+    assert taken == []
+    hub = hass.config_entries.async_entries(DOMAIN)[0].runtime_data
+    assert hub.microphone_worker.pid not in (None, os.getpid())
+    imported, _ = await hub.microphones.run(eval, "sorted(__import__('sys').modules)")
+    assert "numpy" in imported and "custom_components.xiaozhi.core.vad" in imported
+    assert not [name for name in imported if name.startswith(("homeassistant", "aiohttp"))]
 
 
 async def test_voice_turn_manual_mode(

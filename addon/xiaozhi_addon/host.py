@@ -21,8 +21,6 @@ from xiaozhi_core.offload import Offload
 from xiaozhi_core.relay import RelayGate
 from xiaozhi_core.worker import WorkerProcess
 
-from . import worker
-
 _LOGGER = logging.getLogger("xiaozhi_addon")
 
 # OTA and WebSocket on the reference server's ports; always-connected devices on the integration's.
@@ -169,7 +167,7 @@ class AddonHost:
         self._supervisor_url = supervisor_url
         self._runners: list[web.AppRunner] = []
         # The devices' microphones are decoded and scored for voice in a process of their own.
-        self.microphone_worker = WorkerProcess(worker.main, "microphone worker")
+        self.microphone_worker = WorkerProcess("microphone worker")
         self._worker_starting: asyncio.Future[None] | None = None
 
     def http_app(self) -> web.Application:

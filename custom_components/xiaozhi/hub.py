@@ -4,12 +4,14 @@ It is the core servers' `DeviceGate`, composed of one module per job: the bound 
 (`store.py`), activation codes and the repairs that ask for them (`activation.py`) and
 credential checks (`authorization.py`). It runs two transports: the WebSocket on HA's own port
 (a channel per conversation) and, once a device is switched to it, the always-connected
-MQTT+UDP listeners. There is at most one hub (the manifest's `single_config_entry`); it is
-found with `async_get_hub`.
+MQTT+UDP listeners. The devices' microphones are decoded and scored for voice in a worker
+process (`core/worker.py`), off HA's event loop and its GIL. There is at most one hub (the
+manifest's `single_config_entry`); it is found with `async_get_hub`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from datetime import timedelta
@@ -74,7 +76,9 @@ from .core.const import (
 from .core.errors import CheckInRefusedError
 from .core.messages import Alert, DeviceMessage, Listen, ListenState, System
 from .core.mqtt_server import device_topic
+from .core.offload import Offload
 from .core.remote import LinkClient, RelayedSession
+from .core.worker import WorkerProcess
 from .device_tools import DeviceTools
 from .devices import XiaozhiDevice
 from .issues import async_raise_issue
@@ -224,6 +228,11 @@ class XiaozhiHub:
         self.link: LinkClient | None = None  # to the add-on, when it serves the devices
         self._link_listeners: list[Callable[[], None]] = []
         self._notices: set[tuple[int, str]] = set()  # (link number, device) given a notice
+        # The voice model would otherwise run on HA's event loop (or hold the GIL on a thread
+        # every device waits on): at 100 devices that was a third of a core, and frames late.
+        self.microphone_worker = WorkerProcess("Xiaozhi microphone worker")
+        self.microphones = Offload(hass.loop, self.microphone_worker)
+        self._worker_starting: asyncio.Future[None] | None = None
 
     async def async_setup(self) -> None:
         """Load the bound devices and become the hub the endpoints serve."""
@@ -492,6 +501,7 @@ class XiaozhiHub:
         """Resolve a bound device presenting its own token to its satellite; None if refused."""
         bound = await self.auth.async_authorize(device, token)
         if bound is not None:
+            self._async_start_worker()
             return bound.handler or _Unhandled()
         if (pending := self.activations.held(device.device_id, device.client_id, token)) is None:
             return None
@@ -510,7 +520,14 @@ class XiaozhiHub:
         bound = await self.auth.async_authorize(device, password, mqtt=True)
         if bound is None:
             return None
+        self._async_start_worker()
         return _AlwaysConnected(bound)
+
+    @callback
+    def _async_start_worker(self) -> None:
+        """Start the microphone worker ahead of the first device's audio (once)."""
+        if self._worker_starting is None:
+            self._worker_starting = self.hass.async_add_executor_job(self.microphone_worker.start)
 
     def timezone_offset_minutes(self) -> int:
         """Set device clocks to HA's time zone."""
@@ -583,3 +600,6 @@ class XiaozhiHub:
             ir.async_delete_issue(self.hass, DOMAIN, ISSUE_ADDON_SECRET_REFUSED)
         await self.mqtt.async_close()
         await self.server.close_all()
+        await self.hass.async_add_executor_job(self.microphone_worker.close)
+        if self._worker_starting is not None:
+            await self._worker_starting  # done by now: `close` waited for it

@@ -18,7 +18,7 @@ from custom_components.xiaozhi.core.worker import WorkerProcess
 @pytest.fixture
 def process() -> WorkerProcess:
     """A worker process (started by its first batch); stopped after the test."""
-    runner = WorkerProcess(worker.serve, "test worker")
+    runner = WorkerProcess("test worker")
     yield runner
     runner.close()
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from .const import CloseCode
     from .messages import AudioParams, ClientHello, DeviceMessage, ListenMode, Message
+    from .offload import Offload
     from .ota import OtaAnswer, OtaRequest
     from .reply import Reply
     from .session import DeviceIdentity, SessionEvent, SessionState
@@ -116,7 +117,7 @@ class SessionHandler(Protocol):
         """Handle microphone audio: 16-bit mono PCM at 16 kHz.
 
         `scored`: the voice scores of the windows it completes (`vad.ScoredWindow`), where the
-        host scores them (`DeviceSession.score_audio`); None where it does not.
+        host scores them (`DeviceGate.microphones`); None where it does not.
         """
 
 
@@ -137,6 +138,14 @@ class DeviceGate(Protocol):
     """Decides which devices are served, and who handles each one's session."""
 
     websocket_path: str
+
+    @property
+    def microphones(self) -> Offload | None:
+        """Where the devices' microphones are decoded and scored for voice (`worker.py`).
+
+        Their handlers get the scores and run no model. None: decoded on this process's codec
+        thread, unscored.
+        """
 
     async def ota_answer(self, request: OtaRequest, default_url: str) -> OtaAnswer:
         """Return the device's channel, with the activation an unbound one must do first.

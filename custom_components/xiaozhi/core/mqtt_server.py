@@ -240,7 +240,12 @@ class DeviceConnection:
 
         channel = self.server.udp.open_channel(self.identity.remote or "", audio)
         link = MqttUdpLink(self, channel)
-        session = DeviceSession(link, self.identity, self.handler.session_handler())
+        session = DeviceSession(
+            link,
+            self.identity,
+            self.handler.session_handler(),
+            microphone_offload=self.server.gate.microphones,
+        )
         self.session = session
         self.sessions_opened += 1
         session.start()

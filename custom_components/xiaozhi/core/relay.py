@@ -476,9 +476,6 @@ class RelayedChannel:
             self.session = session
         match event:
             case SessionStarted():
-                if isinstance(session, DeviceSession):
-                    # HA's endpointers then run no model on its loop
-                    session.score_audio(self.gate.microphones)
                 self.gate.send({"type": "started", "channel": self.number, **self._started()})
             case SessionEnded():
                 self.gate.channel_ended(self)

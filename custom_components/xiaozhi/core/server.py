@@ -194,7 +194,12 @@ class XiaozhiServer:
         # No heartbeat: the session's idle timeout already drops silent (dead) devices.
         ws = web.WebSocketResponse(max_msg_size=MAX_WEBSOCKET_FRAME_BYTES, timeout=CLOSE_TIMEOUT_S)
         await ws.prepare(request)
-        session = DeviceSession(WebSocketLink(ws, device.protocol_version), device, handler)
+        session = DeviceSession(
+            WebSocketLink(ws, device.protocol_version),
+            device,
+            handler,
+            microphone_offload=self.gate.microphones,
+        )
         # One channel per device, race-free: the newest registers before anything awaits and
         # closes the one it replaces (the firmware opens a new channel when the old went stale).
         previous = self._by_device.get(device.device_id)

@@ -286,8 +286,13 @@ class DeviceSession:
         handler: SessionHandler,
         *,
         reply_audio: AudioParams = REPLY_AUDIO,
+        microphone_offload: Offload | None = None,
     ) -> None:
-        """Bind a session to its transport and handler; call `start()` once connected."""
+        """Bind a session to its transport and handler; call `start()` once connected.
+
+        `microphone_offload`: where the microphone is decoded and scored (`score_audio`), if
+        not on this process's codec thread.
+        """
         self.link = link
         self.device = device
         self.handler = handler
@@ -302,6 +307,8 @@ class DeviceSession:
         self._microphone_offload = self._offload  # where the microphone decodes (and scores)
         self._decoding = 0  # frames handed to the offload and not back yet
         self._scoring = False  # whether the microphone's windows are scored beside the decoding
+        if microphone_offload is not None:
+            self.score_audio(microphone_offload)
         self._decoded_all = asyncio.Event()
         self._encoder: OpusEncoder | None = None
         self.codec_stats = CodecStats()
@@ -454,9 +461,9 @@ class DeviceSession:
     def score_audio(self, offload: Offload | None = None) -> None:
         """Score the microphone's windows for voice beside the decoding, off the loop.
 
-        For a host whose endpointers run in another process (the add-on: HA's satellites); the
-        handler gets the scores with the audio. `offload`, if given, decodes and scores this
-        microphone from now on (the add-on's worker process); call this before the first audio.
+        The handler gets the scores with the audio and runs no model. `offload`, if given,
+        decodes and scores this microphone from now on (a worker process); call this before the
+        first audio.
         """
         self._scoring = True
         if offload is not None:

@@ -15,11 +15,14 @@ on, as they would without a worker (one warning).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import logging
-import multiprocessing
 from multiprocessing.connection import Connection
+import os
+from pathlib import Path
 import pickle
+import socket
+import subprocess
+import sys
 import threading
 from typing import Any, Final
 
@@ -32,6 +35,10 @@ WORKER_REPLY_TIMEOUT_S: Final = 5.0
 WORKER_START_TIMEOUT_S: Final = 30.0  # its imports (numpy, the model's library) on a slow disk
 WORKER_STOP_TIMEOUT_S: Final = 2.0
 _READY: Final = b"ready"
+# The child's program, and the core package it loads: by the name it has here, which is how
+# the calls sent to it are pickled (`xiaozhi_core` in the add-on, the integration's in HA).
+_CHILD_PROGRAM: Final = Path(__file__).with_name("worker_child.py")
+_CORE_PACKAGE: Final = __name__.rpartition(".")[0]
 
 
 class WorkerProcess:
@@ -40,17 +47,16 @@ class WorkerProcess:
     A host starts it ahead (`start`): the child's imports take a second, which a device's first
     words should not wait for.
 
-    `target` is the child's main function, given one end of the pipe; it must be importable by
-    the child by its module's name (the add-on's own, which makes the core importable too).
-    Called from one executor thread at a time (an `Offload` has one batch in flight).
+    The child is this Python with the core package alone (`worker_child.py`): it imports
+    neither Home Assistant nor the add-on. Called from one executor thread at a time (an
+    `Offload` has one batch in flight).
     """
 
-    def __init__(self, target: Callable[[Connection], None], name: str) -> None:
-        """Run batches in a process named `name`, which runs `target`."""
-        self._target = target
+    def __init__(self, name: str) -> None:
+        """Run batches in a process called `name` (in logs)."""
         self._name = name
         self._lock = threading.Lock()
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._connection: Connection | None = None
         self._failed = False
         self._closed = False
@@ -88,23 +94,34 @@ class WorkerProcess:
     def close(self) -> None:
         """Stop the child (blocking: call it from an executor); a batch waiting runs here."""
         self._closed = True
-        if (process := self._process) is not None:
+        if (process := self._process) is not None and process.poll() is None:
             process.terminate()  # a batch waiting for it reads the end of its input
         with self._lock:
             self._stop()
 
     def _start(self) -> Connection:
-        context = multiprocessing.get_context("spawn")  # no copy of this process's threads
-        ours, theirs = context.Pipe()
-        process = context.Process(target=self._target, args=(theirs,), name=self._name)
-        process.daemon = True  # ends with this process
-        process.start()
-        theirs.close()
-        self._process, self._connection = process, ours
-        if not ours.poll(WORKER_START_TIMEOUT_S) or ours.recv_bytes() != _READY:
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-P",  # not the core's directory first on the path: it is no package root
+                    str(_CHILD_PROGRAM),
+                    str(theirs.fileno()),
+                    _CORE_PACKAGE,
+                    str(_CHILD_PROGRAM.parent),
+                ],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                # The libraries where this process finds them (HA may add a deps directory).
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))},
+            )
+            connection = Connection(os.dup(ours.fileno()))
+        self._process, self._connection = process, connection
+        if not connection.poll(WORKER_START_TIMEOUT_S) or connection.recv_bytes() != _READY:
             raise TimeoutError(f"not ready in {WORKER_START_TIMEOUT_S:.0f} s")
         _LOGGER.debug("%s started (pid %s)", self._name, process.pid)
-        return ours
+        return connection
 
     def _fail(self, err: BaseException) -> None:
         if not self._closed:
@@ -122,10 +139,11 @@ class WorkerProcess:
         if connection is not None:
             connection.close()  # the child reads the end of its input and exits
         if process is not None:
-            process.join(WORKER_STOP_TIMEOUT_S)
-            if process.is_alive():
+            try:
+                process.wait(WORKER_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
                 process.kill()
-                process.join(WORKER_STOP_TIMEOUT_S)
+                process.wait(WORKER_STOP_TIMEOUT_S)
 
 
 def serve(connection: Connection) -> None:
