@@ -124,6 +124,7 @@ async def test_a_device_on_the_addon_turns_on_a_light(
         # model was taken by HA, nor beside the add-on's event loop.
         assert models_taken == []
         assert addon.microphone_worker.pid not in (None, os.getpid())
+        assert hub.runtime_data.microphone_worker.pid is None  # HA serves no channel itself
         assert hass.states.get(providers.light.entity_id).state == STATE_ON
         # The reply came through the add-on, its subtitle once, in step with its audio.
         sentences = device.received.of_type("tts", "sentence_start")

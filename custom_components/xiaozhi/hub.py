@@ -231,7 +231,7 @@ class XiaozhiHub:
         # The voice model would otherwise run on HA's event loop (or hold the GIL on a thread
         # every device waits on): at 100 devices that was a third of a core, and frames late.
         self.microphone_worker = WorkerProcess("Xiaozhi microphone worker")
-        self.microphones = Offload(hass.loop, self.microphone_worker)
+        self._microphones = Offload(hass.loop, self.microphone_worker)
         self._worker_starting: asyncio.Future[None] | None = None
 
     async def async_setup(self) -> None:
@@ -501,7 +501,6 @@ class XiaozhiHub:
         """Resolve a bound device presenting its own token to its satellite; None if refused."""
         bound = await self.auth.async_authorize(device, token)
         if bound is not None:
-            self._async_start_worker()
             return bound.handler or _Unhandled()
         if (pending := self.activations.held(device.device_id, device.client_id, token)) is None:
             return None
@@ -520,14 +519,18 @@ class XiaozhiHub:
         bound = await self.auth.async_authorize(device, password, mqtt=True)
         if bound is None:
             return None
-        self._async_start_worker()
         return _AlwaysConnected(bound)
 
-    @callback
-    def _async_start_worker(self) -> None:
-        """Start the microphone worker ahead of the first device's audio (once)."""
+    @property
+    def microphones(self) -> Offload:
+        """Where the microphones of the devices served here are decoded and scored.
+
+        Its worker process starts with the first channel served here (asked for when the
+        session is made), ahead of its first audio; channels the add-on serves never ask.
+        """
         if self._worker_starting is None:
             self._worker_starting = self.hass.async_add_executor_job(self.microphone_worker.start)
+        return self._microphones
 
     def timezone_offset_minutes(self) -> int:
         """Set device clocks to HA's time zone."""
