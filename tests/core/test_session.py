@@ -463,6 +463,36 @@ async def test_a_session_asked_to_score_its_audio_scores_it_off_the_loop(
             await asyncio.sleep(0.01)
 
 
+async def test_tts_start_tells_the_scorer_the_speech_is_over(
+    session: tuple[DeviceSession, RecordingLink, RecordingHost],
+) -> None:
+    """Once `tts start` is out, the room's background is not scored (a hangover later, it
+    would be): only a new voice needs the model while the reply plays."""
+    s, _, _ = session
+    s.score_audio()
+    encoder = OpusEncoder(16000, 60, bitrate=None, complexity=0)
+    room = random.Random(1)
+    noise = [
+        encoder.encode(
+            b"".join(int(room.gauss(0, 30)).to_bytes(2, "little", signed=True) for _ in range(960))
+        )
+        for _ in range(6)
+    ]
+    await s.handle_text(Listen(state=ListenState.START, mode=ListenMode.REALTIME).to_json())
+
+    async def skipped_after(packets: list[bytes]) -> int:
+        for packet in packets:
+            s.handle_audio(packet)
+        await s.handle_text(Listen(state=ListenState.DETECT, text="hi").to_json())  # in order
+        scorer = microphones._microphones[s.microphone].scorer
+        assert scorer is not None
+        return scorer.model_skipped
+
+    assert await skipped_after(noise[:3]) == 0  # within the hangover: every window scored
+    await s.start_speaking()
+    assert await skipped_after(noise[3:]) == 6  # every window the next three frames complete
+
+
 async def test_a_busy_codec_queue_leaves_the_scoring_to_the_handler(
     session: tuple[DeviceSession, RecordingLink, RecordingHost],
 ) -> None:

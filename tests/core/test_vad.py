@@ -368,10 +368,12 @@ def test_a_paused_stream_gives_its_model_back_for_the_next() -> None:
 
 
 def turns_on_scores(
-    audio: np.ndarray,
+    audio: np.ndarray, *, told: bool = False
 ) -> tuple[list[tuple[EndpointEvent, float]], vad.WindowScorer]:
     """Two commands on one scored stream, a new endpointer for each turn (as HA's satellite
-    makes one after each end of speech); the events with their stream times, and the scorer."""
+    makes one after each end of speech); the events with their stream times, and the scorer.
+
+    `told`: the scorer hears of each end decided (the session's `tts start`)."""
     data = audio.tobytes()
     scorer = vad.WindowScorer()
     endpointer = SpeechEndpointer()
@@ -382,6 +384,8 @@ def turns_on_scores(
             events.append((event, (offset + len(piece)) / 2 / RATE))
             if event is END:
                 endpointer = SpeechEndpointer()
+                if told:
+                    scorer.speech_over()
     return events, scorer
 
 
@@ -403,6 +407,22 @@ def test_the_scorer_skips_the_background_between_commands_and_decides_the_same(
     assert scorer.model_skipped == 0
     assert kinds(gated) == kinds(always) == [START, END, START, END]
     for (_, at), (_, expected) in zip(gated, always, strict=True):
+        assert abs(at - expected) <= FRAME_S + 1e-9
+
+
+@pytest.mark.parametrize("noise", [FAINT_NOISE, ROOM_NOISE, LOUD_NOISE])
+def test_told_the_speech_is_over_the_scorer_skips_the_background_at_once(noise: float) -> None:
+    """Once the host has decided a turn's end, the scorer skips the background from there, not
+    a hangover later; the next command starts and ends where it did."""
+    command = (voice("turn on the"), 0.3, voice("kitchen light"))
+    audio = clip(LEAD_S, *command, TAIL_S, *command, TAIL_S, noise=noise)
+    told, told_scorer = turns_on_scores(audio, told=True)
+    not_told, scorer = turns_on_scores(audio)
+    # The end is decided ~0.4 s after the voice; the hangover starts when the model lets go of
+    # it (within ~0.25 s) and lasts 1.14 s: each tail skips ~0.7 s more (0.6 s asked).
+    assert told_scorer.model_skipped >= scorer.model_skipped + 2 * round(0.6 / WINDOW_S)
+    assert kinds(told) == kinds(not_told) == [START, END, START, END]
+    for (_, at), (_, expected) in zip(told, not_told, strict=True):
         assert abs(at - expected) <= FRAME_S + 1e-9
 
 

@@ -59,6 +59,12 @@ def decode(job: DecodeJob) -> tuple[bytes, list[ScoredWindow] | None]:
     return pcm, scorer.score(pcm)
 
 
+def speech_over(number: int) -> None:
+    """The turn's end was decided: the scorer skips the background from now on."""
+    if (microphone := _microphones.get(number)) is not None and microphone.scorer is not None:
+        microphone.scorer.speech_over()
+
+
 def pause(number: int) -> None:
     """The microphone streams nothing for now: its scorer gives its voice model back."""
     if (microphone := _microphones.get(number)) is not None and microphone.scorer is not None:

@@ -542,6 +542,8 @@ class DeviceSession:
         await self.send(Tts(state=TtsState.START))
         self.state = SessionState.SPEAKING
         self._speaking_since = self._loop.time()
+        if self._scoring:  # after the audio before: the utterance it ends is scored whole
+            self._microphone_offload.submit(microphones.speech_over, self.microphone, _ignore)
 
     async def stop_speaking(self) -> None:
         """Send `tts stop` if speaking; the device returns to listening or idle by its mode."""

@@ -234,6 +234,14 @@ class WindowScorer:
             scored.append(ScoredWindow(probability, level))
         return scored
 
+    def speech_over(self) -> None:
+        """The turn's end was decided (`tts start` went out): skip the background from now on.
+
+        The hangover covers an utterance whose end the scorer cannot see; once the host has
+        decided it, only a new voice (a barge-in, the next command) needs the model.
+        """
+        self._unheard = max(self._unheard, self._hangover)
+
     def pause(self) -> None:
         """The stream stops for now: give the model back; the next audio starts a new stream."""
         self._slot.release()
