@@ -7,8 +7,8 @@ the next, so the results come back in the order the jobs were queued (each devic
 in order) and the loop pays one executor round trip per batch, not per frame. Urgent jobs (a
 reply's next frames, which a device's playback waits for) go ahead of the others, in a batch
 and in the hand-back; each kind stays in its own order. A queue may run its batches elsewhere
-(`Runner`): the add-on decodes and scores the microphones in a worker process, because Silero's
-extension holds the GIL and on a thread it would hold up the loop (`worker.py`).
+(`Runner`): both hosts decode and score the microphones in a worker process, because Silero's
+extension holds the GIL and on the loop or a thread it would hold up the loop (`worker.py`).
 """
 
 from __future__ import annotations

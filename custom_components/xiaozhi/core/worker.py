@@ -1,11 +1,12 @@
 """A codec queue's batches run in a worker process: its own interpreter, so its own GIL.
 
-The add-on scores every device's microphone for voice beside the decoding. Silero's extension
-holds the GIL for its ~0.1 ms a window, so on a thread of the add-on's process it kept the event
-loop waiting: every time the loop released the GIL for a socket call, it waited up to a switch
+Both hosts (the hub in HA, the add-on) decode every device's microphone and score it for voice
+here. Silero's extension holds the GIL for its ~0.1 ms a window: on HA's event loop it is time
+every device waits for, and on a thread of the add-on's process it kept the event loop
+waiting: every time the loop released the GIL for a socket call, it waited up to a switch
 interval to get it back, and reply frames went out late in bunches (measured in
-`benchmarks/test_addon.py`: at 100 devices a tenth of the longest gaps came from the loop waiting
-so). In a child process the model runs on the other core and the loop never waits for it.
+`benchmarks/test_addon.py`: at 100 devices a tenth of the longest gaps came from the loop
+waiting so). In a child process the model runs on the other core and the loop never waits for it.
 
 `WorkerProcess` is an `Offload`'s runner: it sends each batch (module-level functions and their
 arguments, pickled) to the child and waits for the results on the executor thread, where the
@@ -44,8 +45,8 @@ _CORE_PACKAGE: Final = __name__.rpartition(".")[0]
 class WorkerProcess:
     """Runs batches of calls in a child process (an `Offload` runner), started at first use.
 
-    A host starts it ahead (`start`): the child's imports take a second, which a device's first
-    words should not wait for.
+    A host may start it ahead (`start`, ~0.06 s); the child imports numpy and the model's
+    library at its first scored frame.
 
     The child is this Python with the core package alone (`worker_child.py`): it imports
     neither Home Assistant nor the add-on. Called from one executor thread at a time (an
